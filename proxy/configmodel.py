@@ -1,0 +1,159 @@
+"""The configuration as data: frozen dataclasses with the documented defaults.
+
+Owns the shape of a loaded config (see INTERFACES.md); proxy.config fills it from YAML and
+re-exports every name here (JustificationRule is proxy.core.policy's, so the rule loaded
+is the rule checked). Plain data: no I/O, no validation beyond keeping ``logins``
+consistent with ``login``. Paths are absolute once loaded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+# One rule type for config and policy: proxy.core.policy checks what this file loads.
+from proxy.core.policy import JustificationRule
+
+__all__ = [
+    "DEFAULT_RULES",
+    "DEFAULT_SINK_TIMEOUT",
+    "MAX_JUSTIFICATION_BYTES",
+    "AlertRules",
+    "AlertsConfig",
+    "Config",
+    "IPNetwork",
+    "JustificationRule",
+    "ListenConfig",
+    "PolicyConfig",
+    "QuietHours",
+    "RateRule",
+    "RecordingConfig",
+    "SinkConfig",
+    "SinkType",
+    "StorageConfig",
+    "TargetConfig",
+    "all_sources",
+    "default_justification",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+SinkType = Literal["webhook", "syslog", "command"]
+MAX_JUSTIFICATION_BYTES = 2048
+DEFAULT_SINK_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListenConfig:
+    host: str = "127.0.0.1"
+    port: int = 2222
+    host_key: Path  # may not exist yet: generated on first start
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageConfig:
+    database: Path
+    recordings: Path
+
+
+def default_justification() -> JustificationRule:
+    """At least 15 characters, at most 2 KiB, no pattern."""
+    return JustificationRule(min_length=15, max_bytes=MAX_JUSTIFICATION_BYTES, pattern=None)
+
+
+def all_sources() -> tuple[IPNetwork, ...]:
+    return (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyConfig:
+    justification: JustificationRule = field(default_factory=default_justification)
+    max_session: float = 3600.0
+    warn_before: tuple[float, ...] = (300.0, 60.0)  # sorted, largest first
+    idle_timeout: float | None = 900.0  # None: no idle limit
+    allowed_sources: tuple[IPNetwork, ...] = field(default_factory=all_sources)
+    login_timeout: float = 120.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordingConfig:
+    input: bool = False
+    max_channel_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetConfig:
+    name: str
+    host: str
+    addresses: tuple[str, ...] = ()
+    port: int = 22
+    login: str
+    logins: tuple[str, ...] = ()  # empty means (login,); always contains login after init
+    identity_file: Path
+    host_keys: tuple[str, ...]  # "type base64" lines
+    max_session: float | None = None
+    connect_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.login not in self.logins:
+            object.__setattr__(self, "logins", (self.login, *self.logins))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SinkConfig:
+    type: SinkType
+    url: str | None = None
+    secret_file: Path | None = None
+    address: str | None = None
+    argv: tuple[str, ...] = ()
+    timeout: float = DEFAULT_SINK_TIMEOUT
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateRule:
+    count: int
+    window: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuietHours:
+    start: str  # "HH:MM"
+    end: str
+    tz: str
+
+
+DEFAULT_RULES: dict[str, RateRule] = {
+    "max_sessions_per_person": RateRule(count=3, window=3600.0),
+    "max_sessions_total": RateRule(count=10, window=3600.0),
+    "failed_logins_per_source": RateRule(count=5, window=600.0),
+    "failed_logins_per_person": RateRule(count=5, window=600.0),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertRules:
+    max_sessions_per_person: RateRule | None = DEFAULT_RULES["max_sessions_per_person"]
+    max_sessions_total: RateRule | None = DEFAULT_RULES["max_sessions_total"]
+    failed_logins_per_source: RateRule | None = DEFAULT_RULES["failed_logins_per_source"]
+    failed_logins_per_person: RateRule | None = DEFAULT_RULES["failed_logins_per_person"]
+    quiet_hours: QuietHours | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertsConfig:
+    sinks: tuple[SinkConfig, ...] = ()
+    rules: AlertRules = field(default_factory=AlertRules)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    source: Path
+    listen: ListenConfig
+    storage: StorageConfig
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
+    targets: Mapping[str, TargetConfig] = field(default_factory=lambda: types.MappingProxyType({}))
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)

@@ -1,0 +1,178 @@
+"""asciicast v2 encoding of one channel's recording, with a size cap.
+
+Owns: turning channel events (output, input, resizes, markers, exit status) into
+asciicast v2 lines (https://docs.asciinema.org/manual/asciicast/v2/) that the real
+``asciinema`` player and asciinema-player replay; the per-channel byte cap.
+
+Every non-empty value returned is one or more *complete* lines, each valid UTF-8 JSON
+ending in ``\\n``; a writer that writes each returned value in one ``write()`` never
+leaves a partial line behind (players refuse a cast whose last line is cut).
+
+Must never: do I/O or read the clock (the shell passes ``t``, seconds since the channel
+started), emit a partial line or invalid UTF-8, or record data past the cap.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+
+# Characters that str.splitlines() (and so codecs.StreamReader.readline, which
+# asciinema uses for casts fetched over HTTP) treats as line ends. json.dumps with
+# ensure_ascii=False leaves them raw inside strings; escaping them keeps one event per
+# line for every reader. They can only occur inside JSON strings, where \\uXXXX is valid.
+_LINE_BREAKERS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
+
+
+def _encode(value: object) -> bytes:
+    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
+    for raw, escaped in _LINE_BREAKERS.items():
+        if raw in text:
+            text = text.replace(raw, escaped)
+    # "replace": a lone surrogate in a caller's str (e.g. a label) becomes "?" instead
+    # of raising or producing invalid UTF-8; it can only sit inside a JSON string.
+    return text.encode("utf-8", "replace") + b"\n"
+
+
+class CastEncoder:
+    """Encoder for one asciicast v2 file. Call ``header()`` first, ``finish()`` last.
+
+    ``max_bytes`` caps the raw output+input bytes written into the cast (``data_bytes``),
+    not the file size: JSON escaping, markers and resizes come on top. Past the cap,
+    data is counted in ``omitted_bytes`` and hashed (``omitted_sha256()``, one running
+    sha256 over all omitted output and input bytes in call order).
+    """
+
+    def __init__(
+        self,
+        *,
+        width: int,
+        height: int,
+        timestamp: int,
+        max_bytes: int,
+        title: str | None = None,
+        command: str | None = None,
+        env: Mapping[str, str] | None = None,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        if width < 1 or height < 1:
+            raise ValueError(f"terminal size must be positive, got {width}x{height}")
+        if max_bytes < 0:
+            raise ValueError("max_bytes must not be negative")
+        header: dict[str, object] = {
+            "version": 2,
+            "width": width,
+            "height": height,
+            "timestamp": timestamp,
+        }
+        if title is not None:
+            header["title"] = title
+        if command is not None:
+            header["command"] = command
+        if env is not None:
+            header["env"] = dict(env)
+        if extra is not None:
+            header["breakglass"] = dict(extra)
+        # Encoded now so an unserialisable ``extra`` fails at construction, not mid-session.
+        self._header = _encode(header)
+        self.max_bytes = max_bytes
+        self.data_bytes = 0
+        self.omitted_bytes = 0
+        self.capped = False
+        self._omitted_hash = hashlib.sha256()
+        self._last_t = 0.0
+        self._finished = False
+        # One decoder per direction: a multibyte character split across two output
+        # chunks must not be mixed with input bytes arriving in between.
+        decoder = codecs.getincrementaldecoder("utf-8")
+        self._decoders = {"o": decoder(errors="replace"), "i": decoder(errors="replace")}
+
+    def header(self) -> bytes:
+        return self._header
+
+    def output(self, t: float, data: bytes) -> bytes:
+        """An ``"o"`` event (what the target sent), or b"" if nothing to write yet."""
+        return self._data(t, "o", data)
+
+    def input(self, t: float, data: bytes) -> bytes:
+        """An ``"i"`` event (what the client sent), or b"" if nothing to write yet."""
+        return self._data(t, "i", data)
+
+    def resize(self, t: float, cols: int, rows: int) -> bytes:
+        return self._event(t, "r", f"{int(cols)}x{int(rows)}")
+
+    def marker(self, t: float, label: str) -> bytes:
+        return self._event(t, "m", label)
+
+    def exit(self, t: float, status: int) -> bytes:
+        """An ``"x"`` event (asciicast v3's exit status; v2 players skip unknown codes)."""
+        return self._event(t, "x", str(int(status)))
+
+    def finish(self, t: float) -> bytes:
+        """Flush both decoders (pending partial characters become U+FFFD) and, if the cap
+        was hit, add a marker with the omitted byte count and sha256. Idempotent."""
+        if self._finished:
+            return b""
+        self._finished = True
+        out = b""
+        for code, dec in self._decoders.items():
+            text = dec.decode(b"", final=True)
+            if text:
+                out += self._event(t, code, text)
+        if self.capped:
+            out += self._event(
+                t,
+                "m",
+                f"recording limit of {self.max_bytes} bytes reached: "
+                f"{self.omitted_bytes} bytes omitted, sha256 {self.omitted_sha256()}",
+            )
+        return out
+
+    def omitted_sha256(self) -> str:
+        return self._omitted_hash.hexdigest()
+
+    def _time(self, t: float) -> float:
+        # Non-decreasing, finite, 6 decimals: a clock step back or a NaN from the
+        # caller must not produce a cast that players reject or replay backwards.
+        if not math.isfinite(t):
+            return self._last_t
+        rounded = round(float(t), 6)
+        if rounded > self._last_t:
+            self._last_t = rounded
+        return self._last_t
+
+    def _event(self, t: float, code: str, text: str) -> bytes:
+        return _encode([self._time(t), code, text])
+
+    def _omit(self, data: bytes) -> None:
+        self.omitted_bytes += len(data)
+        self._omitted_hash.update(data)
+
+    def _data(self, t: float, code: str, data: bytes) -> bytes:
+        if not data:
+            return b""
+        if self.capped:
+            self._omit(data)
+            return b""
+        decoder = self._decoders[code]
+        room = self.max_bytes - self.data_bytes
+        if len(data) <= room:
+            self.data_bytes += len(data)
+            text = decoder.decode(data)
+            return self._event(t, code, text) if text else b""
+        head, tail = data[:room], data[room:]
+        self.data_bytes += len(head)
+        self.capped = True
+        self._omit(tail)
+        # final=True: a character cut by the cap is shown as U+FFFD now, not held back.
+        text = decoder.decode(head, final=True)
+        out = self._event(t, code, text) if text else b""
+        return out + self._event(
+            t,
+            "m",
+            f"recording limit of {self.max_bytes} bytes reached: "
+            "further data is counted and hashed, not recorded",
+        )

@@ -1,0 +1,117 @@
+"""Cast files on disk: the I/O half of recording (the encoder is ``core.recording``).
+
+Owns the file: created 0600 in a 0700 folder, written only in whole JSON lines, flushed
+at least every second (a crash loses at most the last second and never leaves more than
+one partial line, which recovery truncates), fsync'd and hashed at close. Never decides
+what to record; the relay tells it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy.errors import RecordingError
+
+FLUSH_BYTES = 64 * 1024
+FLUSH_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ClosedCast:
+    path: Path
+    sha256: str
+    size: int
+
+
+def recording_path(root: Path, session_id: str, channel: int) -> Path:
+    return root / session_id[:4] / session_id / f"{channel}.cast"
+
+
+def make_private_dirs(path: Path, root: Path) -> None:
+    """Create ``path``'s folders 0700 (recordings are as sensitive as the audit DB)."""
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    parent = path.parent
+    missing = []
+    while parent != root and not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+
+
+class CastFile:
+    """One channel's cast. ``write`` takes whole lines from the encoder."""
+
+    def __init__(self, path: Path, on_error: Callable[[RecordingError], None]) -> None:
+        self.path = path
+        self._on_error = on_error
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._failed: RecordingError | None = None
+        self._closed = False
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise RecordingError(f"cannot create recording {path}: {exc.strerror}") from exc
+
+    @property
+    def failed(self) -> bool:
+        return self._failed is not None
+
+    def write(self, lines: bytes) -> None:
+        if not lines or self._closed or self._failed is not None:
+            return
+        self._buffer.append(lines)
+        self._buffered += len(lines)
+        if self._buffered >= FLUSH_BYTES:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._buffer or self._failed is not None:
+            return
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self._failed = RecordingError(
+                f"recording {self.path} could not be written: {exc.strerror}"
+            )
+            self._on_error(self._failed)
+            return
+        self._hash.update(data)
+        self._size += len(data)
+
+    def close(self) -> ClosedCast:
+        """Flush, fsync, close; the hash covers exactly the bytes on disk."""
+        if not self._closed:
+            self.flush()
+            self._closed = True
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                if self._failed is None:
+                    self._failed = RecordingError(
+                        f"recording {self.path} could not be synced: {exc.strerror}"
+                    )
+                    self._on_error(self._failed)
+            finally:
+                os.close(self._fd)
+        return ClosedCast(self.path, self._hash.hexdigest(), self._size)

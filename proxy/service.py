@@ -1,0 +1,204 @@
+"""Wiring: the running proxy. Config, store, host key, listener, sessions, shutdown.
+
+Owns the process's life: start (recover what a crash left, open the store, load or
+generate the host key, listen), the set of live sessions, and a graceful stop on
+SIGTERM/SIGINT that tells every session, finalises every recording and writes every
+session's end before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import asyncssh
+
+from proxy.config import Config, RecordingConfig, TargetConfig
+from proxy.core.credentials import CodeHasher
+from proxy.core.policy import source_allowed
+from proxy.errors import StoreError
+from proxy.recovery import recover_unfinished
+from proxy.ssh import upstream
+from proxy.ssh.server import ConnectionHandler
+from proxy.ssh.session import LiveSession
+from proxy.store.base import NewEvent, Store
+from proxy.store.sqlite import SQLiteStore
+from proxy.tasks import TaskOwner
+
+log = logging.getLogger("breakglass")
+
+SERVER_VERSION = "proxy"  # neutral: no product or library version for scanners
+KEX_ALGS = [
+    "mlkem768x25519-sha256",
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "ecdh-sha2-nistp256",
+    "ecdh-sha2-nistp384",
+    "ecdh-sha2-nistp521",
+    "diffie-hellman-group16-sha512",
+    "diffie-hellman-group18-sha512",
+]
+# AEAD only (issue: no CTR/CBC); GCM costs half of chacha20's CPU in asyncssh.
+SERVER_ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
+SERVER_MAC_ALGS = ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com"]
+SHUTDOWN_GRACE = 10.0
+
+
+def supported_kex() -> list[str]:
+    from asyncssh.kex import get_kex_algs
+
+    available = {a.decode() for a in get_kex_algs()}
+    return [a for a in KEX_ALGS if a in available]
+
+
+def ensure_host_key(path: Path) -> asyncssh.SSHKey:
+    """Load the proxy's host key, generating an Ed25519 one (0600) on first start."""
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.export_private_key())
+        pub = path.with_name(path.name + ".pub")
+        pub.write_bytes(key.export_public_key())
+        log.info("generated host key %s", path)
+        return key
+    return asyncssh.read_private_key(path)
+
+
+class App:
+    """What sessions and connection handlers share. One per running proxy."""
+
+    failure_delay_base = 1.0
+
+    def __init__(self, config: Config, store: Store, hasher: CodeHasher) -> None:
+        self.config = config
+        self._store = store
+        self.hasher = hasher
+        self.tasks = TaskOwner("proxy")
+        self.sessions: set[LiveSession] = set()
+        self._keys: dict[str, upstream.UpstreamKeys] = {}
+
+    # SessionHost -----------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def recordings(self) -> Path:
+        return self.config.storage.recordings
+
+    @property
+    def recording(self) -> RecordingConfig:
+        return self.config.recording
+
+    @property
+    def warn_before(self) -> tuple[float, ...]:
+        return self.config.policy.warn_before
+
+    @property
+    def idle_timeout(self) -> float | None:
+        return self.config.policy.idle_timeout
+
+    def upstream_keys(self, target: TargetConfig) -> upstream.UpstreamKeys:
+        keys = self._keys.get(target.name)
+        if keys is None:
+            keys = self._keys[target.name] = upstream.load_keys(target)
+        return keys
+
+    def session_started(self, session: LiveSession) -> None:
+        self.sessions.add(session)
+
+    def session_ended(self, session: LiveSession) -> None:
+        self.sessions.discard(session)
+
+    def source_allowed(self, address: str) -> bool:
+        return source_allowed(address, self.config.policy.allowed_sources)
+
+    async def append_quietly(self, event: NewEvent) -> None:
+        try:
+            await self.store.append([event])
+        except StoreError as exc:
+            log.critical("audit store write failed (%s): %s", event.type, exc)
+
+    def handler(self) -> ConnectionHandler:
+        return ConnectionHandler(self)
+
+
+async def stop_sessions(app: App, reason: str, message: str) -> None:
+    """Close every live session and wait until each has written its end."""
+    sessions = list(app.sessions)
+    for session in sessions:
+        session.close(reason, message)
+    waits = [session.wait_finished() for session in sessions]
+    try:
+        await asyncio.wait_for(asyncio.gather(*waits), SHUTDOWN_GRACE)
+    except TimeoutError:
+        log.error("sessions did not finish within %ss; cutting them", SHUTDOWN_GRACE)
+        for session in sessions:
+            session.conn.abort()
+        waits = [session.wait_finished() for session in sessions]
+        try:
+            await asyncio.wait_for(asyncio.gather(*waits), 5)
+        except TimeoutError:
+            log.critical("sessions could not be ended cleanly; the next start recovers them")
+    await app.tasks.wait()
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Run the proxy until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    store = await SQLiteStore.open(config.storage.database)
+    try:
+        config.storage.recordings.mkdir(mode=0o700, parents=True, exist_ok=True)
+        recovered = await recover_unfinished(store, config.storage.recordings, time.time())
+        if recovered:
+            log.warning("marked %d session(s) interrupted by a crash", recovered)
+        host_key = ensure_host_key(config.listen.host_key)
+        app = App(config, store, CodeHasher())
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        server = await asyncssh.listen(
+            config.listen.host,
+            config.listen.port,
+            server_factory=app.handler,
+            server_host_keys=[host_key],
+            server_version=SERVER_VERSION,
+            encoding=None,
+            line_editor=False,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_scp=False,
+            config=None,
+            gss_host=None,
+            login_timeout=config.policy.login_timeout,
+            keepalive_interval=30,
+            keepalive_count_max=4,
+            kex_algs=supported_kex(),
+            encryption_algs=SERVER_ENCRYPTION_ALGS,
+            mac_algs=SERVER_MAC_ALGS,
+            compression_algs=["none"],
+        )
+        log.info(
+            "listening on %s:%d (%d target(s))",
+            config.listen.host,
+            config.listen.port,
+            len(config.targets),
+        )
+        await app.append_quietly(NewEvent("proxy_started", time.time(), data={"pid": os.getpid()}))
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping: %d live session(s)", len(app.sessions))
+            server.close()
+            await stop_sessions(app, "proxy_shutdown", "the proxy is shutting down")
+            await app.append_quietly(NewEvent("proxy_stopped", time.time(), data={}))
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    finally:
+        await store.close()

@@ -1,0 +1,345 @@
+"""The engineer-facing SSH server: authentication and what a connection may ask for.
+
+Owns the login flow (PRODUCT.md "Reaching a target"): parse PERSON[@LOGIN]@TARGET, ask
+for the code and the justification by keyboard-interactive, ask again for a bad
+justification only, check everything at a constant cost, count the code's use and commit
+the session start before the target is contacted. Identity is bound only when
+authentication completes. Every failure says "Access denied" to the client and the exact
+reason to the audit log. Every forwarding is refused and audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from proxy.core import ids
+from proxy.core.credentials import parse_code
+from proxy.core.policy import (
+    check_justification,
+    describe_rule,
+    failure_delay,
+    login_for,
+    parse_username,
+    session_deadline,
+)
+from proxy.core.text import escape
+from proxy.errors import StoreError
+from proxy.ssh.relay import ChannelBridge
+from proxy.ssh.session import LiveSession, SessionInfo
+from proxy.store.base import NewEvent
+
+if TYPE_CHECKING:
+    from proxy.service import App
+
+log = logging.getLogger("breakglass")
+
+CODE_PROMPT = "Break-glass code for {person}: "
+JUSTIFICATION_PROMPT = "Justification (ticket and reason): "
+MAX_FAILURES = 3
+MAX_JUSTIFICATION_TRIES = 3
+
+
+@dataclass
+class _Pending:
+    """A code already typed in this connection while the justification is asked again."""
+
+    username: str
+    code: str
+    tries: int
+
+
+class ConnectionHandler(asyncssh.SSHServer):
+    """One per TCP connection."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.config = app.config  # the config in force when the connection arrived
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.source = "?"
+        self.source_port = 0
+        self.client_version = ""
+        self.failures = 0
+        self._pending: _Pending | None = None
+        self._authed: tuple[str, SessionInfo] | None = None
+        self.session: LiveSession | None = None
+
+    # -- connection -------------------------------------------------------------------
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        peer = conn.get_extra_info("peername") or ("?", 0)
+        self.source, self.source_port = str(peer[0]), int(peer[1])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        session = self.session
+        if session is not None:
+            self.app.tasks.spawn(session.finish(), f"finish {session.info.id}")
+
+    def _client_version(self) -> str:
+        assert self.conn is not None
+        return str(self.conn.get_extra_info("client_version") or "")
+
+    # -- authentication -----------------------------------------------------------------
+
+    def begin_auth(self, username: str) -> bool:
+        # A new username restarts everything: nothing typed for another name carries over.
+        self._pending = None
+        self._authed = None
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return False
+
+    def host_based_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return True
+
+    def get_kbdint_challenge(
+        self, username: str, lang: str, submethods: str
+    ) -> tuple[str, str, str, list[tuple[str, bool]]]:
+        self._pending = None
+        parsed = parse_username(username)
+        person = parsed.person if parsed else escape(username[:64])
+        instruction = "All activity is recorded and every use raises an alert."
+        return (
+            "Break-glass access",
+            instruction,
+            "",
+            [(CODE_PROMPT.format(person=person), False), (JUSTIFICATION_PROMPT, True)],
+        )
+
+    async def validate_kbdint_response(
+        self, username: str, responses: Sequence[str]
+    ) -> bool | tuple[str, str, str, list[tuple[str, bool]]]:
+        try:
+            return await self._validate(username, responses)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # An exception here would kill the connection with no audit; fail closed.
+            log.exception("login check failed unexpectedly")
+            await self._fail(username, "internal_error", None)
+            return False
+
+    async def _validate(
+        self, username: str, responses: Sequence[str]
+    ) -> bool | tuple[str, str, str, list[tuple[str, bool]]]:
+        pending = self._pending if self._pending and self._pending.username == username else None
+        self._pending = None
+        if pending is not None and len(responses) == 1:
+            code, justification, tries = pending.code, responses[0], pending.tries
+        elif pending is None and len(responses) == 2:
+            code, justification, tries = responses[0], responses[1], 0
+        else:
+            await self._fail(username, "bad_response", None)
+            return False
+
+        rule = self.config.policy.justification
+        problem = check_justification(justification, rule)
+        if problem is not None:
+            tries += 1
+            self._audit_failure(username, problem, justification)
+            if tries >= MAX_JUSTIFICATION_TRIES:
+                await self._fail(username, problem, justification, audited=True)
+                return False
+            self._pending = _Pending(username, code, tries)
+            return (
+                "",
+                f"Justification rejected: it must have {describe_rule(rule)}.",
+                "",
+                [(JUSTIFICATION_PROMPT, True)],
+            )
+
+        # Exactly one argon2 check whatever is wrong, so the answer and its timing
+        # do not tell a wrong person from a wrong code from an unknown target.
+        parsed = parse_username(username)
+        code_parts = parse_code(code)
+        found = None
+        if code_parts is not None:
+            try:
+                found = await self.app.store.get_credential(code_parts[0])
+            except StoreError as exc:
+                log.critical("audit store unreadable at login: %s", exc)
+        encoded = found[1] if found else None
+        cred_id, secret = code_parts if code_parts else ("", "")
+        code_ok = await asyncio.to_thread(self.app.hasher.verify, encoded, cred_id, secret)
+
+        reason: str | None = None
+        target = self.config.targets.get(parsed.target) if parsed else None
+        login = login_for(parsed.login, target.login, target.logins) if parsed and target else None
+        if parsed is None:
+            reason = "bad_username"
+        elif found is None:
+            reason = "unknown_code"
+        elif not code_ok:
+            reason = "wrong_code"
+        elif target is None:
+            reason = "unknown_target"
+        elif login is None:
+            reason = "login_not_allowed"
+        elif not self.app.source_allowed(self.source):
+            reason = "source_not_allowed"
+        if reason is not None or parsed is None or target is None or login is None:
+            await self._fail(username, reason or "denied", justification, cred_id=cred_id)
+            return False
+
+        now = time.time()
+        cred = found[0] if found else None
+        assert cred is not None
+        info = SessionInfo(
+            id=ids.session_id(now, secrets.token_bytes(2)),
+            person=parsed.person,
+            credential_id=cred.cred_id,
+            source=self.source,
+            client_version=self._client_version(),
+            target=target,
+            login=login,
+            justification=justification,
+            started_at=now,
+            deadline=session_deadline(
+                now, self.config.policy.max_session, target.max_session, cred.max_session
+            ),
+        )
+        start = NewEvent("session_start", now, info.id, None, self._start_data(info))
+        try:
+            decision = await self.app.store.start_session(
+                cred.cred_id, parsed.person, target.name, now, start
+            )
+        except StoreError as exc:
+            log.critical("cannot commit a session start: %s", exc)
+            await self._fail(username, "store_unavailable", justification, audited=True)
+            return (
+                "",
+                "The audit trail cannot be written, so break-glass access is refused. "
+                "Tell the proxy's operators.",
+                "",
+                [],
+            )
+        if not decision.ok:
+            await self._fail(username, decision.reason, justification, cred_id=cred_id)
+            return False
+        log.warning(
+            "break-glass session %s started: person=%s target=%s login=%s source=%s",
+            info.id,
+            info.person,
+            target.name,
+            login,
+            self.source,
+        )
+        self._authed = (username, info)
+        return True
+
+    def _start_data(self, info: SessionInfo) -> dict[str, Any]:
+        return {
+            "person": info.person,
+            "credential_id": info.credential_id,
+            "source": info.source,
+            "source_port": self.source_port,
+            "client_version": info.client_version,
+            "target": info.target.name,
+            "login": info.login,
+            "justification": info.justification,
+            "deadline": info.deadline,
+        }
+
+    def _audit_failure(
+        self, username: str, reason: str, justification: str | None, cred_id: str = ""
+    ) -> None:
+        parsed = parse_username(username)
+        data = {
+            "reason": reason,
+            "username": username[:256],
+            "person": parsed.person if parsed else None,
+            "target": parsed.target if parsed else None,
+            "login": parsed.login if parsed else None,
+            "credential_id": cred_id or None,
+            "source": self.source,
+            "client_version": self._client_version(),
+            "justification": justification,
+        }
+        self.app.tasks.spawn(
+            self.app.append_quietly(NewEvent("login_failed", time.time(), data=data)),
+            "audit login_failed",
+        )
+        log.warning(
+            "login failed: reason=%s username=%s source=%s",
+            reason,
+            escape(username[:128]),
+            self.source,
+        )
+
+    async def _fail(
+        self,
+        username: str,
+        reason: str,
+        justification: str | None,
+        *,
+        cred_id: str = "",
+        audited: bool = False,
+    ) -> None:
+        if not audited:
+            self._audit_failure(username, reason, justification, cred_id)
+        self.failures += 1
+        await asyncio.sleep(failure_delay(self.failures, base=self.app.failure_delay_base))
+        if self.failures >= MAX_FAILURES and self.conn is not None:
+            self.conn.disconnect(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures"
+            )
+
+    def auth_completed(self) -> None:
+        assert self.conn is not None
+        authed = self._authed
+        username = self.conn.get_extra_info("username")
+        if authed is None or authed[0] != username:
+            # Cannot happen with the checks above; if it ever does, nobody gets in.
+            log.critical("authentication completed without a matching login; disconnecting")
+            self.conn.disconnect(asyncssh.DISC_PROTOCOL_ERROR, "Access denied")
+            return
+        self.session = LiveSession(self.app, authed[1], self.conn)
+        self.app.session_started(self.session)
+        self.session.start()
+
+    # -- what an authenticated connection may ask for -----------------------------------
+
+    def session_requested(self) -> ChannelBridge | bool:
+        if self.session is None:
+            return False
+        return ChannelBridge(self.session)
+
+    def _refuse(self, request: str, detail: str) -> bool:
+        if self.session is not None:
+            self.session.audit("request_refused", {"request": request, "detail": detail})
+        return False
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> bool:
+        return self._refuse("direct-tcpip", f"{dest_host[:255]}:{dest_port}")
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        return self._refuse("tcpip-forward", f"{listen_host[:255]}:{listen_port}")
+
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        return self._refuse("direct-streamlocal", dest_path[:255])
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        return self._refuse("streamlocal-forward", listen_path[:255])
+
+    def tun_requested(self, unit: int | None) -> bool:
+        return self._refuse("tun", str(unit))
+
+    def tap_requested(self, unit: int | None) -> bool:
+        return self._refuse("tap", str(unit))

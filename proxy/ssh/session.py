@@ -1,0 +1,256 @@
+"""One live session: the state shared by the channels of one authenticated connection.
+
+Owns the session's upstream connection, its deadline timer and warnings, its channels'
+numbering, its audit writes (in order) and its end. The end is written exactly once,
+shielded from cancellation, after every channel has written its own end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import asyncssh
+
+from proxy.config import RecordingConfig, TargetConfig
+from proxy.core.policy import warning_times
+from proxy.core.units import format_duration
+from proxy.errors import StoreError, UpstreamError
+from proxy.ssh import upstream
+from proxy.store.base import NewEvent, Store
+from proxy.tasks import TaskOwner
+
+if TYPE_CHECKING:
+    from proxy.ssh.relay import ChannelBridge
+
+log = logging.getLogger("breakglass")
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    id: str
+    person: str
+    credential_id: str
+    source: str
+    client_version: str
+    target: TargetConfig
+    login: str
+    justification: str
+    started_at: float
+    deadline: float
+
+
+class SessionHost(Protocol):
+    """What a session needs from the running service (read-only views)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def recordings(self) -> Path: ...
+
+    @property
+    def recording(self) -> RecordingConfig: ...
+
+    @property
+    def warn_before(self) -> tuple[float, ...]: ...
+
+    @property
+    def idle_timeout(self) -> float | None: ...
+
+    def upstream_keys(self, target: TargetConfig) -> upstream.UpstreamKeys: ...
+
+    def session_ended(self, session: LiveSession) -> None: ...
+
+
+class LiveSession:
+    def __init__(
+        self,
+        host: SessionHost,
+        info: SessionInfo,
+        conn: asyncssh.SSHServerConnection,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.host = host
+        self.info = info
+        self.conn = conn
+        self.clock = clock
+        self.tasks = TaskOwner(f"session {info.id}")
+        self.channels: dict[int, ChannelBridge] = {}
+        self._next_channel = 0
+        self.end_reason: str | None = None
+        self.end_detail: str | None = None
+        self.upstream_error: UpstreamError | None = None
+        self._upstream: asyncio.Task[asyncssh.SSHClientConnection] | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._idle: asyncio.Task[None] | None = None
+        self._audit_chain: asyncio.Future[None] | None = None
+        self._finished = asyncio.Event()
+        self._finishing = False
+        # Monotonic time of the last byte in either direction, for the idle timeout.
+        self.last_activity = time.monotonic()
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Called once authentication has completed: reach the target, arm the timer."""
+        self._upstream = self.tasks.spawn(self._connect_upstream(), "upstream")
+        self._timer = self.tasks.spawn(self._deadline_timer(), "deadline")
+        if self.host.idle_timeout:
+            self._idle = self.tasks.spawn(self._idle_timer(self.host.idle_timeout), "idle")
+
+    async def _connect_upstream(self) -> asyncssh.SSHClientConnection:
+        target = self.info.target
+        try:
+            keys = self.host.upstream_keys(target)
+            return await upstream.connect(target, keys, self.info.login)
+        except UpstreamError as exc:
+            self.upstream_error = exc
+            self.audit("upstream_failed", {"reason": exc.reason, "detail": exc.message})
+            self.set_end("target_error", exc.reason)
+            raise
+        except (OSError, ValueError, asyncssh.KeyImportError) as exc:
+            err = UpstreamError(f"cannot load keys for target {target.name}: {exc}")
+            self.upstream_error = err
+            self.audit("upstream_failed", {"reason": err.reason, "detail": err.message})
+            self.set_end("target_error", err.reason)
+            raise err from exc
+
+    async def upstream(self) -> asyncssh.SSHClientConnection:
+        assert self._upstream is not None, "session not started"
+        return await asyncio.shield(self._upstream)
+
+    def new_channel_number(self) -> int:
+        self._next_channel += 1
+        return self._next_channel
+
+    def set_end(self, reason: str, detail: str | None = None) -> None:
+        """The first reason given wins: it is the cause, the rest are consequences."""
+        if self.end_reason is None:
+            self.end_reason = reason
+            self.end_detail = detail
+
+    # -- audit ----------------------------------------------------------------------
+
+    def audit(self, type_: str, data: dict[str, Any], channel: int | None = None) -> None:
+        """Append an event from a synchronous callback, in call order."""
+        event = NewEvent(type_, self.clock(), self.info.id, channel, data)
+        prev = self._audit_chain
+
+        async def write() -> None:
+            if prev is not None:
+                await asyncio.wait([prev])
+            await self.append(event)
+
+        self._audit_chain = self.tasks.spawn(write(), f"audit {type_}")
+
+    async def append(self, *events: NewEvent) -> None:
+        """Write now; on failure the session fails closed."""
+        try:
+            await asyncio.shield(self.host.store.append(events))
+        except StoreError as exc:
+            log.critical("audit store write failed for session %s: %s", self.info.id, exc)
+            self.close("store_error", "the audit trail cannot be written", detail=str(exc))
+            raise
+
+    async def flush_audit(self) -> None:
+        if self._audit_chain is not None:
+            await asyncio.wait([self._audit_chain])
+
+    # -- deadline -------------------------------------------------------------------
+
+    async def _deadline_timer(self) -> None:
+        deadline = self.info.deadline
+        for at in warning_times(deadline, self.host.warn_before, self.clock()):
+            await asyncio.sleep(max(0.0, at - self.clock()))
+            left = format_duration(round(deadline - self.clock()))
+            self.broadcast(f"breakglass: this session ends in {left} (time limit)")
+            self.audit("session_warning", {"remaining": round(deadline - self.clock(), 3)})
+        await asyncio.sleep(max(0.0, deadline - self.clock()))
+        self.close("time_limit", "session time limit reached")
+
+    async def _idle_timer(self, limit: float) -> None:
+        # A tail -f or a long pg_dump moves bytes, so it is never idle; only silence is.
+        while True:
+            quiet = time.monotonic() - self.last_activity
+            if quiet >= limit:
+                self.close("idle", f"no activity for {format_duration(limit)} (idle timeout)")
+                return
+            await asyncio.sleep(limit - quiet)
+
+    def broadcast(self, line: str) -> None:
+        for bridge in list(self.channels.values()):
+            bridge.notice(line)
+
+    def close(self, reason: str, message: str, detail: str | None = None) -> None:
+        """End the session from the proxy's side, telling every channel why."""
+        self.set_end(reason, detail)
+        if self._finishing:
+            return
+        self._finishing = True
+        for bridge in list(self.channels.values()):
+            bridge.terminate(f"breakglass: {message}; closing.")
+        self.tasks.spawn(self._disconnect_soon(message), "disconnect")
+
+    async def _disconnect_soon(self, message: str) -> None:
+        # Give channels a moment to deliver the message and exit status, then cut.
+        for _ in range(20):
+            if not self.channels:
+                break
+            await asyncio.sleep(0.1)
+        self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, message)
+
+    async def finish(self) -> None:
+        """The connection is gone: close upstream, wait for channels, write the end."""
+        self._finishing = True
+        for bridge in list(self.channels.values()):
+            bridge.terminate(None)
+        for timer in (self._timer, self._idle):
+            if timer is not None:
+                timer.cancel()
+        try:
+            await self._wait_channels()
+            await self.flush_audit()
+        finally:
+            await self._close_upstream()
+            end = NewEvent(
+                "session_end",
+                self.clock(),
+                self.info.id,
+                None,
+                {"reason": self.end_reason or "client_exit", "detail": self.end_detail},
+            )
+            try:
+                await asyncio.shield(self.host.store.append([end]))
+            except StoreError as exc:
+                log.critical("could not write the end of session %s: %s", self.info.id, exc)
+            self._finished.set()
+            self.host.session_ended(self)
+
+    async def _wait_channels(self) -> None:
+        waits: list[Awaitable[None]] = [b.finalized() for b in list(self.channels.values())]
+        if waits:
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _close_upstream(self) -> None:
+        task = self._upstream
+        if task is None:
+            return
+        if not task.done():
+            task.cancel()
+        try:
+            up = await task
+        except (asyncio.CancelledError, Exception):
+            return
+        up.close()
+        with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
+            await asyncio.wait_for(up.wait_closed(), 5)
+
+    async def wait_finished(self) -> None:
+        await self._finished.wait()

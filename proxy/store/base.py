@@ -1,0 +1,118 @@
+"""The audit store's one small interface, and the records that cross it.
+
+The event log is the truth; session, channel and credential rows are projections the
+store keeps in the same transaction as the events that change them. SQLite implements
+this now; a PostgreSQL store for several nodes will implement the same Protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from proxy.core.credentials import Credential, UseDecision
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append. ``data`` must be JSON-serialisable; it is stored verbatim."""
+
+    type: str
+    time: float
+    session_id: str | None = None
+    channel: int | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    time: float
+    type: str
+    session_id: str | None
+    channel: int | None
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class ChannelRow:
+    session_id: str
+    n: int
+    kind: str
+    command: str | None
+    pty: bool
+    term: str | None
+    started_at: float
+    ended_at: float | None
+    exit_status: int | None
+    exit_signal: str | None
+    recording: str | None
+    recording_sha256: str | None
+    recording_bytes: int | None
+    bytes_up: int
+    bytes_down: int
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    id: str
+    person: str
+    credential_id: str
+    source: str
+    client_version: str
+    target: str
+    login: str
+    justification: str
+    started_at: float
+    deadline: float
+    ended_at: float | None
+    end_reason: str | None
+    end_detail: str | None
+    channels: tuple[ChannelRow, ...] = ()
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    person: str | None = None
+    target: str | None = None
+    since: float | None = None
+    until: float | None = None
+    end_reason: str | None = None
+    live: bool | None = None
+    limit: int | None = None
+
+
+class Store(Protocol):
+    async def close(self) -> None: ...
+
+    async def append(self, events: Sequence[NewEvent]) -> None:
+        """Append events in one durable transaction (all or none)."""
+
+    async def issue_credential(self, cred: Credential, code_hash: str, event: NewEvent) -> None: ...
+
+    async def get_credential(self, cred_id: str) -> tuple[Credential, str] | None:
+        """The credential and its argon2 hash, or None."""
+
+    async def list_credentials(self) -> list[Credential]: ...
+
+    async def revoke_credential(
+        self, cred_id: str, reason: str, actor: str, now: float
+    ) -> Credential | None: ...
+
+    async def start_session(
+        self, cred_id: str, person: str, target: str, now: float, start: NewEvent
+    ) -> UseDecision:
+        """Count one use of the code and commit ``start`` atomically, re-checking the
+        code's rules inside the transaction so two logins racing for the last use
+        cannot both win."""
+
+    async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]: ...
+
+    async def get_session(self, session_id: str) -> SessionRow | None: ...
+
+    async def session_events(self, session_id: str) -> list[StoredEvent]: ...
+
+    async def unfinished_sessions(self) -> list[SessionRow]: ...

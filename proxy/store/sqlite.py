@@ -1,0 +1,448 @@
+"""SQLite implementation of the audit store (aiosqlite, WAL, synchronous=FULL).
+
+Owns the schema, the append-only guarantee (triggers), the hash chain's head and the
+projections (sessions, channels, credentials) that are kept in the same transaction as
+the events that change them. Never decides policy: the core does, this only persists.
+
+One connection per process; an asyncio lock serialises transactions from the many
+sessions of one proxy, and SQLite's own lock (BEGIN IMMEDIATE + busy_timeout)
+serialises the proxy against CLI processes writing to the same file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from proxy.core import chain
+from proxy.core.credentials import Credential, UseDecision, check_use
+from proxy.errors import StoreError
+from proxy.store.base import (
+    ChannelRow,
+    NewEvent,
+    SessionFilter,
+    SessionRow,
+    StoredEvent,
+)
+from proxy.store.projection import apply_event
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq        INTEGER PRIMARY KEY,
+    time       REAL NOT NULL,
+    type       TEXT NOT NULL,
+    session_id TEXT,
+    channel    INTEGER,
+    data       TEXT NOT NULL,
+    prev_hash  TEXT NOT NULL,
+    hash       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_session ON events(session_id, seq);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+
+CREATE TABLE IF NOT EXISTS credentials (
+    id            TEXT PRIMARY KEY,
+    person        TEXT NOT NULL,
+    issued_by     TEXT NOT NULL,
+    issued_at     REAL NOT NULL,
+    valid_until   REAL NOT NULL,
+    window        REAL NOT NULL,
+    max_uses      INTEGER NOT NULL,
+    uses          INTEGER NOT NULL DEFAULT 0,
+    targets       TEXT NOT NULL,
+    max_session   REAL,
+    activated_at  REAL,
+    revoked_at    REAL,
+    revoke_reason TEXT,
+    hash          TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS sessions (
+    id             TEXT PRIMARY KEY,
+    person         TEXT NOT NULL,
+    credential_id  TEXT NOT NULL,
+    source         TEXT NOT NULL,
+    client_version TEXT NOT NULL,
+    target         TEXT NOT NULL,
+    login          TEXT NOT NULL,
+    justification  TEXT NOT NULL,
+    started_at     REAL NOT NULL,
+    deadline       REAL NOT NULL,
+    ended_at       REAL,
+    end_reason     TEXT,
+    end_detail     TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_at);
+
+CREATE TABLE IF NOT EXISTS channels (
+    session_id       TEXT NOT NULL,
+    n                INTEGER NOT NULL,
+    kind             TEXT NOT NULL,
+    command          TEXT,
+    pty              INTEGER NOT NULL,
+    term             TEXT,
+    started_at       REAL NOT NULL,
+    ended_at         REAL,
+    exit_status      INTEGER,
+    exit_signal      TEXT,
+    recording        TEXT,
+    recording_sha256 TEXT,
+    recording_bytes  INTEGER,
+    bytes_up         INTEGER NOT NULL DEFAULT 0,
+    bytes_down       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (session_id, n)
+);
+"""
+
+_SESSION_COLS = (
+    "id, person, credential_id, source, client_version, target, login, justification, "
+    "started_at, deadline, ended_at, end_reason, end_detail"
+)
+_CHANNEL_COLS = (
+    "session_id, n, kind, command, pty, term, started_at, ended_at, exit_status, "
+    "exit_signal, recording, recording_sha256, recording_bytes, bytes_up, bytes_down"
+)
+
+
+class SQLiteStore:
+    """The audit store on one SQLite file. Create with ``await SQLiteStore.open(path)``."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self._path = path
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> SQLiteStore:
+        try:
+            _prepare_file(path)
+            db = await aiosqlite.connect(str(path), isolation_level=None, timeout=10.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the audit database {path}: {exc}") from exc
+        store = cls(db, path)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed session start survives power loss, not only a crash.
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA busy_timeout=10000")
+            await db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            await db.close()
+            raise StoreError(f"cannot prepare the audit database {path}: {exc}") from exc
+        _private_side_files(path)
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction, serialised in-process and across processes."""
+        async with self._lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"audit store unavailable: {exc}") from exc
+            try:
+                yield self._db
+                await self._db.execute("COMMIT")
+            except BaseException as exc:
+                with suppress(sqlite3.Error):
+                    await self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"audit store write failed: {exc}") from exc
+                raise
+
+    async def _append_in_tx(self, db: aiosqlite.Connection, events: Sequence[NewEvent]) -> None:
+        async with db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1") as cur:
+            row = await cur.fetchone()
+        seq, prev = (int(row[0]), str(row[1])) if row else (0, chain.GENESIS)
+        for ev in events:
+            seq += 1
+            data_json = chain.canonical(ev.data)
+            digest = chain.link(prev, seq, ev.time, ev.type, ev.session_id, ev.channel, data_json)
+            await db.execute(
+                "INSERT INTO events (seq, time, type, session_id, channel, data, prev_hash, hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, ev.time, ev.type, ev.session_id, ev.channel, data_json, prev, digest),
+            )
+            for sql, params in apply_event(ev):
+                await db.execute(sql, params)
+            prev = digest
+
+    async def append(self, events: Sequence[NewEvent]) -> None:
+        async with self._tx() as db:
+            await self._append_in_tx(db, events)
+
+    # -- credentials --------------------------------------------------------------
+
+    async def issue_credential(self, cred: Credential, code_hash: str, event: NewEvent) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO credentials (id, person, issued_by, issued_at, valid_until, window,"
+                " max_uses, uses, targets, max_session, activated_at, revoked_at, revoke_reason,"
+                " hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    cred.cred_id,
+                    cred.person,
+                    cred.issued_by,
+                    cred.issued_at,
+                    cred.valid_until,
+                    cred.window,
+                    cred.max_uses,
+                    cred.uses,
+                    json.dumps(list(cred.targets)),
+                    cred.max_session,
+                    cred.activated_at,
+                    cred.revoked_at,
+                    cred.revoke_reason,
+                    code_hash,
+                ),
+            )
+            await self._append_in_tx(db, [event])
+
+    async def _fetch_credential(
+        self, db: aiosqlite.Connection, cred_id: str
+    ) -> tuple[Credential, str] | None:
+        async with db.execute(
+            "SELECT id, person, issued_by, issued_at, valid_until, window, max_uses, uses,"
+            " targets, max_session, activated_at, revoked_at, revoke_reason, hash"
+            " FROM credentials WHERE id = ?",
+            (cred_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return _credential(row), str(row[13])
+
+    async def get_credential(self, cred_id: str) -> tuple[Credential, str] | None:
+        try:
+            return await self._fetch_credential(self._db, cred_id)
+        except sqlite3.Error as exc:
+            raise StoreError(f"audit store read failed: {exc}") from exc
+
+    async def list_credentials(self) -> list[Credential]:
+        async with self._db.execute(
+            "SELECT id, person, issued_by, issued_at, valid_until, window, max_uses, uses,"
+            " targets, max_session, activated_at, revoked_at, revoke_reason, hash"
+            " FROM credentials ORDER BY issued_at"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_credential(r) for r in rows]
+
+    async def revoke_credential(
+        self, cred_id: str, reason: str, actor: str, now: float
+    ) -> Credential | None:
+        async with self._tx() as db:
+            found = await self._fetch_credential(db, cred_id)
+            if found is None:
+                return None
+            cred, _ = found
+            if cred.revoked_at is not None:
+                return cred
+            await db.execute(
+                "UPDATE credentials SET revoked_at = ?, revoke_reason = ? WHERE id = ?",
+                (now, reason, cred_id),
+            )
+            await self._append_in_tx(
+                db,
+                [
+                    NewEvent(
+                        "cred_revoked",
+                        now,
+                        data={
+                            "credential_id": cred_id,
+                            "person": cred.person,
+                            "by": actor,
+                            "reason": reason,
+                        },
+                    )
+                ],
+            )
+        found = await self.get_credential(cred_id)
+        return found[0] if found else None
+
+    async def start_session(
+        self, cred_id: str, person: str, target: str, now: float, start: NewEvent
+    ) -> UseDecision:
+        async with self._tx() as db:
+            found = await self._fetch_credential(db, cred_id)
+            cred = found[0] if found else None
+            decision = check_use(cred, person, target, now)
+            if not decision.ok or cred is None:
+                return decision
+            await db.execute(
+                "UPDATE credentials SET uses = uses + 1, activated_at = COALESCE(activated_at, ?)"
+                " WHERE id = ?",
+                (now, cred_id),
+            )
+            events = []
+            base = {"credential_id": cred_id, "person": person}
+            if cred.activated_at is None:
+                events.append(
+                    NewEvent(
+                        "cred_activated",
+                        now,
+                        start.session_id,
+                        data={**base, "window_ends": now + cred.window},
+                    )
+                )
+            events.append(
+                NewEvent("cred_used", now, start.session_id, data={**base, "use": cred.uses + 1})
+            )
+            events.append(start)
+            await self._append_in_tx(db, events)
+            return decision
+
+    # -- reading ------------------------------------------------------------------
+
+    async def _channels(self, session_ids: Sequence[str]) -> dict[str, list[ChannelRow]]:
+        out: dict[str, list[ChannelRow]] = {s: [] for s in session_ids}
+        if not session_ids:
+            return out
+        marks = ",".join("?" for _ in session_ids)
+        async with self._db.execute(
+            f"SELECT {_CHANNEL_COLS} FROM channels WHERE session_id IN ({marks})"
+            " ORDER BY session_id, n",
+            tuple(session_ids),
+        ) as cur:
+            for r in await cur.fetchall():
+                out[r[0]].append(_channel(r))
+        return out
+
+    async def _sessions(
+        self, where: str, params: Sequence[Any], tail: str = ""
+    ) -> list[SessionRow]:
+        try:
+            async with self._db.execute(
+                f"SELECT {_SESSION_COLS} FROM sessions {where} ORDER BY id {tail}", tuple(params)
+            ) as cur:
+                rows = list(await cur.fetchall())
+            channels = await self._channels([r[0] for r in rows])
+        except sqlite3.Error as exc:
+            raise StoreError(f"audit store read failed: {exc}") from exc
+        return [_session(r, channels[r[0]]) for r in rows]
+
+    async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for col, value in (("person", flt.person), ("target", flt.target)):
+            if value is not None:
+                clauses.append(f"{col} = ?")
+                params.append(value)
+        if flt.since is not None:
+            clauses.append("started_at >= ?")
+            params.append(flt.since)
+        if flt.until is not None:
+            clauses.append("started_at < ?")
+            params.append(flt.until)
+        if flt.end_reason is not None:
+            clauses.append("end_reason = ?")
+            params.append(flt.end_reason)
+        if flt.live is not None:
+            clauses.append("ended_at IS NULL" if flt.live else "ended_at IS NOT NULL")
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        tail = f"LIMIT {int(flt.limit)}" if flt.limit else ""
+        return await self._sessions(where, params, tail)
+
+    async def get_session(self, session_id: str) -> SessionRow | None:
+        rows = await self._sessions("WHERE id = ?", (session_id,))
+        return rows[0] if rows else None
+
+    async def session_events(self, session_id: str) -> list[StoredEvent]:
+        async with self._db.execute(
+            "SELECT seq, time, type, session_id, channel, data, prev_hash, hash FROM events"
+            " WHERE session_id = ? ORDER BY seq",
+            (session_id,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            StoredEvent(int(r[0]), float(r[1]), r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
+            for r in rows
+        ]
+
+    async def unfinished_sessions(self) -> list[SessionRow]:
+        return await self._sessions("WHERE ended_at IS NULL", ())
+
+
+def _prepare_file(path: Path) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        # Create it 0600 ourselves: sqlite would use the umask.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def _private_side_files(path: Path) -> None:
+    for suffix in ("-wal", "-shm"):
+        side = Path(str(path) + suffix)
+        if side.exists():
+            os.chmod(side, 0o600)
+
+
+def _credential(row: Sequence[Any]) -> Credential:
+    return Credential(
+        cred_id=row[0],
+        person=row[1],
+        issued_by=row[2],
+        issued_at=float(row[3]),
+        valid_until=float(row[4]),
+        window=float(row[5]),
+        max_uses=int(row[6]),
+        uses=int(row[7]),
+        targets=tuple(json.loads(row[8])),
+        max_session=None if row[9] is None else float(row[9]),
+        activated_at=None if row[10] is None else float(row[10]),
+        revoked_at=None if row[11] is None else float(row[11]),
+        revoke_reason=row[12],
+    )
+
+
+def _channel(r: Sequence[Any]) -> ChannelRow:
+    return ChannelRow(
+        session_id=r[0],
+        n=int(r[1]),
+        kind=r[2],
+        command=r[3],
+        pty=bool(r[4]),
+        term=r[5],
+        started_at=float(r[6]),
+        ended_at=r[7],
+        exit_status=r[8],
+        exit_signal=r[9],
+        recording=r[10],
+        recording_sha256=r[11],
+        recording_bytes=r[12],
+        bytes_up=int(r[13]),
+        bytes_down=int(r[14]),
+    )
+
+
+def _session(r: Sequence[Any], channels: list[ChannelRow]) -> SessionRow:
+    return SessionRow(
+        id=r[0],
+        person=r[1],
+        credential_id=r[2],
+        source=r[3],
+        client_version=r[4],
+        target=r[5],
+        login=r[6],
+        justification=r[7],
+        started_at=float(r[8]),
+        deadline=float(r[9]),
+        ended_at=r[10],
+        end_reason=r[11],
+        end_detail=r[12],
+        channels=tuple(channels),
+    )
