@@ -81,7 +81,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self.pty: tuple[str, tuple[int, int, int, int], Mapping[int, int]] | None = None
         self._chan: asyncssh.SSHServerChannel[bytes] | None = None
         self._up_chan: asyncssh.SSHClientChannel[bytes] | None = None
-        self._early: list[tuple[bytes, asyncssh.DataType]] = []
+        self._early: list[tuple[float, bytes, asyncssh.DataType]] = []
         self._early_bytes = 0
         self._pending_eof = False
         self._pending_size: tuple[int, int, int, int] | None = None
@@ -213,7 +213,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             info = self.session.info
             ends = time.strftime("%H:%M UTC", time.gmtime(info.deadline))
             self.notice(f"breakglass: session {self.name} is recorded; it ends at {ends}.")
-        for data, datatype in self._early:
+        for t, data, datatype in self._early:
+            self._record_input(t, data)
             up_chan.write(data, datatype)
         self._early.clear()
         if self._early_bytes >= EARLY_INPUT_LIMIT:
@@ -311,6 +312,14 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self._early_bytes += len(data)
         if self._early_bytes >= EARLY_INPUT_LIMIT and self._chan is not None:
             self._chan.pause_reading()
+
+    def _record_input(self, t: float, data: bytes) -> None:
+        # Keystrokes at a PTY carry what was typed at no-echo prompts: only on request.
+        enc, cast = self._enc, self._cast
+        if enc is None or cast is None or self.kind == "subsystem":
+            return
+        if self.pty is None or self.session.host.recording.input:
+            cast.write(enc.input(t, data))
 
     def eof_received(self) -> bool:
         if self._up_chan is not None:
