@@ -297,18 +297,12 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self.bytes_up += len(data)
         self.session.last_activity = time.monotonic()
-        enc, cast = self._enc, self._cast
-        if (
-            enc is not None
-            and cast is not None
-            and self.kind != "subsystem"
-            and (self.pty is None or self.session.host.recording.input)
-        ):
-            cast.write(enc.input(self._t(), data))
         if self._up_chan is not None:
+            self._record_input(self._t(), data)
             self._up_chan.write(data, datatype)
             return
-        self._early.append((data, datatype))
+        # Recorded when it is sent on: the cast does not exist before the target does.
+        self._early.append((self._t(), data, datatype))
         self._early_bytes += len(data)
         if self._early_bytes >= EARLY_INPUT_LIMIT and self._chan is not None:
             self._chan.pause_reading()
