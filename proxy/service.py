@@ -13,13 +13,15 @@ import logging
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncssh
 
-from proxy.config import Config, RecordingConfig, TargetConfig
+from proxy.config import Config, RateRule, RecordingConfig, TargetConfig
 from proxy.core.credentials import CodeHasher
 from proxy.core.policy import source_allowed
+from proxy.core.throttle import FailureCounter, ThrottleRule
 from proxy.errors import StoreError
 from proxy.recovery import recover_unfinished
 from proxy.ssh import upstream
@@ -46,6 +48,12 @@ KEX_ALGS = [
 SERVER_ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
 SERVER_MAC_ALGS = ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com"]
 SHUTDOWN_GRACE = 10.0
+# Connections that have not authenticated yet hold a slot each until login_timeout;
+# caps keep a flood or a slowloris from one source from starving everyone else.
+MAX_UNAUTHENTICATED = 128
+MAX_UNAUTHENTICATED_PER_SOURCE = 16
+# Default throttles when the config turns the matching alert rule off.
+DEFAULT_THROTTLE = RateRule(count=5, window=600.0)
 
 
 def supported_kex() -> list[str]:
@@ -82,6 +90,35 @@ class App:
         self.tasks = TaskOwner("proxy")
         self.sessions: set[LiveSession] = set()
         self._keys: dict[str, upstream.UpstreamKeys] = {}
+        rules = config.alerts.rules
+        self.failures_by_source = FailureCounter(_throttle(rules.failed_logins_per_source))
+        self.failures_by_person = FailureCounter(_throttle(rules.failed_logins_per_person))
+        # One argon2 check at a time: each takes 64 MiB and most of a core, so a burst
+        # of logins queues here instead of starving live sessions or the memory.
+        self.hash_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argon2")
+        self._unauthenticated: dict[str, int] = {}
+
+    def admit(self, source: str) -> bool:
+        """Take an unauthenticated slot for ``source``; False when over a cap."""
+        total = sum(self._unauthenticated.values())
+        mine = self._unauthenticated.get(source, 0)
+        if total >= MAX_UNAUTHENTICATED or mine >= MAX_UNAUTHENTICATED_PER_SOURCE:
+            return False
+        self._unauthenticated[source] = mine + 1
+        return True
+
+    def release(self, source: str) -> None:
+        left = self._unauthenticated.get(source, 0) - 1
+        if left > 0:
+            self._unauthenticated[source] = left
+        else:
+            self._unauthenticated.pop(source, None)
+
+    async def verify_code(self, encoded: str | None, cred_id: str, secret: str) -> bool:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.hash_executor, self.hasher.verify, encoded, cred_id, secret
+        )
 
     # SessionHost -----------------------------------------------------------------------
     @property
@@ -127,6 +164,11 @@ class App:
 
     def handler(self) -> ConnectionHandler:
         return ConnectionHandler(self)
+
+
+def _throttle(rule: RateRule | None) -> ThrottleRule:
+    rule = rule or DEFAULT_THROTTLE
+    return ThrottleRule(count=rule.count, window=rule.window)
 
 
 async def stop_sessions(app: App, reason: str, message: str) -> None:
@@ -200,5 +242,6 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
             await app.append_quietly(NewEvent("proxy_stopped", time.time(), data={}))
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            app.hash_executor.shutdown(wait=False, cancel_futures=True)
     finally:
         await store.close()

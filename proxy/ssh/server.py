@@ -70,6 +70,7 @@ class ConnectionHandler(asyncssh.SSHServer):
         self._pending: _Pending | None = None
         self._authed: tuple[str, SessionInfo] | None = None
         self.session: LiveSession | None = None
+        self._admitted = False
 
     # -- connection -------------------------------------------------------------------
 
@@ -77,15 +78,47 @@ class ConnectionHandler(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.source, self.source_port = str(peer[0]), int(peer[1])
+        self._admitted = self.app.admit(self.source)
+        if not self._admitted:
+            log.warning("refused a connection from %s: too many unauthenticated", self.source)
+            conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "Too many connections")
+
+    def _release(self) -> None:
+        if self._admitted:
+            self._admitted = False
+            self.app.release(self.source)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+        if self.session is None and exc is not None and self._client_version_or_none():
+            # Cut during login (protocol error, login timeout, invalid UTF-8 in a
+            # response): nobody got in, but the attempt is part of the record.
+            self.app.tasks.spawn(
+                self.app.append_quietly(
+                    NewEvent(
+                        "login_aborted",
+                        time.time(),
+                        data={
+                            "source": self.source,
+                            "client_version": self._client_version(),
+                            "detail": str(exc)[:200],
+                        },
+                    )
+                ),
+                "audit login_aborted",
+            )
         session = self.session
         if session is not None:
             self.app.tasks.spawn(session.finish(), f"finish {session.info.id}")
 
     def _client_version(self) -> str:
-        assert self.conn is not None
-        return str(self.conn.get_extra_info("client_version") or "")
+        return self._client_version_or_none() or ""
+
+    def _client_version_or_none(self) -> str | None:
+        if self.conn is None:
+            return None
+        version = self.conn.get_extra_info("client_version")
+        return str(version)[:255] if version else None
 
     # -- authentication -----------------------------------------------------------------
 
@@ -166,6 +199,7 @@ class ConnectionHandler(asyncssh.SSHServer):
         # Exactly one argon2 check whatever is wrong, so the answer and its timing
         # do not tell a wrong person from a wrong code from an unknown target.
         parsed = parse_username(username)
+        await self._throttle(parsed.person if parsed else None)
         code_parts = parse_code(code)
         found = None
         if code_parts is not None:
@@ -175,7 +209,7 @@ class ConnectionHandler(asyncssh.SSHServer):
                 log.critical("audit store unreadable at login: %s", exc)
         encoded = found[1] if found else None
         cred_id, secret = code_parts if code_parts else ("", "")
-        code_ok = await asyncio.to_thread(self.app.hasher.verify, encoded, cred_id, secret)
+        code_ok = await self.app.verify_code(encoded, cred_id, secret)
 
         reason: str | None = None
         target = self.config.targets.get(parsed.target) if parsed else None
@@ -242,6 +276,16 @@ class ConnectionHandler(asyncssh.SSHServer):
         self._authed = (username, info)
         return True
 
+    async def _throttle(self, person: str | None) -> None:
+        """Slow attempts from a source or for a person that failed a lot lately."""
+        now = time.time()
+        delay = self.app.failures_by_source.delay(self.source, now)
+        if person is not None:
+            delay = max(delay, self.app.failures_by_person.delay(person, now))
+        if delay > 0:
+            log.warning("throttling a login attempt from %s by %.0fs", self.source, delay)
+            await asyncio.sleep(delay)
+
     def _start_data(self, info: SessionInfo) -> dict[str, Any]:
         return {
             "person": info.person,
@@ -292,6 +336,11 @@ class ConnectionHandler(asyncssh.SSHServer):
     ) -> None:
         if not audited:
             self._audit_failure(username, reason, justification, cred_id)
+        now = time.time()
+        self.app.failures_by_source.record(self.source, now)
+        parsed = parse_username(username)
+        if parsed is not None:
+            self.app.failures_by_person.record(parsed.person, now)
         self.failures += 1
         await asyncio.sleep(failure_delay(self.failures, base=self.app.failure_delay_base))
         if self.failures >= MAX_FAILURES and self.conn is not None:
@@ -308,6 +357,7 @@ class ConnectionHandler(asyncssh.SSHServer):
             log.critical("authentication completed without a matching login; disconnecting")
             self.conn.disconnect(asyncssh.DISC_PROTOCOL_ERROR, "Access denied")
             return
+        self._release()
         self.session = LiveSession(self.app, authed[1], self.conn)
         self.app.session_started(self.session)
         self.session.start()
