@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -191,8 +192,15 @@ async def stop_sessions(app: App, reason: str, message: str) -> None:
     await app.tasks.wait()
 
 
-async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
-    """Run the proxy until ``stop`` is set or SIGTERM/SIGINT arrives."""
+async def serve(
+    config: Config,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[App], None] | None = None,
+) -> None:
+    """Run the proxy until ``stop`` is set or SIGTERM/SIGINT arrives.
+
+    ``on_ready`` sees the running App once the listener accepts connections (tests run
+    the proxy in-process through it and read its counters)."""
     store = await SQLiteStore.open(config.storage.database)
     try:
         config.storage.recordings.mkdir(mode=0o700, parents=True, exist_ok=True)
