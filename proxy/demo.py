@@ -35,6 +35,12 @@ def _port() -> int:
             return free_port()
 
 
+def _program(name: str) -> str:
+    """The absolute path of a program installed beside this Python (the venv's bin)."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
+
+
 def _write_config(folder: Path, port: int, target: LocalTarget) -> Path:
     cfg = folder / "proxy.yaml"
     cfg.write_text(
@@ -102,7 +108,7 @@ def run_demo() -> int:
         pub = key.export_public_key().decode().split()
         known.write_text(f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n")
         code = asyncio.run(_issue(config.storage.database))
-        bg = f"breakglass -c {shlex.quote(str(cfg_path))}"
+        bg = f"{_program('breakglass')} -c {shlex.quote(str(cfg_path))}"
         print(
             f"""
 breakglass demo is running (folder {folder}).
@@ -120,7 +126,7 @@ breakglass demo is running (folder {folder}).
 
      {bg} sessions
      {bg} show SESSION_ID
-     asciinema play {folder}/recordings/<first 4 chars of SESSION_ID>/SESSION_ID/1.cast
+     {_program("asciinema")} play {folder}/recordings/<first 4 of SESSION_ID>/SESSION_ID/1.cast
 
 Press Ctrl-C to stop the demo.
 """,
