@@ -9,6 +9,8 @@ session's end before the process exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -19,12 +21,13 @@ from pathlib import Path
 
 import asyncssh
 
-from proxy.config import Config, RateRule, RecordingConfig, TargetConfig
+from proxy.config import Config, RateRule, RecordingConfig, TargetConfig, load_config
 from proxy.core.credentials import CodeHasher
 from proxy.core.policy import source_allowed
 from proxy.core.throttle import FailureCounter, ThrottleRule
-from proxy.errors import StoreError
+from proxy.errors import ConfigError, StoreError
 from proxy.recovery import recover_unfinished
+from proxy.sdnotify import Notifier, watchdog_interval
 from proxy.ssh import upstream
 from proxy.ssh.server import ConnectionHandler
 from proxy.ssh.session import LiveSession
@@ -98,6 +101,11 @@ class App:
         # of logins queues here instead of starving live sessions or the memory.
         self.hash_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argon2")
         self._unauthenticated: dict[str, int] = {}
+
+    def apply_config(self, config: Config) -> None:
+        """New logins see ``config``; sessions and connections keep the one they began with."""
+        self.config = config
+        self._keys.clear()
 
     def admit(self, source: str) -> bool:
         """Take an unauthenticated slot for ``source``; False when over a cap."""
@@ -197,10 +205,11 @@ async def serve(
     stop: asyncio.Event | None = None,
     on_ready: Callable[[App], None] | None = None,
 ) -> None:
-    """Run the proxy until ``stop`` is set or SIGTERM/SIGINT arrives.
+    """Run the proxy until ``stop`` is set or SIGTERM/SIGINT arrives; SIGHUP reloads.
 
     ``on_ready`` sees the running App once the listener accepts connections (tests run
     the proxy in-process through it and read its counters)."""
+    notifier = Notifier()
     store = await SQLiteStore.open(config.storage.database)
     try:
         config.storage.recordings.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -213,27 +222,10 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        server = await asyncssh.listen(
-            config.listen.host,
-            config.listen.port,
-            server_factory=app.handler,
-            server_host_keys=[host_key],
-            server_version=SERVER_VERSION,
-            encoding=None,
-            line_editor=False,
-            agent_forwarding=False,
-            x11_forwarding=False,
-            allow_scp=False,
-            config=None,
-            gss_host=None,
-            login_timeout=config.policy.login_timeout,
-            keepalive_interval=30,
-            keepalive_count_max=4,
-            kex_algs=supported_kex(),
-            encryption_algs=SERVER_ENCRYPTION_ALGS,
-            mac_algs=SERVER_MAC_ALGS,
-            compression_algs=["none"],
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: app.tasks.spawn(reload(app, notifier), "reload")
         )
+        server = await listen(app, host_key)
         log.info(
             "listening on %s:%d (%d target(s))",
             config.listen.host,
@@ -241,15 +233,91 @@ async def serve(
             len(config.targets),
         )
         await app.append_quietly(NewEvent("proxy_started", time.time(), data={"pid": os.getpid()}))
+        notifier.ready(f"listening on {config.listen.host}:{config.listen.port}")
+        interval = watchdog_interval()
+        if interval is not None:
+            app.tasks.spawn(_watchdog(notifier, interval, stop), "watchdog")
+        if on_ready is not None:
+            on_ready(app)
         try:
             await stop.wait()
         finally:
+            notifier.stopping(f"stopping: {len(app.sessions)} live session(s)")
             log.info("stopping: %d live session(s)", len(app.sessions))
             server.close()
             await stop_sessions(app, "proxy_shutdown", "the proxy is shutting down")
             await app.append_quietly(NewEvent("proxy_stopped", time.time(), data={}))
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             app.hash_executor.shutdown(wait=False, cancel_futures=True)
     finally:
         await store.close()
+
+
+async def listen(app: App, host_key: asyncssh.SSHKey) -> asyncssh.SSHAcceptor:
+    config = app.config
+    return await asyncssh.listen(
+        config.listen.host,
+        config.listen.port,
+        server_factory=app.handler,
+        server_host_keys=[host_key],
+        server_version=SERVER_VERSION,
+        encoding=None,
+        line_editor=False,
+        agent_forwarding=False,
+        x11_forwarding=False,
+        allow_scp=False,
+        config=None,
+        gss_host=None,
+        login_timeout=config.policy.login_timeout,
+        keepalive_interval=30,
+        keepalive_count_max=4,
+        kex_algs=supported_kex(),
+        encryption_algs=SERVER_ENCRYPTION_ALGS,
+        mac_algs=SERVER_MAC_ALGS,
+        compression_algs=["none"],
+    )
+
+
+async def _watchdog(notifier: Notifier, interval: float, stop: asyncio.Event) -> None:
+    # Sent from the event loop itself: a wedged loop stops the pings and systemd
+    # restarts the service.
+    while not stop.is_set():
+        notifier.watchdog()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+async def reload(app: App, notifier: Notifier) -> None:
+    """SIGHUP: new targets, policy and alerts for new logins; live sessions untouched.
+
+    A bad file keeps the old config in force, says why in the log and the audit trail.
+    The listener and the store cannot move under a running process: changes to
+    ``listen`` or ``storage`` are reported and wait for a restart.
+    """
+    notifier.reloading()
+    old = app.config
+    try:
+        new = await asyncio.to_thread(load_config, old.source)
+    except ConfigError as exc:
+        problems = [str(p) for p in exc.problems]
+        log.error("reload refused, keeping the running config: %s", "; ".join(problems))
+        await app.append_quietly(
+            NewEvent("config_reload_failed", time.time(), data={"problems": problems})
+        )
+        notifier.ready("reload refused: the config file has errors; old config in force")
+        return
+    pending = [name for name in ("listen", "storage") if getattr(new, name) != getattr(old, name)]
+    if pending:
+        log.warning("config changes to %s take effect at the next restart", ", ".join(pending))
+        new = dataclasses.replace(new, listen=old.listen, storage=old.storage)
+    app.apply_config(new)
+    log.info("config reloaded: %d target(s)", len(new.targets))
+    await app.append_quietly(
+        NewEvent(
+            "config_reloaded",
+            time.time(),
+            data={"targets": sorted(new.targets), "needs_restart": pending},
+        )
+    )
+    notifier.ready(f"listening on {old.listen.host}:{old.listen.port}; config reloaded")

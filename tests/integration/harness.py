@@ -638,7 +638,12 @@ class ProxyProcess:
 
     @classmethod
     def start(
-        cls, config: Path, *, timeout: float = 20.0, log_path: Path | None = None
+        cls,
+        config: Path,
+        *,
+        timeout: float = 20.0,
+        log_path: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> ProxyProcess:
         """Start the proxy and wait (bounded) until it answers SSH on its port."""
         log_path = log_path or config.with_name(config.stem + ".log")
@@ -646,7 +651,7 @@ class ProxyProcess:
             process = subprocess.Popen(
                 cli_argv(config, "serve"),
                 cwd=REPO_ROOT,
-                env=_proxy_env(),
+                env={**_proxy_env(), **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
