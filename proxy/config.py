@@ -78,7 +78,7 @@ DEFAULT_RECORDINGS = "../recordings"
 # Keys of each mapping, in the order the example config shows them.
 _TOP = ("listen", "storage", "policy", "recording", "targets", "alerts")
 _LISTEN = ("host", "port", "host_key")
-_STORAGE = ("database", "recordings")
+_STORAGE = ("database", "recordings", "min_free", "warn_free")
 _POLICY = (
     "justification",
     "max_session",
@@ -86,6 +86,8 @@ _POLICY = (
     "idle_timeout",
     "allowed_sources",
     "login_timeout",
+    "max_live_sessions",
+    "shutdown_grace",
 )
 _JUSTIFICATION = ("min_length", "pattern")
 _RECORDING = ("input", "max_channel_bytes")
@@ -185,9 +187,12 @@ class _Loader(AlertsReader):
                 "storage.database must be a file path; database URLs are not supported yet",
                 f"use e.g. {DEFAULT_DATABASE}",
             )
+        default = StorageConfig(database=Path("-"), recordings=Path("-"))
         return StorageConfig(
             database=self.path(view, "database", DEFAULT_DATABASE),
             recordings=self.path(view, "recordings", DEFAULT_RECORDINGS),
+            min_free=self.size(view, "min_free", default.min_free),
+            warn_free=self.size(view, "warn_free", default.warn_free),
         )
 
     def policy(self, view: MapView) -> PolicyConfig:
@@ -198,6 +203,8 @@ class _Loader(AlertsReader):
             idle_timeout=self.optional_duration(view, "idle_timeout", 900.0),
             allowed_sources=self.allowed_sources(view),
             login_timeout=self.duration(view, "login_timeout", 120.0),
+            max_live_sessions=self.integer(view, "max_live_sessions", 200, 1, 100_000),
+            shutdown_grace=self.duration(view, "shutdown_grace", 10.0),
         )
 
     def justification(self, view: MapView) -> JustificationRule:
@@ -265,23 +272,27 @@ class _Loader(AlertsReader):
         default = RecordingConfig()
         node = view.get("input")
         record_input = None if node is None else read_bool(node, view.path("input"), self.p)
-        size = default.max_channel_bytes
-        node = view.get("max_channel_bytes")
-        if node is not None:
-            what = view.path("max_channel_bytes")
-            raw: str | int | None
-            if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:int":
-                raw = read_int(node, what, self.p, low=0)
-            else:
-                raw = read_text(node, what, self.p)
-            try:
-                size = size if raw is None else parse_size(raw)
-            except ValueError as exc:
-                self.p.add(node, f"{what}: {exc}")
         return RecordingConfig(
             input=default.input if record_input is None else record_input,
-            max_channel_bytes=size,
+            max_channel_bytes=self.size(view, "max_channel_bytes", default.max_channel_bytes),
         )
+
+    def size(self, view: MapView, key: str, default: int) -> int:
+        """A byte size: an integer, or text like 64MiB."""
+        node = view.get(key)
+        if node is None:
+            return default
+        what = view.path(key)
+        raw: str | int | None
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:int":
+            raw = read_int(node, what, self.p, low=0)
+        else:
+            raw = read_text(node, what, self.p)
+        try:
+            return default if raw is None else parse_size(raw)
+        except ValueError as exc:
+            self.p.add(node, f"{what}: {exc}")
+            return default
 
     def targets(self, view: MapView) -> Mapping[str, TargetConfig]:
         result: dict[str, TargetConfig] = {}

@@ -57,6 +57,11 @@ class ListenConfig:
 class StorageConfig:
     database: Path
     recordings: Path
+    # Below min_free on the store's or the recordings' filesystem new sessions are
+    # refused (a session that cannot be recorded must not start); below warn_free the
+    # proxy warns, like auditd's space_left.
+    min_free: int = 256 * 1024 * 1024
+    warn_free: int = 1024 * 1024 * 1024
 
 
 def default_justification() -> JustificationRule:
@@ -76,6 +81,8 @@ class PolicyConfig:
     idle_timeout: float | None = 900.0  # None: no idle limit
     allowed_sources: tuple[IPNetwork, ...] = field(default_factory=all_sources)
     login_timeout: float = 120.0
+    max_live_sessions: int = 200
+    shutdown_grace: float = 10.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,6 +9,7 @@ what to record; the relay tells it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable
@@ -91,6 +92,10 @@ class CastFile:
                 written = os.write(self._fd, view)
                 view = view[written:]
         except OSError as exc:
+            # Cut back what a partial write left, so the file is exactly the bytes hashed
+            # (whole lines only) and still replays.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
             self._failed = RecordingError(
                 f"recording {self.path} could not be written: {exc.strerror}"
             )

@@ -51,7 +51,6 @@ KEX_ALGS = [
 # AEAD only (issue: no CTR/CBC); GCM costs half of chacha20's CPU in asyncssh.
 SERVER_ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
 SERVER_MAC_ALGS = ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com"]
-SHUTDOWN_GRACE = 10.0
 # Connections that have not authenticated yet hold a slot each until login_timeout;
 # caps keep a flood or a slowloris from one source from starving everyone else.
 MAX_UNAUTHENTICATED = 128
@@ -101,6 +100,18 @@ class App:
         # of logins queues here instead of starving live sessions or the memory.
         self.hash_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argon2")
         self._unauthenticated: dict[str, int] = {}
+
+    def free_space(self) -> int:
+        """Bytes free for us on the store's and the recordings' filesystems (the lower)."""
+        storage = self.config.storage
+        free = []
+        for folder in (storage.database.parent, storage.recordings):
+            try:
+                st = os.statvfs(folder)
+            except OSError:
+                return 0
+            free.append(st.f_bavail * st.f_frsize)
+        return min(free)
 
     def apply_config(self, config: Config) -> None:
         """New logins see ``config``; sessions and connections keep the one they began with."""
@@ -187,9 +198,9 @@ async def stop_sessions(app: App, reason: str, message: str) -> None:
         session.close(reason, message)
     waits = [session.wait_finished() for session in sessions]
     try:
-        await asyncio.wait_for(asyncio.gather(*waits), SHUTDOWN_GRACE)
+        await asyncio.wait_for(asyncio.gather(*waits), app.config.policy.shutdown_grace)
     except TimeoutError:
-        log.error("sessions did not finish within %ss; cutting them", SHUTDOWN_GRACE)
+        log.error("sessions did not finish in the grace period; cutting them")
         for session in sessions:
             session.conn.abort()
         waits = [session.wait_finished() for session in sessions]
@@ -234,6 +245,7 @@ async def serve(
         )
         await app.append_quietly(NewEvent("proxy_started", time.time(), data={"pid": os.getpid()}))
         notifier.ready(f"listening on {config.listen.host}:{config.listen.port}")
+        app.tasks.spawn(_disk_monitor(app, stop), "disk monitor")
         interval = watchdog_interval()
         if interval is not None:
             app.tasks.spawn(_watchdog(notifier, interval, stop), "watchdog")
@@ -277,6 +289,29 @@ async def listen(app: App, host_key: asyncssh.SSHKey) -> asyncssh.SSHAcceptor:
         mac_algs=SERVER_MAC_ALGS,
         compression_algs=["none"],
     )
+
+
+DISK_CHECK_INTERVAL = 10.0
+
+
+async def _disk_monitor(app: App, stop: asyncio.Event) -> None:
+    """Warn before the disk fills (like auditd's space_left), once per crossing."""
+    level = "ok"
+    while not stop.is_set():
+        storage = app.config.storage
+        free = app.free_space()
+        now_level = (
+            "critical" if free < storage.min_free else "low" if free < storage.warn_free else "ok"
+        )
+        if now_level != level:
+            level = now_level
+            say = log.info if level == "ok" else log.error if level == "critical" else log.warning
+            say("disk space %s: %d MiB free for the audit store and recordings", level, free >> 20)
+            await app.append_quietly(
+                NewEvent(f"disk_space_{level}", time.time(), data={"free_bytes": free})
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), DISK_CHECK_INTERVAL)
 
 
 async def _watchdog(notifier: Notifier, interval: float, stop: asyncio.Event) -> None:

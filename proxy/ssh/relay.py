@@ -278,7 +278,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
     def _recording_failed(self, exc: RecordingError) -> None:
         log.critical("%s", exc)
         self.session.audit("recording_failed", {"detail": str(exc)}, channel=self.n)
-        self.session.close("store_error", "the recording cannot be written", detail=str(exc))
+        self.session.close("recording_error", "the recording cannot be written", detail=str(exc))
 
     def _fail(self, line: str) -> None:
         """Refuse the channel with one clear line on stderr and exit status 255."""

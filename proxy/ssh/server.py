@@ -71,6 +71,7 @@ class ConnectionHandler(asyncssh.SSHServer):
         self._authed: tuple[str, SessionInfo] | None = None
         self.session: LiveSession | None = None
         self._admitted = False
+        self._told = False
 
     # -- connection -------------------------------------------------------------------
 
@@ -170,6 +171,10 @@ class ConnectionHandler(asyncssh.SSHServer):
     async def _validate(
         self, username: str, responses: Sequence[str]
     ) -> bool | tuple[str, str, str, list[tuple[str, bool]]]:
+        if self._told:
+            # The answer to a message-only round after a refusal already audited.
+            self._told = False
+            return False
         pending = self._pending if self._pending and self._pending.username == username else None
         self._pending = None
         if pending is not None and len(responses) == 1:
@@ -230,6 +235,14 @@ class ConnectionHandler(asyncssh.SSHServer):
             await self._fail(username, reason or "denied", justification, cred_id=cred_id)
             return False
 
+        refusal = self._capacity_refusal()
+        if refusal is not None:
+            # Not the engineer's fault: no throttling, and they are told why.
+            reason, message = refusal
+            self._audit_failure(username, reason, justification, cred_id)
+            self._told = True
+            return ("", message, "", [])
+
         now = time.time()
         cred = found[0] if found else None
         assert cred is not None
@@ -254,7 +267,8 @@ class ConnectionHandler(asyncssh.SSHServer):
             )
         except StoreError as exc:
             log.critical("cannot commit a session start: %s", exc)
-            await self._fail(username, "store_unavailable", justification, audited=True)
+            self._audit_failure(username, "store_unavailable", justification, cred_id)
+            self._told = True
             return (
                 "",
                 "The audit trail cannot be written, so break-glass access is refused. "
@@ -275,6 +289,23 @@ class ConnectionHandler(asyncssh.SSHServer):
         )
         self._authed = (username, info)
         return True
+
+    def _capacity_refusal(self) -> tuple[str, str] | None:
+        """A reason to refuse that is the proxy's state, not the engineer's input."""
+        policy, storage = self.config.policy, self.config.storage
+        if len(self.app.sessions) >= policy.max_live_sessions:
+            return (
+                "too_many_sessions",
+                f"The proxy is at its limit of {policy.max_live_sessions} live sessions; "
+                "try again in a moment or tell the proxy's operators.",
+            )
+        if self.app.free_space() < storage.min_free:
+            return (
+                "disk_full",
+                "The proxy's disk is almost full, so the session could not be recorded "
+                "and break-glass access is refused. Tell the proxy's operators.",
+            )
+        return None
 
     async def _throttle(self, person: str | None) -> None:
         """Slow attempts from a source or for a person that failed a lot lately."""
