@@ -45,6 +45,8 @@ CODE_PROMPT = "Break-glass code for {person}: "
 JUSTIFICATION_PROMPT = "Justification (ticket and reason): "
 MAX_FAILURES = 3
 MAX_JUSTIFICATION_TRIES = 3
+# How long a refused-after-proof connection stays open to deliver its message.
+REFUSAL_LINGER = 5.0
 
 
 @dataclass
@@ -54,6 +56,31 @@ class _Pending:
     username: str
     code: str
     tries: int
+
+
+class RefusedChannel(asyncssh.SSHServerSession[bytes]):
+    """A channel that only says why the proxy cannot serve, then exits 255."""
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self._chan = chan
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return True
+
+    def session_started(self) -> None:
+        if self._chan is not None:
+            self._chan.write_stderr(f"breakglass: {self._message}\r\n".encode())
+            self._chan.exit(255)
 
 
 class ConnectionHandler(asyncssh.SSHServer):
@@ -68,10 +95,12 @@ class ConnectionHandler(asyncssh.SSHServer):
         self.client_version = ""
         self.failures = 0
         self._pending: _Pending | None = None
-        self._authed: tuple[str, SessionInfo] | None = None
+        self._authed: tuple[str, SessionInfo | None] | None = None
         self.session: LiveSession | None = None
         self._admitted = False
-        self._told = False
+        # Why a proven engineer cannot be served (disk full, store down, at capacity):
+        # told on the channel's stderr, which every client shows whatever its LogLevel.
+        self._refusal: str | None = None
 
     # -- connection -------------------------------------------------------------------
 
@@ -171,10 +200,6 @@ class ConnectionHandler(asyncssh.SSHServer):
     async def _validate(
         self, username: str, responses: Sequence[str]
     ) -> bool | tuple[str, str, str, list[tuple[str, bool]]]:
-        if self._told:
-            # The answer to a message-only round after a refusal already audited.
-            self._told = False
-            return False
         pending = self._pending if self._pending and self._pending.username == username else None
         self._pending = None
         if pending is not None and len(responses) == 1:
@@ -237,11 +262,8 @@ class ConnectionHandler(asyncssh.SSHServer):
 
         refusal = self._capacity_refusal()
         if refusal is not None:
-            # Not the engineer's fault: no throttling, and they are told why.
-            reason, message = refusal
-            self._audit_failure(username, reason, justification, cred_id)
-            self._told = True
-            return ("", message, "", [])
+            # Not the engineer's fault: no throttling, no use counted, and they are told.
+            return self._refuse_served(username, refusal, justification, cred_id)
 
         now = time.time()
         cred = found[0] if found else None
@@ -267,15 +289,12 @@ class ConnectionHandler(asyncssh.SSHServer):
             )
         except StoreError as exc:
             log.critical("cannot commit a session start: %s", exc)
-            self._audit_failure(username, "store_unavailable", justification, cred_id)
-            self._told = True
-            return (
-                "",
-                "The audit trail cannot be written, so break-glass access is refused. "
-                "Tell the proxy's operators.",
-                "",
-                [],
+            refusal = (
+                "store_unavailable",
+                "the audit trail cannot be written, so break-glass access is refused; "
+                "tell the proxy's operators",
             )
+            return self._refuse_served(username, refusal, justification, cred_id)
         if not decision.ok:
             await self._fail(username, decision.reason, justification, cred_id=cred_id)
             return False
@@ -290,20 +309,29 @@ class ConnectionHandler(asyncssh.SSHServer):
         self._authed = (username, info)
         return True
 
+    def _refuse_served(
+        self, username: str, refusal: tuple[str, str], justification: str, cred_id: str
+    ) -> bool:
+        reason, message = refusal
+        self._audit_failure(username, reason, justification, cred_id)
+        self._refusal = message
+        self._authed = (username, None)
+        return True
+
     def _capacity_refusal(self) -> tuple[str, str] | None:
         """A reason to refuse that is the proxy's state, not the engineer's input."""
         policy, storage = self.config.policy, self.config.storage
         if len(self.app.sessions) >= policy.max_live_sessions:
             return (
                 "too_many_sessions",
-                f"The proxy is at its limit of {policy.max_live_sessions} live sessions; "
-                "try again in a moment or tell the proxy's operators.",
+                f"the proxy is at its limit of {policy.max_live_sessions} live sessions; "
+                "try again in a moment or tell the proxy's operators",
             )
         if self.app.free_space() < storage.min_free:
             return (
                 "disk_full",
-                "The proxy's disk is almost full, so the session could not be recorded "
-                "and break-glass access is refused. Tell the proxy's operators.",
+                "the proxy's disk is almost full, so the session could not be recorded "
+                "and break-glass access is refused; tell the proxy's operators",
             )
         return None
 
@@ -389,13 +417,24 @@ class ConnectionHandler(asyncssh.SSHServer):
             self.conn.disconnect(asyncssh.DISC_PROTOCOL_ERROR, "Access denied")
             return
         self._release()
+        if authed[1] is None:
+            # Refused after proof (see _refuse_served): every channel is told why.
+            self.app.tasks.spawn(self._disconnect_later(), "refused disconnect")
+            return
         self.session = LiveSession(self.app, authed[1], self.conn)
         self.app.session_started(self.session)
         self.session.start()
 
     # -- what an authenticated connection may ask for -----------------------------------
 
-    def session_requested(self) -> ChannelBridge | bool:
+    async def _disconnect_later(self) -> None:
+        await asyncio.sleep(REFUSAL_LINGER)
+        if self.conn is not None:
+            self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, self._refusal or "refused")
+
+    def session_requested(self) -> ChannelBridge | RefusedChannel | bool:
+        if self._refusal is not None:
+            return RefusedChannel(self._refusal)
         if self.session is None:
             return False
         return ChannelBridge(self.session)

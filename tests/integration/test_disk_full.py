@@ -89,7 +89,7 @@ def test_full_recordings_disk_fails_closed_and_recovers(
                     f.write(b"\0" * 65536)
             except OSError:
                 pass
-        refused = ssh(port, user_at("erin", "db01"), code, "echo no", options=["LogLevel=INFO"])
+        refused = ssh(port, user_at("erin", "db01"), code, "echo no")
         assert refused.returncode == 255
         assert b"disk is almost full" in refused.stderr, refused.describe()
         reasons = [e.data.get("reason") for e in read_events(proxy.database)]
