@@ -23,6 +23,7 @@ from tests.integration.harness import (
     ssh,
     user_at,
     wait_for_session,
+    wait_until,
     write_proxy_config,
 )
 
@@ -92,8 +93,11 @@ def test_full_recordings_disk_fails_closed_and_recovers(
         refused = ssh(port, user_at("erin", "db01"), code, "echo no")
         assert refused.returncode == 255
         assert b"disk is almost full" in refused.stderr, refused.describe()
-        reasons = [e.data.get("reason") for e in read_events(proxy.database)]
-        assert "disk_full" in reasons
+        wait_until(
+            lambda: any(e.data.get("reason") == "disk_full" for e in read_events(proxy.database)),
+            timeout=15,
+            what="a login_failed event with reason disk_full",
+        )
 
         # 3. Space back: the proxy serves again by itself.
         os.unlink(filler)
