@@ -55,6 +55,9 @@ SERVER_MAC_ALGS = ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.c
 # caps keep a flood or a slowloris from one source from starving everyone else.
 MAX_UNAUTHENTICATED = 128
 MAX_UNAUTHENTICATED_PER_SOURCE = 16
+# New TCP connections per source before the SSH handshake: a flood from one address is
+# cut at the door (a human or Ansible opens a handful a second at most).
+CONNECTION_RATE = ThrottleRule(count=40, window=10.0)
 # Default throttles when the config turns the matching alert rule off.
 DEFAULT_THROTTLE = RateRule(count=5, window=600.0)
 
@@ -100,6 +103,8 @@ class App:
         # of logins queues here instead of starving live sessions or the memory.
         self.hash_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argon2")
         self._unauthenticated: dict[str, int] = {}
+        self.connections_by_source = FailureCounter(CONNECTION_RATE)
+        self._rate_refused = 0
 
     def free_space(self) -> int:
         """Bytes free for us on the store's and the recordings' filesystems (the lower)."""
@@ -119,7 +124,17 @@ class App:
         self._keys.clear()
 
     def admit(self, source: str) -> bool:
-        """Take an unauthenticated slot for ``source``; False when over a cap."""
+        """Take an unauthenticated slot for ``source``; False when over a cap or rate."""
+        if self.connections_by_source.record(source, time.monotonic()) > CONNECTION_RATE.count:
+            # Counted, not audited one by one: a flood must not flood the store too.
+            self._rate_refused += 1
+            if self._rate_refused in (1, 10, 100) or self._rate_refused % 1000 == 0:
+                log.warning(
+                    "%d connection(s) refused by the per-source rate limit (latest %s)",
+                    self._rate_refused,
+                    source,
+                )
+            return False
         total = sum(self._unauthenticated.values())
         mine = self._unauthenticated.get(source, 0)
         if total >= MAX_UNAUTHENTICATED or mine >= MAX_UNAUTHENTICATED_PER_SOURCE:
