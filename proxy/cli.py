@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import getpass
 import json
-import logging
 import os
 import secrets
 import sys
@@ -19,7 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from proxy.audit.views import rfc3339, session_json, session_text, sessions_table
+from proxy.audit.facts import session_facts, with_recordings
+from proxy.audit.verify import verify_json, verify_text
+from proxy.audit.views import rfc3339, session_json, sessions_table, show_json, show_text
 from proxy.config import Config, default_config_path, load_config
 from proxy.core.credentials import (
     CodeHasher,
@@ -32,7 +34,8 @@ from proxy.core.credentials import (
 from proxy.core.text import escape
 from proxy.core.units import format_duration, parse_duration
 from proxy.errors import BreakglassError, ConfigError
-from proxy.store.base import NewEvent, SessionFilter
+from proxy.logs import setup_logging
+from proxy.store.base import NewEvent, SessionFilter, SessionRow, StoredEvent
 from proxy.store.sqlite import SQLiteStore
 
 T = TypeVar("T")
@@ -50,6 +53,34 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _when(text: str) -> float:
+    """A point in time: a duration ago (``7d``) or an RFC 3339 / ISO date (UTC if no
+    zone is given)."""
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        stamp = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration (7d) nor a date (2026-01-31T12:00Z)"
+        ) from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return stamp.timestamp()
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,12 +131,56 @@ def _parser() -> argparse.ArgumentParser:
     sessions = sub.add_parser("sessions", parents=[common], help="list sessions")
     sessions.add_argument("--person")
     sessions.add_argument("--target")
-    sessions.add_argument("--since", type=_duration, help="e.g. 7d")
+    sessions.add_argument("--since", type=_when, help="e.g. 7d (ago) or 2026-01-31")
+    sessions.add_argument("--until", type=_when, help="e.g. 1d (ago) or 2026-02-01T12:00Z")
+    sessions.add_argument("--end-reason", help="e.g. time_limit, killed, interrupted")
+    sessions.add_argument(
+        "--flagged", action="store_true", help="only sessions with an alert or flag"
+    )
+    sessions.add_argument(
+        "--command",
+        dest="command_glob",
+        metavar="GLOB",
+        help="a command run in the session, e.g. '*passwd*'",
+    )
+    sessions.add_argument("--path", metavar="GLOB", help="a file touched, e.g. '/etc/*'")
     sessions.add_argument("--live", action="store_true", help="only sessions still running")
     sessions.add_argument("--json", action="store_true")
     show = sub.add_parser("show", parents=[common], help="one session in full")
     show.add_argument("session")
     show.add_argument("--json", action="store_true")
+
+    replay = sub.add_parser("replay", parents=[common], help="replay a recording (asciinema)")
+    replay.add_argument("session", metavar="SESSION[/N]")
+    replay.add_argument("--speed", type=_positive, default=None, help="e.g. 2")
+    replay.add_argument(
+        "--idle-limit", type=_positive, default=None, help="cap pauses at S seconds, e.g. 1"
+    )
+    report = sub.add_parser("report", parents=[common], help="post-incident report")
+    report.add_argument("--since", type=_when, default=None, help="default 30d (ago)")
+    report.add_argument("--until", type=_when, default=None)
+    report.add_argument("--format", choices=["markdown", "json", "csv"], default="markdown")
+    export = sub.add_parser("export", parents=[common], help="a self-contained HTML page")
+    export.add_argument("session")
+    export.add_argument("--html", type=Path, required=True, metavar="FILE")
+    verify = sub.add_parser("verify", parents=[common], help="check the whole audit trail")
+    verify.add_argument("--key", help="the checkpoint public key kept off the box (hex, or a file)")
+    verify.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a checkpoint kept off the box (JSON, one per line); repeatable",
+    )
+    verify.add_argument("--json", action="store_true")
+    review = sub.add_parser("review", parents=[common], help="sign off a session as reviewed")
+    review.add_argument("session")
+    review.add_argument("--note", required=True)
+    key = sub.add_parser(
+        "checkpoint-key", parents=[common], help="the public key that verifies checkpoints"
+    )
+    key.add_argument("--json", action="store_true")
     return p
 
 
@@ -237,8 +312,13 @@ def cmd_sessions(args: argparse.Namespace, config: Config) -> int:
     flt = SessionFilter(
         person=args.person.lower() if args.person else None,
         target=args.target,
-        since=None if args.since is None else time.time() - args.since,
+        since=args.since,
+        until=args.until,
+        end_reason=args.end_reason,
         live=True if args.live else None,
+        flagged=True if args.flagged else None,
+        command=args.command_glob,
+        path=args.path,
     )
     rows = asyncio.run(_with_store(config, lambda s: s.list_sessions(flt)))
     if args.json:
@@ -248,19 +328,138 @@ def cmd_sessions(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace, config: Config) -> int:
-    async def fetch(store: SQLiteStore) -> tuple[Any, Any]:
-        row = await store.get_session(args.session)
-        return row, (await store.session_events(args.session)) if row else []
+async def _session_with_events(
+    store: SQLiteStore, session_id: str
+) -> tuple[SessionRow | None, list[StoredEvent]]:
+    row = await store.get_session(session_id)
+    return row, (await store.session_events(session_id)) if row else []
 
-    row, events = asyncio.run(_with_store(config, fetch))
+
+def _no_session(text: str) -> int:
+    print(f"breakglass: no session {escape(text)}", file=sys.stderr)
+    return 1
+
+
+def cmd_show(args: argparse.Namespace, config: Config) -> int:
+    row, events = asyncio.run(_with_store(config, lambda s: _session_with_events(s, args.session)))
     if row is None:
-        print(f"breakglass: no session {escape(args.session)}", file=sys.stderr)
-        return 1
+        return _no_session(args.session)
+    facts = with_recordings(session_facts(row, events), config.storage.recordings)
     if args.json:
-        _print_json(session_json(row, events))
+        _print_json(show_json(facts, events))
     else:
-        print(session_text(row, events))
+        print(show_text(facts, events))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, config: Config) -> int:
+    from proxy.audit.replay import replay_channels
+
+    session_id, _, chan = args.session.partition("/")
+    if chan and not chan.isdigit():
+        print(f"breakglass: bad channel in {escape(args.session)}", file=sys.stderr)
+        return 2
+    row = asyncio.run(_with_store(config, lambda s: s.get_session(session_id)))
+    if row is None:
+        return _no_session(session_id)
+    channels = [c for c in row.channels if not chan or c.n == int(chan)]
+    if not channels:
+        print(f"breakglass: no channel {escape(args.session)}", file=sys.stderr)
+        return 1
+    return replay_channels(channels, config.storage.recordings, args.speed, args.idle_limit)
+
+
+def cmd_report(args: argparse.Namespace, config: Config) -> int:
+    from proxy.audit.report import build_report, render
+
+    now = time.time()
+    since = args.since if args.since is not None else now - parse_duration("30d")
+
+    async def build(store: SQLiteStore) -> Any:
+        return await build_report(store, config.storage.recordings, since, args.until, now)
+
+    report = asyncio.run(_with_store(config, build))
+    sys.stdout.write(render(report, args.format))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, config: Config) -> int:
+    from proxy.audit.export import load_cast, render_html, write_html
+
+    row, events = asyncio.run(_with_store(config, lambda s: _session_with_events(s, args.session)))
+    if row is None:
+        return _no_session(args.session)
+    facts = with_recordings(session_facts(row, events), config.storage.recordings)
+    casts = [
+        cast
+        for c in row.channels
+        if (cast := load_cast(c, facts, config.storage.recordings)) is not None
+    ]
+    try:
+        write_html(args.html, render_html(facts, casts, time.time()))
+    except OSError as exc:
+        print(f"breakglass: cannot write {escape(str(args.html))}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"wrote {escape(str(args.html))} ({len(casts)} recording(s))")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, config: Config) -> int:
+    from proxy.audit.checkpoint import parse_public_key, read_checkpoints
+    from proxy.audit.verify import verify
+
+    try:
+        pub = parse_public_key(args.key) if args.key else None
+        external = read_checkpoints(args.checkpoint)
+    except BreakglassError as exc:
+        print(f"breakglass: {exc.message}", file=sys.stderr)
+        return 2
+    root = config.storage.recordings
+    result = asyncio.run(
+        _with_store(
+            config, lambda s: verify(s, root, time.time(), public_key=pub, external=external)
+        )
+    )
+    if args.json:
+        _print_json(verify_json(result))
+    else:
+        print(verify_text(result))
+    return 0 if result.ok else 1
+
+
+def cmd_review(args: argparse.Namespace, config: Config) -> int:
+    note = args.note
+    if not note.strip():
+        print("breakglass: --note must say something", file=sys.stderr)
+        return 2
+
+    async def write(store: SQLiteStore) -> bool:
+        if await store.get_session(args.session) is None:
+            return False
+        await store.append(
+            [NewEvent("review", time.time(), args.session, None, {"by": _operator(), "note": note})]
+        )
+        return True
+
+    if not asyncio.run(_with_store(config, write)):
+        return _no_session(args.session)
+    print(f"review of {escape(args.session)} recorded")
+    return 0
+
+
+def cmd_checkpoint_key(args: argparse.Namespace, config: Config) -> int:
+    from proxy.audit.checkpoint import fingerprint, key_path, load_or_generate, public_hex
+
+    path = key_path(config.storage.recordings)
+    pub = load_or_generate(path).public_key()
+    if args.json:
+        _print_json(
+            {"type": "ed25519", "public_key": public_hex(pub), "fingerprint": fingerprint(pub)}
+        )
+        return 0
+    print("# Keep this off the box; check checkpoints with: breakglass verify --key HEX")
+    print(f"# key file {escape(str(path))}, fingerprint {fingerprint(pub)}")
+    print(f"ed25519 {public_hex(pub)}")
     return 0
 
 
@@ -319,17 +518,18 @@ COMMANDS: dict[tuple[str, ...], Callable[[argparse.Namespace, Config], int]] = {
     ("cred", "revoke"): cmd_cred_revoke,
     ("sessions",): cmd_sessions,
     ("show",): cmd_show,
+    ("replay",): cmd_replay,
+    ("report",): cmd_report,
+    ("export",): cmd_export,
+    ("verify",): cmd_verify,
+    ("review",): cmd_review,
+    ("checkpoint-key",): cmd_checkpoint_key,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(message)s",
-    )
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    setup_logging()
     if args.command == "demo":
         return cmd_demo(args, None)
     key = tuple(

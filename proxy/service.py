@@ -20,7 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncssh
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from proxy.audit.checkpoint import checkpoint_loop, key_path, load_or_generate, write_checkpoint
 from proxy.config import Config, RateRule, RecordingConfig, TargetConfig, load_config
 from proxy.core.credentials import CodeHasher
 from proxy.core.policy import source_allowed
@@ -89,8 +91,15 @@ class App:
 
     failure_delay_base = 1.0
 
-    def __init__(self, config: Config, store: Store, hasher: CodeHasher) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        hasher: CodeHasher,
+        checkpoint_key: Ed25519PrivateKey | None = None,
+    ) -> None:
         self.config = config
+        self.checkpoint_key = checkpoint_key
         self._store = store
         self.hasher = hasher
         self.tasks = TaskOwner("proxy")
@@ -187,6 +196,12 @@ class App:
 
     def session_ended(self, session: LiveSession) -> None:
         self.sessions.discard(session)
+        if self.checkpoint_key is not None:
+            # A signed head at every session end: a rewrite of that session's history
+            # after this point is detectable against any copy of the checkpoint.
+            self.tasks.spawn(
+                write_checkpoint(self.store, self.checkpoint_key, time.time()), "checkpoint"
+            )
 
     def source_allowed(self, address: str) -> bool:
         return source_allowed(address, self.config.policy.allowed_sources)
@@ -243,7 +258,8 @@ async def serve(
         if recovered:
             log.warning("marked %d session(s) interrupted by a crash", recovered)
         host_key = ensure_host_key(config.listen.host_key)
-        app = App(config, store, CodeHasher())
+        checkpoint_key = load_or_generate(key_path(config.storage.recordings))
+        app = App(config, store, CodeHasher(), checkpoint_key)
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -261,6 +277,9 @@ async def serve(
         await app.append_quietly(NewEvent("proxy_started", time.time(), data={"pid": os.getpid()}))
         notifier.ready(f"listening on {config.listen.host}:{config.listen.port}")
         app.tasks.spawn(_disk_monitor(app, stop), "disk monitor")
+        app.tasks.spawn(
+            checkpoint_loop(store, checkpoint_key, CHECKPOINT_INTERVAL, stop), "checkpoints"
+        )
         interval = watchdog_interval()
         if interval is not None:
             app.tasks.spawn(_watchdog(notifier, interval, stop), "watchdog")
@@ -274,6 +293,7 @@ async def serve(
             server.close()
             await stop_sessions(app, "proxy_shutdown", "the proxy is shutting down")
             await app.append_quietly(NewEvent("proxy_stopped", time.time(), data={}))
+            await write_checkpoint(store, checkpoint_key, time.time())
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             app.hash_executor.shutdown(wait=False, cancel_futures=True)
@@ -307,6 +327,7 @@ async def listen(app: App, host_key: asyncssh.SSHKey) -> asyncssh.SSHAcceptor:
 
 
 DISK_CHECK_INTERVAL = 10.0
+CHECKPOINT_INTERVAL = 300.0
 
 
 async def _disk_monitor(app: App, stop: asyncio.Event) -> None:

@@ -8,9 +8,12 @@ verbatim (JSON escapes control characters itself).
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import time
 from collections.abc import Sequence
 from typing import Any
 
+from proxy.audit.facts import Resource, SessionFacts
 from proxy.core.text import escape
 from proxy.core.units import format_duration
 from proxy.store.base import ChannelRow, SessionRow, StoredEvent
@@ -79,9 +82,14 @@ def _duration(s: SessionRow) -> str:
     return format_duration(round(s.ended_at - s.started_at))
 
 
+@functools.lru_cache(maxsize=4096)
 def _cell(text: str | None, width: int) -> str:
+    # Cached: people, targets and end reasons repeat across thousands of rows.
     shown = escape(text or "-")
     return shown if len(shown) <= width else shown[: width - 1] + "…"
+
+
+_short_duration = functools.lru_cache(maxsize=8192)(format_duration)
 
 
 def sessions_table(rows: Sequence[SessionRow]) -> str:
@@ -91,9 +99,9 @@ def sessions_table(rows: Sequence[SessionRow]) -> str:
     )
     lines = [header]
     for s in rows:
-        started = (rfc3339(s.started_at) or "")[:19].replace("T", " ")
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.started_at))
         duration = (
-            "live" if s.ended_at is None else format_duration(round(s.ended_at - s.started_at))
+            "live" if s.ended_at is None else _short_duration(round(s.ended_at - s.started_at))
         )
         lines.append(
             f"{s.id:12}  {started:19}  {duration:>8}  {_cell(s.person, 12):12}  "
@@ -105,37 +113,108 @@ def sessions_table(rows: Sequence[SessionRow]) -> str:
     return "\n".join(lines)
 
 
-def session_text(s: SessionRow, events: Sequence[StoredEvent]) -> str:
+# -- show: the full record of one session -------------------------------------------
+
+
+def _event_ref(s: SessionRow, e: StoredEvent) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "time": rfc3339(e.time),
+        "type": e.type,
+        "channel": None if e.channel is None else f"{s.id}/{e.channel}",
+        "data": e.data,
+    }
+
+
+def resource_json(s: SessionRow, r: Resource) -> dict[str, Any]:
+    return {
+        "time": rfc3339(r.time),
+        "channel": None if r.channel is None else f"{s.id}/{r.channel}",
+        "kind": r.kind,
+        "text": r.text,
+        "offset": r.offset,
+        "status": r.status,
+    }
+
+
+def show_json(facts: SessionFacts, events: Sequence[StoredEvent]) -> dict[str, Any]:
+    """``session_json`` plus what the auditor's side adds: recording checks, resources
+    accessed, the system response and reviews."""
+    s = facts.session
+    doc = session_json(s, events)
+    for ch in doc["channels"]:
+        n = int(str(ch["id"]).rsplit("/", 1)[1])
+        ch["recording_check"] = facts.recording_checks.get(n)
+    doc["resources"] = [resource_json(s, r) for r in facts.resources]
+    doc["alerts"] = [_event_ref(s, e) for e in facts.alerts]
+    doc["flags"] = [_event_ref(s, e) for e in facts.flags]
+    doc["overrides"] = [_event_ref(s, e) for e in facts.overrides]
+    doc["reviews"] = [{"time": rfc3339(r.time), "by": r.by, "note": r.note} for r in facts.reviews]
+    return doc
+
+
+def _data_text(data: dict[str, Any], skip: Sequence[str] = ()) -> str:
+    return " ".join(f"{k}={escape(str(v))}" for k, v in sorted(data.items()) if k not in skip)
+
+
+def show_text(facts: SessionFacts, events: Sequence[StoredEvent]) -> str:
+    s = facts.session
     duration = "-" if s.ended_at is None else _duration(s)
     end_detail = f" - {escape(s.end_detail)}" if s.end_detail else ""
     out = [
         f"Session        {s.id}",
-        f"Person         {escape(s.person)} (code {s.credential_id})",
+        f"Person         {escape(s.person)} (code {escape(s.credential_id)})",
         f"Source         {escape(s.source)}  client {escape(s.client_version)}",
         f"Target         {escape(s.login)}@{escape(s.target)}",
         f"Justification  {escape(s.justification)}",
         f"Started        {rfc3339(s.started_at)}",
         f"Deadline       {rfc3339(s.deadline)}",
         f"Ended          {rfc3339(s.ended_at) or 'live'}  ({duration})",
-        f"End reason     {s.end_reason or '-'}{end_detail}",
+        f"End reason     {escape(s.end_reason or '-')}{end_detail}",
         "",
         "Channels",
     ]
     for c in s.channels:
-        what = c.command if c.command is not None else ("shell" if c.kind == "shell" else c.kind)
-        status = (c.exit_signal and f"signal {c.exit_signal}") or f"exit {c.exit_status}"
+        what = c.command if c.command is not None else c.kind
+        status = (c.exit_signal and f"signal {escape(c.exit_signal)}") or f"exit {c.exit_status}"
         out.append(
-            f"  {s.id}/{c.n}  {c.kind:9} {'pty' if c.pty else 'no-pty':6} {status:10} "
+            f"  {s.id}/{c.n}  {escape(c.kind):9} {'pty' if c.pty else 'no-pty':6} {status:10} "
             f"up {c.bytes_up}B down {c.bytes_down}B  {escape(what)}"
         )
-        out.append(f"      recording {escape(c.recording or '-')}  sha256 {c.recording_sha256}")
+        check = facts.recording_checks.get(c.n)
+        out.append(
+            f"      recording {escape(c.recording or '-')}  sha256 {c.recording_sha256 or '-'}"
+            f"  {check or '-'}"
+        )
     if not s.channels:
         out.append("  (none)")
+    out += ["", "Resources accessed"]
+    for r in facts.resources:
+        chan = f"{s.id}/{r.channel}" if r.channel is not None else s.id
+        at = "" if r.offset is None else f" @{r.offset:.1f}s"
+        status = f" [{escape(r.status)}]" if r.status else ""
+        text = f"  {escape(r.text)}" if r.text else ""
+        out.append(f"  {rfc3339(r.time)}  {chan}{at}  {escape(r.kind)}{text}{status}")
+    if not facts.resources:
+        out.append("  (none)")
+    out += ["", "System response"]
+    for label, items in (
+        ("alert", facts.alerts),
+        ("flag", facts.flags),
+        ("override", facts.overrides),
+    ):
+        for e in items:
+            out.append(f"  {rfc3339(e.time)}  {label:8}  {escape(e.type)}  {_data_text(e.data)}")
+    if not (facts.alerts or facts.flags or facts.overrides):
+        out.append("  (no alerts, flags or overrides recorded)")
+    out += ["", "Reviews"]
+    for rv in facts.reviews:
+        out.append(f"  {rfc3339(rv.time)}  {escape(rv.by)}: {escape(rv.note)}")
+    if not facts.reviews:
+        out.append("  (not reviewed)")
     out += ["", "Events"]
     for e in events:
         chan = f" {s.id}/{e.channel}" if e.channel is not None else ""
-        detail = " ".join(
-            f"{k}={escape(str(v))}" for k, v in sorted(e.data.items()) if k != "justification"
-        )
-        out.append(f"  {e.seq:>6}  {rfc3339(e.time)}  {e.type}{chan}  {detail}")
+        detail = _data_text(e.data, ("justification",))
+        out.append(f"  {e.seq:>6}  {rfc3339(e.time)}  {escape(e.type)}{chan}  {detail}")
     return "\n".join(out)

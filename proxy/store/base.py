@@ -7,10 +7,11 @@ this now; a PostgreSQL store for several nodes will implement the same Protocol.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from proxy.core.chaincheck import ChainRow
 from proxy.core.credentials import Credential, UseDecision
 
 
@@ -83,6 +84,12 @@ class SessionFilter:
     end_reason: str | None = None
     live: bool | None = None
     limit: int | None = None
+    # Sessions with an ``alert`` or ``flag`` event (True) or without one (False).
+    flagged: bool | None = None
+    # Globs (``*``, ``?``, ``[...]``, case-sensitive, whole text): a channel's command
+    # line or a ``command`` event's text; a ``file_*`` event's path.
+    command: str | None = None
+    path: str | None = None
 
 
 class Store(Protocol):
@@ -116,3 +123,26 @@ class Store(Protocol):
     async def session_events(self, session_id: str) -> list[StoredEvent]: ...
 
     async def unfinished_sessions(self) -> list[SessionRow]: ...
+
+    # -- the auditor's side (verify, report, checkpoints) -------------------------
+
+    async def head(self) -> tuple[int, str]:
+        """The last event's seq and hash; (0, GENESIS) for an empty log."""
+
+    async def chain_rows(self, after_seq: int, limit: int) -> list[ChainRow]:
+        """Up to ``limit`` events with seq > ``after_seq``, ascending, exactly as stored."""
+
+    async def events_for_sessions(
+        self, session_ids: Sequence[str], types: Collection[str] | None = None
+    ) -> list[StoredEvent]:
+        """The events of these sessions (optionally only these types; a type with ``*``
+        is a glob, e.g. ``file_*``), by seq."""
+
+    async def events_between(
+        self, types: Collection[str], since: float | None, until: float | None
+    ) -> list[StoredEvent]:
+        """Events of these types (globs allowed) with since <= time < until, by seq."""
+
+    async def projection_differences(self) -> list[str]:
+        """Rebuild the session and channel rows from the log and say where the stored
+        rows differ (they are what ``show`` and ``report`` read)."""

@@ -15,7 +15,7 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import aiosqlite
 
 from proxy.core import chain
+from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES, ChainRow
 from proxy.core.credentials import Credential, UseDecision, check_use
 from proxy.errors import StoreError
 from proxy.store.base import (
@@ -46,6 +47,8 @@ CREATE TABLE IF NOT EXISTS events (
     hash       TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_session ON events(session_id, seq);
+-- The auditor's queries: flagged sessions, command/path search, report periods.
+CREATE INDEX IF NOT EXISTS events_type ON events(type, time);
 CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
     BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
@@ -84,6 +87,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     end_detail     TEXT
 );
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_at);
+CREATE INDEX IF NOT EXISTS sessions_person ON sessions(person, started_at);
+CREATE INDEX IF NOT EXISTS sessions_target ON sessions(target, started_at);
 
 CREATE TABLE IF NOT EXISTS channels (
     session_id       TEXT NOT NULL,
@@ -312,14 +317,17 @@ class SQLiteStore:
         out: dict[str, list[ChannelRow]] = {s: [] for s in session_ids}
         if not session_ids:
             return out
-        marks = ",".join("?" for _ in session_ids)
-        async with self._db.execute(
-            f"SELECT {_CHANNEL_COLS} FROM channels WHERE session_id IN ({marks})"
-            " ORDER BY session_id, n",
-            tuple(session_ids),
-        ) as cur:
-            for r in await cur.fetchall():
-                out[r[0]].append(_channel(r))
+        # In chunks: SQLite caps the number of bound parameters (32766 by default).
+        for i in range(0, len(session_ids), _CHUNK):
+            part = session_ids[i : i + _CHUNK]
+            marks = ",".join("?" for _ in part)
+            async with self._db.execute(
+                f"SELECT {_CHANNEL_COLS} FROM channels WHERE session_id IN ({marks})"
+                " ORDER BY session_id, n",
+                tuple(part),
+            ) as cur:
+                for r in await cur.fetchall():
+                    out[r[0]].append(_channel(r))
         return out
 
     async def _sessions(
@@ -353,6 +361,34 @@ class SQLiteStore:
             params.append(flt.end_reason)
         if flt.live is not None:
             clauses.append("ended_at IS NULL" if flt.live else "ended_at IS NOT NULL")
+        # A session's events come after its start: bound the event searches by the
+        # period too, so they read only its slice of the (type, time) index.
+        ev_time = ""
+        ev_params: list[Any] = []
+        if flt.since is not None:
+            ev_time = " AND time >= ?"
+            ev_params.append(flt.since)
+        if flt.flagged is not None:
+            marks = ",".join("?" for _ in _FLAGGING)
+            clauses.append(
+                ("" if flt.flagged else "NOT ")
+                + f"id IN (SELECT session_id FROM events WHERE type IN ({marks})"
+                f" AND session_id IS NOT NULL{ev_time})"
+            )
+            params += [*_FLAGGING, *ev_params]
+        if flt.command is not None:
+            clauses.append(
+                "(id IN (SELECT session_id FROM channels WHERE command GLOB ?)"
+                " OR id IN (SELECT session_id FROM events WHERE type = 'command'"
+                f"{ev_time} AND json_extract(data, '$.text') GLOB ?))"
+            )
+            params += [flt.command, *ev_params, flt.command]
+        if flt.path is not None:
+            clauses.append(
+                "id IN (SELECT session_id FROM events WHERE type GLOB 'file_*'"
+                f"{ev_time} AND json_extract(data, '$.path') GLOB ?)"
+            )
+            params += [*ev_params, flt.path]
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         tail = f"LIMIT {int(flt.limit)}" if flt.limit else ""
         return await self._sessions(where, params, tail)
@@ -375,6 +411,142 @@ class SQLiteStore:
 
     async def unfinished_sessions(self) -> list[SessionRow]:
         return await self._sessions("WHERE ended_at IS NULL", ())
+
+    # -- the auditor's side -------------------------------------------------------
+
+    async def head(self) -> tuple[int, str]:
+        async with self._db.execute(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+        ) as cur:
+            row = await cur.fetchone()
+        return (int(row[0]), str(row[1])) if row else (0, chain.GENESIS)
+
+    async def chain_rows(self, after_seq: int, limit: int) -> list[ChainRow]:
+        try:
+            async with self._db.execute(
+                "SELECT seq, time, type, session_id, channel, data, prev_hash, hash FROM events"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ) as cur:
+                rows = await cur.fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"audit store read failed: {exc}") from exc
+        return [ChainRow(*r) for r in rows]
+
+    async def events_for_sessions(
+        self, session_ids: Sequence[str], types: Collection[str] | None = None
+    ) -> list[StoredEvent]:
+        out: list[StoredEvent] = []
+        type_clause, type_params = _type_clause(types)
+        for i in range(0, len(session_ids), _CHUNK):
+            part = list(session_ids[i : i + _CHUNK])
+            marks = ",".join("?" for _ in part)
+            out += await self._stored(
+                f"WHERE session_id IN ({marks}){type_clause}", [*part, *type_params]
+            )
+        out.sort(key=lambda e: e.seq)
+        return out
+
+    async def events_between(
+        self, types: Collection[str], since: float | None, until: float | None
+    ) -> list[StoredEvent]:
+        type_clause, type_params = _type_clause(types)
+        clauses = [type_clause.removeprefix(" AND ")]
+        params: list[Any] = list(type_params)
+        if since is not None:
+            clauses.append("time >= ?")
+            params.append(since)
+        if until is not None:
+            clauses.append("time < ?")
+            params.append(until)
+        return await self._stored("WHERE " + " AND ".join(clauses), params)
+
+    async def _stored(self, where: str, params: Sequence[Any]) -> list[StoredEvent]:
+        try:
+            async with self._db.execute(
+                "SELECT seq, time, type, session_id, channel, data, prev_hash, hash FROM events"
+                f" {where} ORDER BY seq",
+                tuple(params),
+            ) as cur:
+                rows = await cur.fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"audit store read failed: {exc}") from exc
+        return [
+            StoredEvent(int(r[0]), float(r[1]), r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
+            for r in rows
+        ]
+
+    async def projection_differences(self) -> list[str]:
+        return await asyncio.to_thread(_projection_differences, self._path)
+
+
+_CHUNK = 900
+
+
+def _type_clause(types: Collection[str] | None) -> tuple[str, list[str]]:
+    """`` AND (type IN (...) OR type GLOB ...)``: a type with ``*`` is a glob."""
+    if types is None:
+        return "", []
+    exact = sorted(t for t in types if "*" not in t)
+    globs = sorted(t for t in types if "*" in t)
+    parts = []
+    if exact:
+        parts.append(f"type IN ({','.join('?' for _ in exact)})")
+    parts += ["type GLOB ?" for _ in globs]
+    if not parts:
+        return " AND 0", []
+    return f" AND ({' OR '.join(parts)})", [*exact, *globs]
+
+
+_FLAGGING = sorted(ALERT_TYPES | FLAG_TYPES)
+
+
+def _projection_differences(path: Path, limit: int = 50) -> list[str]:
+    """Replay the log into a fresh in-memory schema with the very statements the store
+    ran (``apply_event``), then compare with the stored rows."""
+    mem = sqlite3.connect("file::memory:", uri=True)
+    try:
+        mem.executescript(SCHEMA)
+        mem.execute("ATTACH DATABASE ? AS audit", (f"file:{path}?mode=ro",))
+        out: list[str] = []
+        for seq, t, type_, sid, ch, data in mem.execute(
+            "SELECT seq, time, type, session_id, channel, data FROM audit.events ORDER BY seq"
+        ):
+            try:
+                ev = NewEvent(type_, t, sid, ch, json.loads(data))
+                for sql, params in apply_event(ev):
+                    mem.execute(sql, params)
+            except (ValueError, KeyError, TypeError, sqlite3.Error) as exc:
+                out.append(f"event {seq} ({type_}) cannot be replayed: {exc!r}")
+        for table, cols, key in (
+            ("sessions", _SESSION_COLS, "id"),
+            ("channels", _CHANNEL_COLS, "session_id || '/' || n"),
+        ):
+            names = [c.strip() for c in cols.split(",")]
+            both = (
+                f"SELECT {key} FROM (SELECT {cols} FROM main.{table} EXCEPT"
+                f" SELECT {cols} FROM audit.{table}) UNION SELECT {key} FROM (SELECT {cols}"
+                f" FROM audit.{table} EXCEPT SELECT {cols} FROM main.{table})"
+            )
+            for (ident,) in mem.execute(both + " ORDER BY 1 LIMIT ?", (limit,)):
+                fresh = mem.execute(
+                    f"SELECT {cols} FROM main.{table} WHERE {key} = ?", (ident,)
+                ).fetchone()
+                stored = mem.execute(
+                    f"SELECT {cols} FROM audit.{table} WHERE {key} = ?", (ident,)
+                ).fetchone()
+                if stored is None:
+                    out.append(f"{table} row {ident} is missing, though the log has it")
+                elif fresh is None:
+                    out.append(f"{table} row {ident} has no events in the log behind it")
+                else:
+                    diff = [n for n, a, b in zip(names, fresh, stored, strict=True) if a != b]
+                    out.append(f"{table} row {ident} differs from the log in: {', '.join(diff)}")
+        return out
+    except sqlite3.Error as exc:
+        return [f"the session and channel rows could not be rebuilt: {exc}"]
+    finally:
+        mem.close()
 
 
 def _prepare_file(path: Path) -> None:

@@ -16,8 +16,9 @@ def test_link_binds_every_field_and_the_previous_hash() -> None:
     h = chain.link(*base)
     assert len(h) == 64
     assert chain.link(*base) == h
-    for i, changed in enumerate(["1" * 64, 2, 10.5, "session_end", "s2", 1, '{"a":1}']):
-        variant = list(base)
+    changes: list[object] = ["1" * 64, 2, 10.5, "session_end", "s2", 1, '{"a":1}']
+    for i, changed in enumerate(changes):
+        variant: list[object] = list(base)
         variant[i] = changed
         assert chain.link(*variant) != h, f"field {i} is not bound"  # type: ignore[arg-type]
 

@@ -1,0 +1,155 @@
+"""What one session's events say, sorted into what an auditor asks for.
+
+Owns the classification shared by ``show``, ``report`` and ``export``: resources
+accessed (channel command lines, ``command`` and ``file_*`` events, refused requests),
+the system response (alerts, flags, operator overrides), review sign-offs, and each
+recording's hash check. Pure apart from ``with_recordings``, which hashes the files.
+
+Event types not known here are still shown by ``show`` in its full event list; an
+unknown type is never dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from proxy.audit.verify import recording_check
+from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES
+from proxy.store.base import SessionRow, StoredEvent
+
+REVIEW_TYPE = "review"
+# Operator actions on a running session (issue 7 adds kill/extend events).
+OVERRIDE_TYPES = frozenset(
+    {"deadline_changed", "session_killed", "session_extended", "kill", "extend", "override"}
+)
+RESOURCE_TYPES = frozenset({"command", "request_refused"})
+
+# Every type the auditor's views pick out of a session, as store type patterns.
+INTERESTING_TYPES = frozenset(
+    {*ALERT_TYPES, *FLAG_TYPES, *OVERRIDE_TYPES, *RESOURCE_TYPES, REVIEW_TYPE, "file_*"}
+)
+
+
+def is_resource(type_: str) -> bool:
+    return type_ in RESOURCE_TYPES or type_.startswith("file_")
+
+
+@dataclass(frozen=True)
+class Resource:
+    time: float
+    channel: int | None
+    kind: str  # exec, subsystem, shell, command, file_open ..., refused
+    text: str
+    offset: float | None = None  # seconds into the channel's recording, when known
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class Review:
+    time: float
+    by: str
+    note: str
+
+
+@dataclass
+class SessionFacts:
+    session: SessionRow
+    resources: list[Resource] = field(default_factory=list)
+    alerts: list[StoredEvent] = field(default_factory=list)
+    flags: list[StoredEvent] = field(default_factory=list)
+    overrides: list[StoredEvent] = field(default_factory=list)
+    reviews: list[Review] = field(default_factory=list)
+    recording_checks: dict[int, str] = field(default_factory=dict)
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ("" if value is None else str(value))
+
+
+def _offset(data: dict[str, Any]) -> float | None:
+    value = data.get("offset")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def resource_of(e: StoredEvent) -> Resource | None:
+    d = e.data
+    if e.type == "command":
+        return Resource(
+            e.time,
+            e.channel,
+            "command",
+            _str(d.get("text")),
+            _offset(d),
+            None if d.get("status") is None else _str(d.get("status")),
+        )
+    if e.type.startswith("file_"):
+        text = _str(d.get("path"))
+        if d.get("to") is not None or d.get("new_path") is not None:
+            text += " -> " + _str(d.get("to", d.get("new_path")))
+        return Resource(
+            e.time,
+            e.channel,
+            e.type,
+            text,
+            _offset(d),
+            None if d.get("status") is None else _str(d.get("status")),
+        )
+    if e.type == "request_refused":
+        detail = _str(d.get("detail"))
+        text = _str(d.get("request")) + (f" ({detail})" if detail else "")
+        return Resource(e.time, e.channel, "refused", text, _offset(d), "refused")
+    return None
+
+
+def session_facts(s: SessionRow, events: Iterable[StoredEvent]) -> SessionFacts:
+    facts = SessionFacts(s)
+    for c in s.channels:
+        if c.kind == "exec":
+            facts.resources.append(Resource(c.started_at, c.n, "exec", c.command or "", 0.0))
+        elif c.kind == "subsystem":
+            facts.resources.append(Resource(c.started_at, c.n, "subsystem", c.command or "", 0.0))
+        else:
+            facts.resources.append(Resource(c.started_at, c.n, c.kind, "", 0.0))
+    for e in events:
+        if e.type in ALERT_TYPES:
+            facts.alerts.append(e)
+        elif e.type in FLAG_TYPES:
+            facts.flags.append(e)
+        elif e.type in OVERRIDE_TYPES:
+            facts.overrides.append(e)
+        elif e.type == REVIEW_TYPE:
+            facts.reviews.append(Review(e.time, _str(e.data.get("by")), _str(e.data.get("note"))))
+        else:
+            res = resource_of(e)
+            if res is not None:
+                facts.resources.append(res)
+    facts.resources.sort(key=lambda r: (r.time, r.channel or 0))
+    return facts
+
+
+def with_recordings(facts: SessionFacts, root: Path) -> SessionFacts:
+    """Fill ``recording_checks`` by hashing each channel's recording."""
+    for c in facts.session.channels:
+        if c.recording is None and c.recording_sha256 is None:
+            continue
+        status, _ = recording_check(
+            c.recording,
+            root,
+            c.session_id,
+            c.n,
+            c.recording_sha256,
+            c.recording_bytes,
+            ended=c.ended_at is not None,
+        )
+        facts.recording_checks[c.n] = status
+    return facts
+
+
+def event_summary(e: StoredEvent, skip: Sequence[str] = ()) -> dict[str, Any]:
+    """An event's data without the fields already shown elsewhere."""
+    return {k: v for k, v in sorted(e.data.items()) if k not in skip}

@@ -1,0 +1,323 @@
+"""``breakglass verify``: the whole audit trail, checked against itself and its files.
+
+Owns the I/O half of verification: reading every event from the store in batches,
+hashing every recording the chain vouches for, checking checkpoint signatures with the
+proxy's key (or the auditor's copy of it), comparing checkpoints an auditor kept off the
+box, and rebuilding the session rows from the log. The rules are ``core.chaincheck``.
+
+Reports every finding with where it is; never repairs anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from proxy.audit.checkpoint import fingerprint, key_path, read_private, signature_ok
+from proxy.core.chaincheck import (
+    ChainChecker,
+    Checkpoint,
+    Problem,
+    RecordingClaim,
+    check_external,
+    checkpoint_head_message,
+    recording_problem,
+)
+from proxy.core.text import escape
+from proxy.errors import BreakglassError
+from proxy.recorder import recording_path
+from proxy.store.base import Store
+
+BATCH = 5000
+
+
+@dataclass(repr=False)
+class VerifyResult:
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    events: int = 0
+    last_seq: int = 0
+    head: str = ""
+    sessions: int = 0
+    live: list[str] = field(default_factory=list)
+    recordings: dict[str, int] = field(default_factory=dict)  # status -> count
+    checkpoints: int = 0
+    last_checkpoint: Checkpoint | None = None
+    key: str | None = None  # fingerprint of the key checkpoints were checked with
+    external: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __repr__(self) -> str:  # short: see Report.__repr__ in report.py
+        return f"VerifyResult({self.events} events, {len(self.problems)} problems)"
+
+
+def file_digest(path: Path) -> tuple[str, int] | None:
+    """sha256 and size of a file, or None when it does not exist or cannot be read."""
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                size += len(chunk)
+    except OSError:
+        return None
+    return h.hexdigest(), size
+
+
+def locate_recording(
+    stored: str | None, root: Path, session_id: str, channel: int
+) -> tuple[Path | None, str]:
+    """Where a recording is: its stored path, or (when the recordings folder moved, e.g.
+    copied to an auditor's machine) the standard place under ``root``. Returns the path
+    found (or None) and the path to show."""
+    if stored and os.path.exists(stored):
+        return Path(stored), stored
+    fallback = recording_path(root, session_id, channel)
+    if fallback.exists():
+        return fallback, str(fallback)
+    return None, stored or str(fallback)
+
+
+def recording_check(
+    stored: str | None,
+    root: Path,
+    session_id: str,
+    channel: int,
+    sha256: str | None,
+    size: int | None,
+    ended: bool = True,
+) -> tuple[str, Problem | None]:
+    """``ok``, ``MISMATCH``, ``missing``, ``unhashed`` or ``open`` (not ended yet), and
+    the problem when not ok. Used by ``verify``, ``show``, ``report`` and ``export``."""
+    if not ended:
+        return "open", None
+    path, shown = locate_recording(stored, root, session_id, channel)
+    found = None if path is None else file_digest(path)
+    claim = RecordingClaim(session_id, channel, stored, sha256, size, True)
+    return recording_problem(claim, found, shown)
+
+
+def load_public_key(recordings: Path) -> Ed25519PublicKey | None:
+    path = key_path(recordings)
+    if not path.exists():
+        return None
+    return read_private(path).public_key()
+
+
+async def verify(
+    store: Store,
+    recordings: Path,
+    now: float,
+    *,
+    public_key: Ed25519PublicKey | None = None,
+    external: Sequence[Checkpoint] = (),
+    projections: bool = True,
+) -> VerifyResult:
+    """Check everything. ``public_key`` is the auditor's copy of the checkpoint key;
+    without it, the key file on the box is used (which proves less: whoever controls
+    the box controls that file too)."""
+    result = VerifyResult()
+    checker = ChainChecker()
+    after = 0
+    while True:
+        rows = await store.chain_rows(after, BATCH)
+        if not rows:
+            break
+        for row in rows:
+            checker.feed(row)
+        after = rows[-1].seq
+    checker.finish(now)
+    result.problems += checker.problems
+    result.events = checker.count
+    result.last_seq = checker.last_seq
+    result.head = checker.head
+    result.sessions = len(checker.sessions)
+    result.live = checker.live_sessions(now)
+
+    # Checkpoints whose head was beyond the checker's window, looked up one by one.
+    for cp in checker.unresolved:
+        got = await store.chain_rows(cp.seq - 1, 1)
+        actual = got[0].hash if got and got[0].seq == cp.seq else None
+        if actual is None:
+            result.problems.append(
+                Problem(
+                    "events_missing",
+                    f"event {cp.seq}, signed by the checkpoint at event {cp.at}, is missing",
+                    cp.at,
+                )
+            )
+        elif actual != cp.head:
+            result.problems.append(
+                Problem("checkpoint_head_mismatch", checkpoint_head_message(cp, actual), cp.at)
+            )
+
+    await _check_signatures(result, checker.checkpoints, external, recordings, public_key)
+
+    for cp in external:
+        got = await store.chain_rows(cp.seq - 1, 1) if cp.seq >= 1 else []
+        actual = got[0].hash if got and got[0].seq == cp.seq else None
+        problem = check_external(cp, checker.last_seq, actual)
+        if problem is not None:
+            result.problems.append(problem)
+    result.external = len(external)
+
+    for claim in checker.recordings.values():
+        if claim.path is None and claim.sha256 is None:
+            continue  # a channel that never had a recording (refused before start)
+        status, problem = await asyncio.to_thread(
+            recording_check,
+            claim.path,
+            recordings,
+            claim.session_id,
+            claim.channel,
+            claim.sha256,
+            claim.size,
+            claim.ended,
+        )
+        result.recordings[status] = result.recordings.get(status, 0) + 1
+        if problem is not None:
+            result.problems.append(problem)
+
+    if projections:
+        for diff in await store.projection_differences():
+            result.problems.append(Problem("projection_mismatch", diff))
+
+    if checker.checkpoints:
+        last = checker.checkpoints[-1]
+        result.last_checkpoint = last
+        after_last = checker.last_seq - (last.at or last.seq)
+        if after_last:
+            result.notes.append(
+                f"{after_last} event(s) after the last checkpoint (event {last.at}) are not"
+                " covered by a signature yet"
+            )
+    elif checker.count:
+        result.notes.append("no checkpoint in the chain yet: nothing is signed")
+    if result.live:
+        result.notes.append(
+            f"{len(result.live)} live session(s) without an end yet: {', '.join(result.live)}"
+        )
+    return result
+
+
+async def _check_signatures(
+    result: VerifyResult,
+    checkpoints: Sequence[Checkpoint],
+    external: Sequence[Checkpoint],
+    recordings: Path,
+    public_key: Ed25519PublicKey | None,
+) -> None:
+    result.checkpoints = len(checkpoints)
+    if not checkpoints and not external:
+        return
+    pub = public_key
+    if pub is None:
+        try:
+            pub = load_public_key(recordings)
+        except BreakglassError as exc:
+            result.problems.append(Problem("checkpoint_key_missing", exc.message))
+            return
+        if pub is None:
+            result.problems.append(
+                Problem(
+                    "checkpoint_key_missing",
+                    f"{len(checkpoints)} checkpoint(s) cannot be checked: no key at"
+                    f" {key_path(recordings)}; pass the public key with --key",
+                )
+            )
+            return
+    fp = fingerprint(pub)
+    result.key = fp
+    for cp in [*checkpoints, *external]:
+        where = (
+            f"checkpoint at event {cp.at}"
+            if cp.at is not None
+            else (f"the supplied checkpoint for event {cp.seq}")
+        )
+        if cp.key != fp:
+            result.problems.append(
+                Problem(
+                    "checkpoint_wrong_key",
+                    f"{where} was signed by key {cp.key}, not by the checked key {fp}",
+                    cp.at,
+                )
+            )
+        elif not signature_ok(pub, cp):
+            result.problems.append(
+                Problem(
+                    "checkpoint_bad_signature",
+                    f"{where}: the signature does not verify (event {cp.seq}, head"
+                    f" {cp.head[:16]}…, key {fp})",
+                    cp.at,
+                )
+            )
+
+
+def _problem_json(p: Problem) -> dict[str, Any]:
+    return {"kind": p.kind, "message": p.message, "seq": p.seq, "session": p.session_id}
+
+
+def verify_json(r: VerifyResult) -> dict[str, Any]:
+    cp = r.last_checkpoint
+    return {
+        "ok": r.ok,
+        "events": r.events,
+        "last_seq": r.last_seq,
+        "head": r.head,
+        "sessions": r.sessions,
+        "live_sessions": r.live,
+        "recordings": r.recordings,
+        "checkpoints": r.checkpoints,
+        "checkpoint_key": r.key,
+        "last_checkpoint": None
+        if cp is None
+        else {
+            "at": cp.at,
+            "seq": cp.seq,
+            "head": cp.head,
+            "time": cp.time,
+            "signature": cp.signature,
+            "key": cp.key,
+        },
+        "external_checkpoints": r.external,
+        "problems": [_problem_json(p) for p in r.problems],
+        "notes": r.notes,
+    }
+
+
+def verify_text(r: VerifyResult) -> str:
+    recs = ", ".join(f"{n} {status}" for status, n in sorted(r.recordings.items())) or "none"
+    cp = r.last_checkpoint
+    checkpoints = (
+        "none"
+        if cp is None
+        else f"{r.checkpoints}, last at event {cp.at} (signs event {cp.seq}), key {r.key or '-'}"
+    )
+    out = [
+        f"events       {r.events} (last seq {r.last_seq}, head {r.head[:16] or '-'}…)",
+        f"sessions     {r.sessions} ({len(r.live)} live)",
+        f"recordings   {recs}",
+        f"checkpoints  {checkpoints}",
+    ]
+    if r.external:
+        out.append(f"kept copies  {r.external} checkpoint(s) supplied with --checkpoint")
+    for note in r.notes:
+        out.append(f"note: {escape(note)}")
+    if r.problems:
+        out.append(f"PROBLEMS ({len(r.problems)}):")
+        out += [f"  [{p.kind}] {escape(p.message)}" for p in r.problems]
+        out.append("verify: FAILED")
+    else:
+        out.append("verify: OK, every event, link, checkpoint and recording checks out")
+    return "\n".join(out)
