@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from proxy import cli_ops
 from proxy.audit.views import rfc3339, session_json, session_text, sessions_table
 from proxy.config import Config, default_config_path, load_config
 from proxy.core.credentials import (
@@ -106,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", parents=[common], help="one session in full")
     show.add_argument("session")
     show.add_argument("--json", action="store_true")
+    cli_ops.register(sub, common)
     return p
 
 
@@ -319,6 +321,7 @@ COMMANDS: dict[tuple[str, ...], Callable[[argparse.Namespace, Config], int]] = {
     ("cred", "revoke"): cmd_cred_revoke,
     ("sessions",): cmd_sessions,
     ("show",): cmd_show,
+    **cli_ops.COMMANDS,
 }
 
 

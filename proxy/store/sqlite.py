@@ -27,11 +27,13 @@ from proxy.core.credentials import Credential, UseDecision, check_use
 from proxy.errors import StoreError
 from proxy.store.base import (
     ChannelRow,
+    NewAlert,
     NewEvent,
     SessionFilter,
     SessionRow,
     StoredEvent,
 )
+from proxy.store.outbox import ALERTS_SCHEMA, AlertOutbox
 from proxy.store.projection import apply_event
 
 SCHEMA = """
@@ -115,7 +117,7 @@ _CHANNEL_COLS = (
 )
 
 
-class SQLiteStore:
+class SQLiteStore(AlertOutbox):
     """The audit store on one SQLite file. Create with ``await SQLiteStore.open(path)``."""
 
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
@@ -138,6 +140,7 @@ class SQLiteStore:
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA busy_timeout=10000")
             await db.executescript(SCHEMA)
+            await db.executescript(ALERTS_SCHEMA)
         except sqlite3.Error as exc:
             await db.close()
             raise StoreError(f"cannot prepare the audit database {path}: {exc}") from exc
@@ -275,7 +278,13 @@ class SQLiteStore:
         return found[0] if found else None
 
     async def start_session(
-        self, cred_id: str, person: str, target: str, now: float, start: NewEvent
+        self,
+        cred_id: str,
+        person: str,
+        target: str,
+        now: float,
+        start: NewEvent,
+        alerts: Sequence[NewAlert] = (),
     ) -> UseDecision:
         async with self._tx() as db:
             found = await self._fetch_credential(db, cred_id)
@@ -304,6 +313,7 @@ class SQLiteStore:
             )
             events.append(start)
             await self._append_in_tx(db, events)
+            await self._alerts_in_tx(db, alerts)
             return decision
 
     # -- reading ------------------------------------------------------------------
