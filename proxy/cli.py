@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from proxy import cli_ops
 from proxy.audit.facts import session_facts, with_recordings
 from proxy.audit.verify import verify_json, verify_text
 from proxy.audit.views import rfc3339, session_json, sessions_table, show_json, show_text
@@ -181,6 +182,7 @@ def _parser() -> argparse.ArgumentParser:
         "checkpoint-key", parents=[common], help="the public key that verifies checkpoints"
     )
     key.add_argument("--json", action="store_true")
+    cli_ops.register(sub, common)
     return p
 
 
@@ -524,6 +526,7 @@ COMMANDS: dict[tuple[str, ...], Callable[[argparse.Namespace, Config], int]] = {
     ("verify",): cmd_verify,
     ("review",): cmd_review,
     ("checkpoint-key",): cmd_checkpoint_key,
+    **cli_ops.COMMANDS,
 }
 
 

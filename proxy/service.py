@@ -22,6 +22,8 @@ from pathlib import Path
 import asyncssh
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from proxy.alerts.raiser import Alerts
+from proxy.alerts.runtime import AlertRuntime
 from proxy.audit.checkpoint import checkpoint_loop, key_path, load_or_generate, write_checkpoint
 from proxy.config import Config, RateRule, RecordingConfig, TargetConfig, load_config
 from proxy.core.credentials import CodeHasher
@@ -114,6 +116,7 @@ class App:
         self._unauthenticated: dict[str, int] = {}
         self.connections_by_source = FailureCounter(CONNECTION_RATE)
         self._rate_refused = 0
+        self._alerts = Alerts(config.alerts, store)
 
     def free_space(self) -> int:
         """Bytes free for us on the store's and the recordings' filesystems (the lower)."""
@@ -131,6 +134,7 @@ class App:
         """New logins see ``config``; sessions and connections keep the one they began with."""
         self.config = config
         self._keys.clear()
+        self._alerts.apply_config(config.alerts)
 
     def admit(self, source: str) -> bool:
         """Take an unauthenticated slot for ``source``; False when over a cap or rate."""
@@ -191,6 +195,13 @@ class App:
             keys = self._keys[target.name] = upstream.load_keys(target)
         return keys
 
+    @property
+    def alerts(self) -> Alerts:
+        return self._alerts
+
+    def find_session(self, session_id: str) -> LiveSession | None:
+        return next((s for s in self.sessions if s.info.id == session_id), None)
+
     def session_started(self, session: LiveSession) -> None:
         self.sessions.add(session)
 
@@ -211,6 +222,7 @@ class App:
             await self.store.append([event])
         except StoreError as exc:
             log.critical("audit store write failed (%s): %s", event.type, exc)
+            self.alerts.store_failed(f"cannot write a {event.type} event: {exc}")
 
     def handler(self) -> ConnectionHandler:
         return ConnectionHandler(self)
@@ -283,6 +295,8 @@ async def serve(
         interval = watchdog_interval()
         if interval is not None:
             app.tasks.spawn(_watchdog(notifier, interval, stop), "watchdog")
+        alert_tasks = AlertRuntime(app.alerts, store, app.find_session)
+        alert_tasks.start()
         if on_ready is not None:
             on_ready(app)
         try:
@@ -294,6 +308,7 @@ async def serve(
             await stop_sessions(app, "proxy_shutdown", "the proxy is shutting down")
             await app.append_quietly(NewEvent("proxy_stopped", time.time(), data={}))
             await write_checkpoint(store, checkpoint_key, time.time())
+            await alert_tasks.stop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             app.hash_executor.shutdown(wait=False, cancel_futures=True)
@@ -343,7 +358,7 @@ async def _disk_monitor(app: App, stop: asyncio.Event) -> None:
             level = now_level
             say = log.info if level == "ok" else log.error if level == "critical" else log.warning
             say("disk space %s: %d MiB free for the audit store and recordings", level, free >> 20)
-            await app.append_quietly(
+            await app.alerts.record(
                 NewEvent(f"disk_space_{level}", time.time(), data={"free_bytes": free})
             )
         with contextlib.suppress(TimeoutError):

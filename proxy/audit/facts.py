@@ -21,10 +21,8 @@ from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES
 from proxy.store.base import SessionRow, StoredEvent
 
 REVIEW_TYPE = "review"
-# Operator actions on a running session (issue 7 adds kill/extend events).
-OVERRIDE_TYPES = frozenset(
-    {"deadline_changed", "session_killed", "session_extended", "kill", "extend", "override"}
-)
+# Operator actions on a running session (breakglass kill / extend, proxy/alerts/overrides).
+OVERRIDE_TYPES = frozenset({"operator_kill", "operator_extend", "deadline_changed"})
 RESOURCE_TYPES = frozenset({"command", "request_refused"})
 
 # Every type the auditor's views pick out of a session, as store type patterns.

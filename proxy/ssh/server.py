@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
+from proxy.alerts.payload import AlertContext
 from proxy.core import ids
 from proxy.core.credentials import parse_code
 from proxy.core.policy import (
@@ -283,12 +284,16 @@ class ConnectionHandler(asyncssh.SSHServer):
             ),
         )
         start = NewEvent("session_start", now, info.id, None, self._start_data(info))
+        alerts = await self.app.alerts.for_event(start)
         try:
             decision = await self.app.store.start_session(
-                cred.cred_id, parsed.person, target.name, now, start
+                cred.cred_id, parsed.person, target.name, now, start, alerts=alerts
             )
         except StoreError as exc:
             log.critical("cannot commit a session start: %s", exc)
+            self.app.alerts.store_failed(
+                f"cannot commit a session start: {exc}", AlertContext.of_data(start.data)
+            )
             refusal = (
                 "store_unavailable",
                 "the audit trail cannot be written, so break-glass access is refused; "
@@ -298,6 +303,7 @@ class ConnectionHandler(asyncssh.SSHServer):
         if not decision.ok:
             await self._fail(username, decision.reason, justification, cred_id=cred_id)
             return False
+        self.app.alerts.committed(alerts)
         log.warning(
             "break-glass session %s started: person=%s target=%s login=%s source=%s",
             info.id,
@@ -374,7 +380,7 @@ class ConnectionHandler(asyncssh.SSHServer):
             "justification": justification,
         }
         self.app.tasks.spawn(
-            self.app.append_quietly(NewEvent("login_failed", time.time(), data=data)),
+            self.app.alerts.record(NewEvent("login_failed", time.time(), data=data)),
             "audit login_failed",
         )
         log.warning(

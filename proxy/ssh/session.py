@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncssh
 
+from proxy.alerts.payload import AlertContext
 from proxy.config import RecordingConfig, TargetConfig
 from proxy.core.policy import warning_times
 from proxy.core.units import format_duration
@@ -27,6 +29,7 @@ from proxy.store.base import NewEvent, Store
 from proxy.tasks import TaskOwner
 
 if TYPE_CHECKING:
+    from proxy.alerts.raiser import Alerts
     from proxy.ssh.relay import ChannelBridge
 
 log = logging.getLogger("breakglass")
@@ -51,6 +54,9 @@ class SessionHost(Protocol):
 
     @property
     def store(self) -> Store: ...
+
+    @property
+    def alerts(self) -> Alerts: ...
 
     @property
     def recordings(self) -> Path: ...
@@ -156,6 +162,7 @@ class LiveSession:
             await asyncio.shield(self.host.store.append(events))
         except StoreError as exc:
             log.critical("audit store write failed for session %s: %s", self.info.id, exc)
+            self.host.alerts.store_failed(f"cannot write session events: {exc}", self.context())
             self.close("store_error", "the audit trail cannot be written", detail=str(exc))
             raise
 
@@ -183,6 +190,33 @@ class LiveSession:
                 self.close("idle", f"no activity for {format_duration(limit)} (idle timeout)")
                 return
             await asyncio.sleep(limit - quiet)
+
+    def extend(self, by: float, operator: str, reason: str) -> None:
+        """An operator moved the deadline by ``by`` seconds: re-arm timer and warnings."""
+        if self._finishing:
+            return
+        deadline = self.info.deadline + by
+        self.info = dataclasses.replace(self.info, deadline=deadline)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.tasks.spawn(self._deadline_timer(), "deadline")
+        self.audit(
+            "deadline_changed",
+            {"deadline": deadline, "by": by, "operator": operator, "reason": reason},
+        )
+        self.broadcast(f"breakglass: an operator extended this session by {format_duration(by)}")
+
+    def context(self) -> AlertContext:
+        i = self.info
+        return AlertContext(
+            session_id=i.id,
+            person=i.person,
+            source=i.source,
+            target=i.target.name,
+            login=i.login,
+            justification=i.justification,
+            credential_id=i.credential_id,
+        )
 
     def broadcast(self, line: str) -> None:
         for bridge in list(self.channels.values()):
@@ -226,10 +260,13 @@ class LiveSession:
                 None,
                 {"reason": self.end_reason or "client_exit", "detail": self.end_detail},
             )
+            alerts = self.host.alerts.fixed_for(end, self.context())
             try:
-                await asyncio.shield(self.host.store.append([end]))
+                await asyncio.shield(self.host.store.append_with_alerts([end], alerts))
+                self.host.alerts.committed(alerts)
             except StoreError as exc:
                 log.critical("could not write the end of session %s: %s", self.info.id, exc)
+                self.host.alerts.store_failed(f"cannot write a session end: {exc}", self.context())
             self._finished.set()
             self.host.session_ended(self)
 

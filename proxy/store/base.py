@@ -92,6 +92,34 @@ class SessionFilter:
     path: str | None = None
 
 
+@dataclass(frozen=True)
+class NewAlert:
+    """An alert to put in the outbox, in the same transaction as the events that raised
+    it. ``payload`` is what every sink receives, verbatim (it carries ``alert_id``);
+    ``subject`` is what a rate rule counted; ``flag`` also flags the session."""
+
+    alert_id: str
+    time: float
+    rule: str
+    payload: Mapping[str, Any]
+    session_id: str | None = None
+    subject: str | None = None
+    flag: bool = False
+
+
+@dataclass(frozen=True)
+class PendingAlert:
+    """An alert not yet delivered to one sink, with that sink's attempts so far."""
+
+    alert_id: str
+    created: float
+    rule: str
+    session_id: str | None
+    payload_json: str  # exactly as stored: the webhook body, the same on every attempt
+    attempts: int
+    last_attempt: float | None
+
+
 class Store(Protocol):
     async def close(self) -> None: ...
 
@@ -110,11 +138,17 @@ class Store(Protocol):
     ) -> Credential | None: ...
 
     async def start_session(
-        self, cred_id: str, person: str, target: str, now: float, start: NewEvent
+        self,
+        cred_id: str,
+        person: str,
+        target: str,
+        now: float,
+        start: NewEvent,
+        alerts: Sequence[NewAlert] = (),
     ) -> UseDecision:
         """Count one use of the code and commit ``start`` atomically, re-checking the
         code's rules inside the transaction so two logins racing for the last use
-        cannot both win."""
+        cannot both win. ``alerts`` are committed with it (and only if it is)."""
 
     async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]: ...
 
@@ -146,3 +180,46 @@ class Store(Protocol):
     async def projection_differences(self) -> list[str]:
         """Rebuild the session and channel rows from the log and say where the stored
         rows differ (they are what ``show`` and ``report`` read)."""
+
+    # -- the alert outbox (proxy/store/outbox.py) ------------------------------------
+
+    async def append_with_alerts(
+        self, events: Sequence[NewEvent], alerts: Sequence[NewAlert]
+    ) -> None:
+        """Append ``events``, then each alert (an outbox row, an ``alert`` event and,
+        for a flagging alert on a session, a ``flag`` event), in one transaction."""
+
+    async def pending_alerts(self, sink: str, limit: int = 100) -> list[PendingAlert]:
+        """Alerts ``sink`` has not yet received, oldest first."""
+
+    async def record_delivery(
+        self,
+        alert_id: str,
+        sink: str,
+        time: float,
+        ok: bool,
+        detail: str,
+        sinks: Sequence[str],
+    ) -> int:
+        """Record one delivery attempt; the alert is done once every one of ``sinks``
+        has taken it. Returns the attempt's number (1, 2, ...)."""
+
+    async def recent_activity(self, since: float) -> ActivityRows:
+        """Session starts, failed logins and alerts fired since ``since``."""
+
+    async def events_after(
+        self, after_seq: int, types: Sequence[str], limit: int = 100
+    ) -> list[StoredEvent]:
+        """Events of these types with seq > ``after_seq``, by seq."""
+
+    async def last_seq(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class ActivityRows:
+    """Raw recent history for the alert rules (proxy.core.anomaly.History is built
+    from it): (time, person); (time, source, person, reason); (rule, subject, time)."""
+
+    session_starts: tuple[tuple[float, str], ...] = ()
+    failures: tuple[tuple[float, str, str | None, str], ...] = ()
+    fired: tuple[tuple[str, str, float], ...] = ()

@@ -23,16 +23,18 @@ from typing import Any
 import aiosqlite
 
 from proxy.core import chain
-from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES, ChainRow
+from proxy.core.chaincheck import FLAG_TYPES, ChainRow
 from proxy.core.credentials import Credential, UseDecision, check_use
 from proxy.errors import StoreError
 from proxy.store.base import (
     ChannelRow,
+    NewAlert,
     NewEvent,
     SessionFilter,
     SessionRow,
     StoredEvent,
 )
+from proxy.store.outbox import ALERTS_SCHEMA, AlertOutbox
 from proxy.store.projection import apply_event
 
 SCHEMA = """
@@ -120,7 +122,7 @@ _CHANNEL_COLS = (
 )
 
 
-class SQLiteStore:
+class SQLiteStore(AlertOutbox):
     """The audit store on one SQLite file. Create with ``await SQLiteStore.open(path)``."""
 
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
@@ -143,6 +145,7 @@ class SQLiteStore:
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA busy_timeout=10000")
             await db.executescript(SCHEMA)
+            await db.executescript(ALERTS_SCHEMA)
         except sqlite3.Error as exc:
             await db.close()
             raise StoreError(f"cannot prepare the audit database {path}: {exc}") from exc
@@ -280,7 +283,13 @@ class SQLiteStore:
         return found[0] if found else None
 
     async def start_session(
-        self, cred_id: str, person: str, target: str, now: float, start: NewEvent
+        self,
+        cred_id: str,
+        person: str,
+        target: str,
+        now: float,
+        start: NewEvent,
+        alerts: Sequence[NewAlert] = (),
     ) -> UseDecision:
         async with self._tx() as db:
             found = await self._fetch_credential(db, cred_id)
@@ -309,6 +318,7 @@ class SQLiteStore:
             )
             events.append(start)
             await self._append_in_tx(db, events)
+            await self._alerts_in_tx(db, alerts)
             return decision
 
     # -- reading ------------------------------------------------------------------
@@ -498,7 +508,8 @@ def _type_clause(types: Collection[str] | None) -> tuple[str, list[str]]:
     return f" AND ({' OR '.join(parts)})", [*exact, *globs]
 
 
-_FLAGGING = sorted(ALERT_TYPES | FLAG_TYPES)
+# Every session raises a session_start alert, so "flagged" means a flag event only.
+_FLAGGING = sorted(FLAG_TYPES)
 
 
 def _projection_differences(path: Path, limit: int = 50) -> list[str]:

@@ -1,0 +1,375 @@
+"""Alert rules: which rules fire for one audit event, given recent history.
+
+Owns the decision "does this event raise an alert, and why" (PRODUCT.md "Alerts"). The
+rules are data (``AlertRules`` from the config) plus a fixed set that always applies:
+
+- ``session_start``: every break-glass session (routine: it does not flag the session);
+- ``max_sessions_per_person`` / ``max_sessions_total``: more than ``count`` session starts
+  within ``window`` (the config names a maximum, so the one *over* it fires, and every
+  further one while the window holds more than ``count``: each such session is flagged);
+- ``failed_logins_per_source`` / ``failed_logins_per_person``: ``count`` failed logins
+  within ``window`` fire, then at most once per ``window`` per source (or person) while
+  the burst lasts, so a long brute force gives a steady reminder and not one alert per
+  guess. Justification re-prompts and the proxy's own failures are not guesses and do
+  not count;
+- ``quiet_hours``: a session started outside the configured from-to hours;
+- ``not_allowed``: an attempt at a target, login or source that is not allowed, or with a
+  code issued to someone else;
+- ``unusable_code``: a revoked, expired, burnt or spent code whose secret was right;
+- ``time_limit`` / ``idle_timeout``: a session closed by its deadline or for silence;
+- ``audit_write_failed``: a session closed because its audit trail or recording could not
+  be written, or a login refused because the store or the disk could not take it;
+- ``at_capacity``: a proven engineer refused because the proxy is at its session limit;
+- ``operator_kill`` / ``operator_extend``: an operator's override;
+- ``disk_space``: the disk holding the audit trail crossed into low or critical;
+- ``drill``: a test alert.
+
+Pure: events and history in, ``Firing`` values out. Time is passed in as ``now`` (unix
+seconds); never reads a clock, a file or the database. Counting windows are half-open,
+``(now - window, now]``, and the event being judged counts as one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.configmodel import AlertRules, QuietHours, RateRule
+from proxy.core.ids import ALPHABET
+
+__all__ = [
+    "DISALLOWED_REASONS",
+    "UNUSABLE_CODE_REASONS",
+    "Failure",
+    "Firing",
+    "History",
+    "alert_id",
+    "counts_as_guess",
+    "evaluate",
+    "horizon",
+    "in_hours",
+    "on_login_failure",
+    "on_operator",
+    "on_session_end",
+    "on_session_start",
+]
+
+# login_failed reasons that are attempts at something not allowed.
+DISALLOWED_REASONS = frozenset(
+    {"unknown_target", "target_not_allowed", "login_not_allowed", "source_not_allowed"}
+    | {"wrong_person"}  # a right secret typed by someone the code was not issued to
+)
+# login_failed reasons that are a code no longer usable (its secret was right).
+UNUSABLE_CODE_REASONS = frozenset({"revoked", "expired", "burnt", "spent"})
+# login_failed reasons that are not a guess: a justification re-prompt, the proxy's fault.
+_NOT_A_GUESS = frozenset(
+    {
+        "justification_too_short",
+        "justification_too_long",
+        "justification_pattern",
+        "store_unavailable",
+        "internal_error",
+        "disk_full",
+        "too_many_sessions",
+    }
+)
+# login_failed reasons that are the proxy refusing a proven engineer for its own state.
+REFUSED_BY_PROXY = {
+    "store_unavailable": "audit_write_failed",
+    "disk_full": "audit_write_failed",
+    "too_many_sessions": "at_capacity",
+}
+END_RULES = {
+    "time_limit": "time_limit",
+    "idle": "idle_timeout",
+    "store_error": "audit_write_failed",
+    "recording_error": "audit_write_failed",
+}
+DISK_EVENTS = {"disk_space_low": "low", "disk_space_critical": "critical"}
+OPERATOR_RULES = {"operator_kill": "operator_kill", "operator_extend": "operator_extend"}
+
+
+def counts_as_guess(reason: str) -> bool:
+    """Does a login failure with this reason count towards a failed-login burst?"""
+    return reason not in _NOT_A_GUESS
+
+
+@dataclass(frozen=True)
+class Firing:
+    """One rule that fired. ``subject`` names what a rate rule counted ("source:ADDR",
+    "person:NAME"), so a repeat can be suppressed; ``flag`` raises a flag on the session."""
+
+    rule: str
+    detail: str
+    subject: str | None = None
+    flag: bool = True
+
+
+@dataclass(frozen=True)
+class Failure:
+    time: float
+    source: str
+    person: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class History:
+    """What happened recently (the event being judged is not in it).
+
+    ``session_starts``: (time, person) of earlier session starts; ``failures``: earlier
+    failed logins; ``last_fired``: (rule, subject) -> time that rule last fired for it.
+    Older entries than ``horizon(rules)`` may be left out; newer ones than ``now`` are
+    ignored (a clock that stepped back must not count the future).
+    """
+
+    session_starts: Sequence[tuple[float, str]] = ()
+    failures: Sequence[Failure] = ()
+    last_fired: Mapping[tuple[str, str], float] = field(default_factory=dict)
+
+
+def horizon(rules: AlertRules) -> float:
+    """How far back history must reach for these rules (seconds)."""
+    windows = [
+        r.window
+        for r in (
+            rules.max_sessions_per_person,
+            rules.max_sessions_total,
+            rules.failed_logins_per_source,
+            rules.failed_logins_per_person,
+        )
+        if r is not None
+    ]
+    return max(windows, default=0.0)
+
+
+def _within(t: float, now: float, window: float) -> bool:
+    return now - window < t <= now
+
+
+def _rate_detail(n: int, what: str, window: float) -> str:
+    return f"{n} {what} within {_span(window)}"
+
+
+def _span(seconds: float) -> str:
+    s = round(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size and s % size == 0:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def in_hours(now: float, hours: QuietHours) -> bool:
+    """Is ``now`` inside the from-to hours (local time in ``hours.tz``)? ``from`` is
+    inclusive, ``to`` exclusive; from > to spans midnight (e.g. 22:00-06:00)."""
+    local = dt.datetime.fromtimestamp(now, zoneinfo.ZoneInfo(hours.tz))
+    minute = local.hour * 60 + local.minute
+    start, end = _minutes(hours.start), _minutes(hours.end)
+    if start < end:
+        return start <= minute < end
+    return minute >= start or minute < end
+
+
+def _minutes(hhmm: str) -> int:
+    h, m = hhmm.split(":")
+    return int(h) * 60 + int(m)
+
+
+def on_session_start(
+    rules: AlertRules, history: History, *, person: str, now: float, credential_id: str = ""
+) -> list[Firing]:
+    code = f" with code {credential_id}" if credential_id else ""
+    fired = [Firing("session_start", f"break-glass session started by {person}{code}", flag=False)]
+    per_person = rules.max_sessions_per_person
+    if per_person is not None:
+        n = 1 + sum(
+            1
+            for t, p in history.session_starts
+            if p == person and _within(t, now, per_person.window)
+        )
+        if n > per_person.count:
+            fired.append(
+                Firing(
+                    "max_sessions_per_person",
+                    _rate_detail(n, f"sessions by {person}", per_person.window)
+                    + f" (more than {per_person.count})",
+                    subject=f"person:{person}",
+                )
+            )
+    total = rules.max_sessions_total
+    if total is not None:
+        n = 1 + sum(1 for t, _ in history.session_starts if _within(t, now, total.window))
+        if n > total.count:
+            fired.append(
+                Firing(
+                    "max_sessions_total",
+                    _rate_detail(n, "sessions in all", total.window)
+                    + f" (more than {total.count})",
+                    subject="all",
+                )
+            )
+    hours = rules.quiet_hours
+    if hours is not None and not in_hours(now, hours):
+        local = dt.datetime.fromtimestamp(now, zoneinfo.ZoneInfo(hours.tz))
+        fired.append(
+            Firing(
+                "quiet_hours",
+                f"session started at {local:%H:%M} {hours.tz}, outside {hours.start}-{hours.end}",
+            )
+        )
+    return fired
+
+
+def _burst(
+    rule_name: str,
+    rule: RateRule | None,
+    subject: str,
+    n: int,
+    what: str,
+    history: History,
+    now: float,
+) -> Firing | None:
+    if rule is None or n < rule.count:
+        return None
+    last = history.last_fired.get((rule_name, subject))
+    if last is not None and _within(last, now, rule.window):
+        return None  # already said during this window; the burst goes on
+    return Firing(rule_name, _rate_detail(n, what, rule.window), subject=subject, flag=False)
+
+
+def on_login_failure(
+    rules: AlertRules,
+    history: History,
+    *,
+    reason: str,
+    source: str,
+    person: str | None,
+    now: float,
+    credential_id: str | None = None,
+) -> list[Firing]:
+    fired: list[Firing] = []
+    if reason in REFUSED_BY_PROXY:
+        fired.append(
+            Firing(REFUSED_BY_PROXY[reason], f"a proven engineer was refused: {reason}", flag=False)
+        )
+    if reason in DISALLOWED_REASONS:
+        fired.append(Firing("not_allowed", f"refused: {reason}", flag=False))
+    if reason in UNUSABLE_CODE_REASONS:
+        code = f"code {credential_id}" if credential_id else "a code"
+        fired.append(Firing("unusable_code", f"{code} was used but is {reason}", flag=False))
+    if not counts_as_guess(reason):
+        return fired
+    counted = [f for f in history.failures if counts_as_guess(f.reason)]
+    by_source = rules.failed_logins_per_source
+    if by_source is not None:
+        n = 1 + sum(
+            1 for f in counted if f.source == source and _within(f.time, now, by_source.window)
+        )
+        hit = _burst(
+            "failed_logins_per_source",
+            by_source,
+            f"source:{source}",
+            n,
+            f"failed logins from {source}",
+            history,
+            now,
+        )
+        if hit:
+            fired.append(hit)
+    by_person = rules.failed_logins_per_person
+    if by_person is not None and person:
+        n = 1 + sum(
+            1 for f in counted if f.person == person and _within(f.time, now, by_person.window)
+        )
+        hit = _burst(
+            "failed_logins_per_person",
+            by_person,
+            f"person:{person}",
+            n,
+            f"failed logins for {person}",
+            history,
+            now,
+        )
+        if hit:
+            fired.append(hit)
+    return fired
+
+
+def on_session_end(reason: str, detail: str | None = None) -> list[Firing]:
+    rule = END_RULES.get(reason)
+    if rule is None:
+        return []
+    text = {
+        "time_limit": "session closed at its time limit",
+        "idle_timeout": "session closed after its idle timeout",
+        "audit_write_failed": "session closed: its audit trail or recording could not be written",
+    }[rule]
+    return [Firing(rule, f"{text}: {detail}" if detail else text)]
+
+
+def on_operator(type_: str, operator: str, reason: str, extra: str = "") -> list[Firing]:
+    rule = OPERATOR_RULES.get(type_)
+    if rule is None:
+        return []
+    verb = "killed" if rule == "operator_kill" else "extended"
+    return [Firing(rule, f"session {verb}{extra} by {operator}: {reason}")]
+
+
+def evaluate(
+    type_: str, data: Mapping[str, Any], rules: AlertRules, history: History, now: float
+) -> list[Firing]:
+    """The rules that fire for one audit event of ``type_`` with payload ``data``."""
+    if type_ == "session_start":
+        return on_session_start(
+            rules,
+            history,
+            person=str(data.get("person") or ""),
+            now=now,
+            credential_id=str(data.get("credential_id") or ""),
+        )
+    if type_ == "login_failed":
+        person = data.get("person")
+        cred = data.get("credential_id")
+        return on_login_failure(
+            rules,
+            history,
+            reason=str(data.get("reason") or ""),
+            source=str(data.get("source") or ""),
+            person=str(person) if person else None,
+            now=now,
+            credential_id=str(cred) if cred else None,
+        )
+    if type_ == "session_end":
+        detail = data.get("detail")
+        return on_session_end(str(data.get("reason") or ""), str(detail) if detail else None)
+    if type_ in OPERATOR_RULES:
+        return on_operator(type_, str(data.get("operator") or "?"), str(data.get("reason") or ""))
+    if type_ == "drill":
+        return [Firing("drill", "test alert (breakglass drill)", flag=False)]
+    if type_ in DISK_EVENTS:
+        free = data.get("free_bytes")
+        mib = f": {int(free) >> 20} MiB free" if isinstance(free, int) else ""
+        level = DISK_EVENTS[type_]
+        return [Firing("disk_space", f"disk space {level} for the audit trail{mib}", flag=False)]
+    return []
+
+
+def alert_id(now: float, random_bytes: bytes) -> str:
+    """A stable, time-sortable alert id: ``A`` + 9 time characters + 8 random ones
+    (Crockford base32, like session ids). ``random_bytes``: at least 5 from a CSPRNG."""
+    if len(random_bytes) < 5:
+        raise ValueError("alert_id needs at least 5 random bytes")
+    millis = int(now * 1000)
+    rand = int.from_bytes(random_bytes[:5], "big")
+    return "A" + _b32(millis, 9) + _b32(rand, 8)
+
+
+def _b32(value: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        chars.append(ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
