@@ -115,7 +115,7 @@ def summary(report: Report) -> dict[str, Any]:
         "alerts": len(report.alerts),
         "alerts_by_rule": dict(sorted(alert_rules.items())),
         "flags": len(report.flags),
-        "flagged_sessions": sum(1 for f in report.sessions if f.flags or f.alerts),
+        "flagged_sessions": sum(1 for f in report.sessions if f.flags),
         "reviewed_sessions": sum(1 for f in report.sessions if f.reviews),
         "recordings": dict(sorted(checks.items())),
     }

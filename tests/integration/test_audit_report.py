@@ -99,7 +99,7 @@ def test_sessions_filters(data: Data) -> None:
     assert ids_of(data, "--person", "alice") == [i["alice"], i["alice2"]]
     assert ids_of(data, "--target", "web01") == [i["bob"], i["alice2"]]
     assert ids_of(data, "--end-reason", "time_limit") == [i["bob"]]
-    assert ids_of(data, "--flagged") == [i["alice"], i["bob"]]
+    assert ids_of(data, "--flagged") == [i["bob"]]  # an alert alone does not flag
     assert ids_of(data, "--command", "*systemctl*") == [i["alice"]]
     assert ids_of(data, "--command", "cat /etc/*") == [i["alice"]]  # a command event
     assert ids_of(data, "--command", "uptime") == [i["old"], i["bob"]]
@@ -214,7 +214,7 @@ def test_report_json_summary(data: Data) -> None:
     assert sm["end_reasons"] == {"client_exit": 2, "time_limit": 1}
     assert sm["alerts"] == 1
     assert sm["flags"] == 1
-    assert sm["flagged_sessions"] == 2
+    assert sm["flagged_sessions"] == 1
     assert sm["recordings"] == {"ok": 3}
     assert sm["durations"]["longest"] == 3600
     s = next(x for x in doc["sessions"] if x["id"] == data.ids["alice"])
