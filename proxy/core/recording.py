@@ -37,11 +37,18 @@ def _encode(value: object) -> bytes:
     return text.encode("utf-8", "replace") + b"\n"
 
 
+def _cost(text: str) -> int:
+    """The bytes ``text`` takes in a cast line: JSON-escaped UTF-8, without its quotes.
+    A NUL is 6 bytes there (\\u0000): the cap counts these, so it bounds the file."""
+    return len(_encode(text)) - 3 if text else 0
+
+
 class CastEncoder:
     """Encoder for one asciicast v2 file. Call ``header()`` first, ``finish()`` last.
 
-    ``max_bytes`` caps the raw output+input bytes written into the cast (``data_bytes``),
-    not the file size: JSON escaping, markers and resizes come on top. Past the cap,
+    ``max_bytes`` caps the output+input data written into the cast, counted as it is
+    written there (JSON-escaped UTF-8, ``data_bytes``), so binary output cannot make the
+    file several times the cap; event framing, markers and resizes come on top. Past the cap,
     data is counted in ``omitted_bytes`` and hashed (``omitted_sha256()``, one running
     sha256 over all omitted output and input bytes in call order).
     """
@@ -159,16 +166,31 @@ class CastEncoder:
             return b""
         decoder = self._decoders[code]
         room = self.max_bytes - self.data_bytes
-        if len(data) <= room:
-            self.data_bytes += len(data)
-            text = decoder.decode(data)
-            return self._event(t, code, text) if text else b""
-        head, tail = data[:room], data[room:]
-        self.data_bytes += len(head)
+        state = decoder.getstate()
+        text = decoder.decode(data)
+        line = self._event(t, code, text) if text else b""
+        # What the data takes in the line: the line less the same event with no data.
+        cost = len(line) - len(self._event(t, code, "")) if text else 0
+        if cost <= room:
+            self.data_bytes += cost
+            return line
+        # The longest head whose text fits in the room left (cost only grows with the
+        # head); the tail is counted and hashed. final=True: a character cut by the cap
+        # is shown as U+FFFD now, not held back.
+        low, high = 0, len(data)
+        while low < high:
+            mid = (low + high + 1) // 2
+            decoder.setstate(state)
+            if _cost(decoder.decode(data[:mid], final=True)) <= room:
+                low = mid
+            else:
+                high = mid - 1
+        decoder.setstate(state)
+        head, tail = data[:low], data[low:]
+        text = decoder.decode(head, final=True)
+        self.data_bytes += _cost(text)
         self.capped = True
         self._omit(tail)
-        # final=True: a character cut by the cap is shown as U+FFFD now, not held back.
-        text = decoder.decode(head, final=True)
         out = self._event(t, code, text) if text else b""
         return out + self._event(
             t,

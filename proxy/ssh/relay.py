@@ -84,6 +84,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self._early: list[tuple[float, bytes, asyncssh.DataType]] = []
         self._early_bytes = 0
         self._pending_eof = False
+        self._target_eof = False
         self._pending_size: tuple[int, int, int, int] | None = None
         self._closing = False
         self._started = time.monotonic()
@@ -360,8 +361,11 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             self._chan.write(data, datatype)
 
     def target_eof(self) -> None:
-        if self._chan is not None and not self._closing:
-            self._chan.write_eof()
+        # Held until the target's channel closes, then sent with the exit status: an
+        # OpenSSH client whose own input is closed (a ControlMaster channel) answers EOF
+        # with CLOSE at once, asyncssh closes our side on CLOSE, and an exit status that
+        # comes after is lost (the client exits 255). sshd waits for the exit; so do we.
+        self._target_eof = True
 
     def down_pause_reading(self) -> None:
         if self._chan is not None:
@@ -381,6 +385,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             return
         self._closing = True
         try:
+            if self._target_eof:
+                chan.write_eof()
             if up.exit_signal is not None:
                 chan.exit_with_signal(*up.exit_signal)
             elif up.exit_status is not None:

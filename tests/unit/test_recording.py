@@ -274,10 +274,19 @@ def test_zero_cap_records_no_data() -> None:
 def test_cap_inside_a_multibyte_character() -> None:
     e = enc(max_bytes=2)
     got = lines(e.output(1, "€uro".encode()))
-    assert got == [[1.0, "o", "\ufffd"], [1.0, "m", LIMIT_MARK.format(n=2)]]
-    assert e.data_bytes == 2
-    assert e.omitted_bytes == len("€uro".encode()) - 2
-    assert e.omitted_sha256() == hashlib.sha256("€uro".encode()[2:]).hexdigest()
+    # "€" takes 3 bytes in the cast, more than the room: it goes with the tail.
+    assert got == [[1.0, "m", LIMIT_MARK.format(n=2)]]
+    assert e.data_bytes == 0
+    assert e.omitted_bytes == len("€uro".encode())
+    assert e.omitted_sha256() == hashlib.sha256("€uro".encode()).hexdigest()
+
+
+def test_cap_counts_bytes_as_escaped_in_the_cast() -> None:
+    e = enc(max_bytes=12)
+    got = lines(e.output(1, b"\0\0\0\0"))  # each NUL is 6 bytes in the cast: two fit
+    assert got == [[1.0, "o", "\0\0"], [1.0, "m", LIMIT_MARK.format(n=12)]]
+    assert e.data_bytes == 12
+    assert e.omitted_bytes == 2
 
 
 def test_cap_flushes_bytes_pending_from_an_earlier_chunk() -> None:
