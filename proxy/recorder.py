@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy.core.recording import CastEncoder
 from proxy.errors import RecordingError
 
 FLUSH_BYTES = 64 * 1024
@@ -120,3 +121,93 @@ class CastFile:
             finally:
                 os.close(self._fd)
         return ClosedCast(self.path, self._hash.hexdigest(), self._size)
+
+    async def aclose(self) -> ClosedCast:
+        """``close`` with the fsync in a worker thread: a sync takes milliseconds, and on
+        the event loop it would stall every other session's keystrokes meanwhile."""
+        if not self._closed:
+            self.flush()
+            self._closed = True
+            try:
+                await asyncio.to_thread(os.fsync, self._fd)
+            except OSError as exc:
+                if self._failed is None:
+                    self._failed = RecordingError(
+                        f"recording {self.path} could not be synced: {exc.strerror}"
+                    )
+                    self._on_error(self._failed)
+            finally:
+                os.close(self._fd)
+        return ClosedCast(self.path, self._hash.hexdigest(), self._size)
+
+
+# Data chunks closer together than this become one event: invisible when the cast plays
+# (50 frames a second), and a PTY's line-sized chunks stop costing an encode each.
+COALESCE_SECONDS = 0.02
+COALESCE_BYTES = 64 * 1024
+
+
+class ChannelRecorder:
+    """A channel's encoder and cast file, with data chunks batched before encoding.
+
+    Output (or input) chunks that arrive within ``COALESCE_SECONDS`` of the first one of a
+    batch are joined and encoded as one event stamped with the batch's first time; a
+    change of direction, any other event, ``COALESCE_BYTES`` or the one-second flush
+    ends a batch. Every byte reaches the encoder in order, so the cast's content and its
+    size cap are exactly those of per-chunk encoding, and nothing waits in memory longer
+    than the cast file's own buffer already did (the flush bound stays one second).
+    """
+
+    def __init__(self, encoder: CastEncoder, cast: CastFile) -> None:
+        self.encoder = encoder
+        self.cast = cast
+        self._code = "o"
+        self._t0 = 0.0
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def data(self, t: float, code: str, data: bytes) -> None:
+        """Record ``data`` as an ``"o"`` or ``"i"`` event at ``t`` (seconds)."""
+        if not data:
+            return
+        if self._chunks and (
+            code != self._code or t - self._t0 > COALESCE_SECONDS or self._size >= COALESCE_BYTES
+        ):
+            self._emit()
+        if not self._chunks:
+            self._code, self._t0 = code, t
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._tick)
+        self._chunks.append(data)
+        self._size += len(data)
+
+    def write(self, lines: bytes) -> None:
+        """Lines already encoded (call ``flush_batch`` before encoding them)."""
+        self.cast.write(lines)
+
+    def flush_batch(self) -> None:
+        """Encode the pending batch: before any other event is encoded, and at the end."""
+        if self._chunks:
+            self._emit()
+
+    def _emit(self) -> None:
+        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks = []
+        self._size = 0
+        if self._code == "o":
+            self.cast.write(self.encoder.output(self._t0, data))
+        else:
+            self.cast.write(self.encoder.input(self._t0, data))
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.flush_batch()
+        self.cast.flush()
+
+    async def aclose(self) -> ClosedCast:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.flush_batch()
+        return await self.cast.aclose()

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
+from json.encoder import encode_basestring
 
 # Characters that str.splitlines() (and so codecs.StreamReader.readline, which
 # asciinema uses for casts fetched over HTTP) treats as line ends. json.dumps with
@@ -27,14 +28,27 @@ from collections.abc import Mapping
 _LINE_BREAKERS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
 
 
-def _encode(value: object) -> bytes:
-    text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
+# One encoder for every line: json.dumps with options builds a new one per call.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
+
+
+def _finish_line(text: str) -> bytes:
     for raw, escaped in _LINE_BREAKERS.items():
         if raw in text:
             text = text.replace(raw, escaped)
     # "replace": a lone surrogate in a caller's str (e.g. a label) becomes "?" instead
     # of raising or producing invalid UTF-8; it can only sit inside a JSON string.
     return text.encode("utf-8", "replace") + b"\n"
+
+
+def _encode(value: object) -> bytes:
+    return _finish_line(_JSON.encode(value))
+
+
+def _event_line(t: float, code: str, text: str) -> bytes:
+    """``_encode([t, code, text])`` without the generic encoder's per-call work: the same
+    bytes (json writes a float with repr, a str with encode_basestring, the C one)."""
+    return _finish_line(f'[{t!r}, "{code}", {encode_basestring(text)}]')
 
 
 def _cost(text: str) -> int:
@@ -152,7 +166,7 @@ class CastEncoder:
         return self._last_t
 
     def _event(self, t: float, code: str, text: str) -> bytes:
-        return _encode([self._time(t), code, text])
+        return _event_line(self._time(t), code, text)
 
     def _omit(self, data: bytes) -> None:
         self.omitted_bytes += len(data)

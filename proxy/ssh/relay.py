@@ -20,7 +20,7 @@ import asyncssh
 
 from proxy.core.recording import CastEncoder
 from proxy.errors import RecordingError, StoreError, UpstreamError
-from proxy.recorder import CastFile, make_private_dirs, recording_path
+from proxy.recorder import CastFile, ChannelRecorder, make_private_dirs, recording_path
 from proxy.ssh.session import LiveSession
 from proxy.store.base import NewEvent
 
@@ -90,6 +90,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self._started = time.monotonic()
         self._cast: CastFile | None = None
         self._enc: CastEncoder | None = None
+        self._rec: ChannelRecorder | None = None
         self.bytes_up = 0
         self.bytes_down = 0
         self._exit: tuple[int | None, str | None] = (None, None)
@@ -267,6 +268,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
                 "pty": self.pty is not None,
             },
         )
+        self._rec = ChannelRecorder(self._enc, self._cast)
         self._cast.write(self._enc.header())
         if self.kind == "subsystem":
             self._cast.write(
@@ -310,11 +312,11 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
 
     def _record_input(self, t: float, data: bytes) -> None:
         # Keystrokes at a PTY carry what was typed at no-echo prompts: only on request.
-        enc, cast = self._enc, self._cast
-        if enc is None or cast is None or self.kind == "subsystem":
+        rec = self._rec
+        if rec is None or self.kind == "subsystem":
             return
         if self.pty is None or self.session.host.recording.input:
-            cast.write(enc.input(t, data))
+            rec.data(t, "i", data)
 
     def eof_received(self) -> bool:
         if self._up_chan is not None:
@@ -324,8 +326,9 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         return True
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
-        if self._enc is not None and self._cast is not None:
-            self._cast.write(self._enc.resize(self._t(), width, height))
+        if self._rec is not None and self._enc is not None:
+            self._rec.flush_batch()
+            self._rec.write(self._enc.resize(self._t(), width, height))
         if self._up_chan is not None:
             self._up_chan.change_terminal_size(width, height, pixwidth, pixheight)
         else:
@@ -355,8 +358,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
     def from_target(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self.bytes_down += len(data)
         self.session.last_activity = time.monotonic()
-        if self._enc is not None and self._cast is not None and self.kind != "subsystem":
-            self._cast.write(self._enc.output(self._t(), data))
+        if self._rec is not None and self.kind != "subsystem":
+            self._rec.data(self._t(), "o", data)
         if self._chan is not None and not self._closing:
             self._chan.write(data, datatype)
 
@@ -409,8 +412,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         if chan is None or self._closing or self.kind == "subsystem":
             return
         data = ("\r\n" + line + "\r\n").encode()
-        if self._enc is not None and self._cast is not None:
-            self._cast.write(self._enc.output(self._t(), data))
+        if self._rec is not None:
+            self._rec.data(self._t(), "o", data)
         try:
             if self.pty is not None:
                 chan.write(data)
@@ -448,14 +451,15 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         try:
             if self._opener is not None:
                 await asyncio.wait([self._opener])
-            if self._cast is None or self._enc is None:
+            if self._rec is None or self._enc is None:
                 return
             status, signal = self._exit
             t = self._t()
+            self._rec.flush_batch()
             if status is not None:
-                self._cast.write(self._enc.exit(t, status))
-            self._cast.write(self._enc.finish(t))
-            closed = self._cast.close()
+                self._rec.write(self._enc.exit(t, status))
+            self._rec.write(self._enc.finish(t))
+            closed = await self._rec.aclose()
             data: dict[str, Any] = {
                 "exit_status": status,
                 "exit_signal": signal,
