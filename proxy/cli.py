@@ -9,13 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import getpass
-import json
-import os
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +20,7 @@ from proxy import cli_ops
 from proxy.audit.facts import session_facts, with_recordings
 from proxy.audit.verify import verify_json, verify_text
 from proxy.audit.views import rfc3339, session_json, sessions_table, show_json, show_text
+from proxy.cliutil import operator, print_json, with_store
 from proxy.config import Config, default_config_path, load_config
 from proxy.core.credentials import (
     CodeHasher,
@@ -191,24 +189,6 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(Path(path))
 
 
-def _operator() -> str:
-    user = getpass.getuser()
-    sudo = os.environ.get("SUDO_USER")
-    return f"{sudo} (via sudo as {user})" if sudo and sudo != user else user
-
-
-async def _with_store(config: Config, fn: Callable[[SQLiteStore], Awaitable[T]]) -> T:
-    store = await SQLiteStore.open(config.storage.database)
-    try:
-        return await fn(store)
-    finally:
-        await store.close()
-
-
-def _print_json(doc: object) -> None:
-    print(json.dumps(doc, indent=2, ensure_ascii=False))
-
-
 def _cred_json(c: Credential, now: float) -> dict[str, Any]:
     return {
         "id": c.cred_id,
@@ -247,7 +227,7 @@ def cmd_cred_issue(args: argparse.Namespace, config: Config) -> int:
     cred = Credential(
         cred_id=new.cred_id,
         person=person,
-        issued_by=_operator(),
+        issued_by=operator(),
         issued_at=now,
         valid_until=now + args.valid,
         window=args.window,
@@ -265,10 +245,10 @@ def cmd_cred_issue(args: argparse.Namespace, config: Config) -> int:
         now,
         data={k: v for k, v in _cred_json(cred, now).items() if k not in {"state", "uses"}},
     )
-    asyncio.run(_with_store(config, lambda s: s.issue_credential(cred, code_hash, event)))
+    asyncio.run(with_store(config, lambda s: s.issue_credential(cred, code_hash, event)))
     doc = _cred_json(cred, now)
     if args.json:
-        _print_json({**doc, "code": new.code})
+        print_json({**doc, "code": new.code})
         return 0
     print(f"Break-glass code for {person} (shown once; seal it now):\n\n    {new.code}\n")
     print(
@@ -280,10 +260,10 @@ def cmd_cred_issue(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_cred_list(args: argparse.Namespace, config: Config) -> int:
-    creds = asyncio.run(_with_store(config, lambda s: s.list_credentials()))
+    creds = asyncio.run(with_store(config, lambda s: s.list_credentials()))
     now = time.time()
     if args.json:
-        _print_json([_cred_json(c, now) for c in creds])
+        print_json([_cred_json(c, now) for c in creds])
         return 0
     print(f"{'ID':8}  {'PERSON':14}  {'STATE':8}  {'USES':>5}  {'ISSUED (UTC)':16}  TARGETS")
     for c in creds:
@@ -299,8 +279,8 @@ def cmd_cred_list(args: argparse.Namespace, config: Config) -> int:
 def cmd_cred_revoke(args: argparse.Namespace, config: Config) -> int:
     cred_id = args.cred_id.upper()
     cred = asyncio.run(
-        _with_store(
-            config, lambda s: s.revoke_credential(cred_id, args.reason, _operator(), time.time())
+        with_store(
+            config, lambda s: s.revoke_credential(cred_id, args.reason, operator(), time.time())
         )
     )
     if cred is None:
@@ -322,9 +302,9 @@ def cmd_sessions(args: argparse.Namespace, config: Config) -> int:
         command=args.command_glob,
         path=args.path,
     )
-    rows = asyncio.run(_with_store(config, lambda s: s.list_sessions(flt)))
+    rows = asyncio.run(with_store(config, lambda s: s.list_sessions(flt)))
     if args.json:
-        _print_json([session_json(r) for r in rows])
+        print_json([session_json(r) for r in rows])
     else:
         print(sessions_table(rows))
     return 0
@@ -343,12 +323,12 @@ def _no_session(text: str) -> int:
 
 
 def cmd_show(args: argparse.Namespace, config: Config) -> int:
-    row, events = asyncio.run(_with_store(config, lambda s: _session_with_events(s, args.session)))
+    row, events = asyncio.run(with_store(config, lambda s: _session_with_events(s, args.session)))
     if row is None:
         return _no_session(args.session)
     facts = with_recordings(session_facts(row, events), config.storage.recordings)
     if args.json:
-        _print_json(show_json(facts, events))
+        print_json(show_json(facts, events))
     else:
         print(show_text(facts, events))
     return 0
@@ -361,7 +341,7 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
     if chan and not chan.isdigit():
         print(f"breakglass: bad channel in {escape(args.session)}", file=sys.stderr)
         return 2
-    row = asyncio.run(_with_store(config, lambda s: s.get_session(session_id)))
+    row = asyncio.run(with_store(config, lambda s: s.get_session(session_id)))
     if row is None:
         return _no_session(session_id)
     channels = [c for c in row.channels if not chan or c.n == int(chan)]
@@ -380,7 +360,7 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
     async def build(store: SQLiteStore) -> Any:
         return await build_report(store, config.storage.recordings, since, args.until, now)
 
-    report = asyncio.run(_with_store(config, build))
+    report = asyncio.run(with_store(config, build))
     sys.stdout.write(render(report, args.format))
     return 0
 
@@ -388,7 +368,7 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
     from proxy.audit.export import load_cast, render_html, write_html
 
-    row, events = asyncio.run(_with_store(config, lambda s: _session_with_events(s, args.session)))
+    row, events = asyncio.run(with_store(config, lambda s: _session_with_events(s, args.session)))
     if row is None:
         return _no_session(args.session)
     facts = with_recordings(session_facts(row, events), config.storage.recordings)
@@ -418,12 +398,12 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
         return 2
     root = config.storage.recordings
     result = asyncio.run(
-        _with_store(
+        with_store(
             config, lambda s: verify(s, root, time.time(), public_key=pub, external=external)
         )
     )
     if args.json:
-        _print_json(verify_json(result))
+        print_json(verify_json(result))
     else:
         print(verify_text(result))
     return 0 if result.ok else 1
@@ -439,11 +419,11 @@ def cmd_review(args: argparse.Namespace, config: Config) -> int:
         if await store.get_session(args.session) is None:
             return False
         await store.append(
-            [NewEvent("review", time.time(), args.session, None, {"by": _operator(), "note": note})]
+            [NewEvent("review", time.time(), args.session, None, {"by": operator(), "note": note})]
         )
         return True
 
-    if not asyncio.run(_with_store(config, write)):
+    if not asyncio.run(with_store(config, write)):
         return _no_session(args.session)
     print(f"review of {escape(args.session)} recorded")
     return 0
@@ -455,7 +435,7 @@ def cmd_checkpoint_key(args: argparse.Namespace, config: Config) -> int:
     path = key_path(config.storage.recordings)
     pub = load_or_generate(path).public_key()
     if args.json:
-        _print_json(
+        print_json(
             {"type": "ed25519", "public_key": public_hex(pub), "fingerprint": fingerprint(pub)}
         )
         return 0

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
-import json
-import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from proxy.alerts.delivery import send_everywhere
 from proxy.alerts.overrides import EXTEND, KILL
 from proxy.alerts.payload import AlertContext, build, rfc3339
 from proxy.alerts.sinks import Outgoing, make_sinks
+from proxy.cliutil import operator, print_json, with_store
 from proxy.config import Config
 from proxy.core import anomaly, chain
 from proxy.core.text import escape
@@ -38,12 +36,6 @@ from proxy.store.sqlite import SQLiteStore
 T = TypeVar("T")
 MAX_REASON_BYTES = 2048
 WAIT_STEP = 0.2
-
-
-def operator() -> str:
-    user = getpass.getuser()
-    sudo = os.environ.get("SUDO_USER")
-    return f"{sudo} (via sudo as {user})" if sudo and sudo != user else user
 
 
 def _duration(text: str) -> float:
@@ -85,18 +77,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     drill.add_argument("--json", action="store_true")
 
 
-async def _with_store(config: Config, fn: Callable[[SQLiteStore], Awaitable[T]]) -> T:
-    store = await SQLiteStore.open(config.storage.database)
-    try:
-        return await fn(store)
-    finally:
-        await store.close()
-
-
-def _print_json(doc: object) -> None:
-    print(json.dumps(doc, indent=2, ensure_ascii=False))
-
-
 def _live_json(s: SessionRow, now: float) -> dict[str, Any]:
     return {
         "id": s.id,
@@ -113,10 +93,10 @@ def _live_json(s: SessionRow, now: float) -> dict[str, Any]:
 
 
 def cmd_live(args: argparse.Namespace, config: Config) -> int:
-    rows = asyncio.run(_with_store(config, lambda s: s.list_sessions(SessionFilter(live=True))))
+    rows = asyncio.run(with_store(config, lambda s: s.list_sessions(SessionFilter(live=True))))
     now = time.time()
     if args.json:
-        _print_json([_live_json(r, now) for r in rows])
+        print_json([_live_json(r, now) for r in rows])
         return 0
     if not rows:
         print("no live sessions")
@@ -177,7 +157,7 @@ def _run_override(args: argparse.Namespace, config: Config, type_: str) -> int:
     if type_ == EXTEND:
         data["by"] = args.duration
     outcome, row = asyncio.run(
-        _with_store(config, lambda s: _override(s, type_, args.session, data, args.wait))
+        with_store(config, lambda s: _override(s, type_, args.session, data, args.wait))
     )
     sid = escape(args.session)
     if outcome == "no_session":
@@ -188,7 +168,7 @@ def _run_override(args: argparse.Namespace, config: Config, type_: str) -> int:
         return 1
     verb = "killed" if type_ == KILL else "extended"
     if args.json:
-        _print_json(
+        print_json(
             {
                 "session": args.session,
                 "action": type_,
@@ -264,7 +244,7 @@ def cmd_drill(args: argparse.Namespace, config: Config) -> int:
     alert_id, results, problem = asyncio.run(_drill(config))
     failed = [r for r in results if not r[1]]
     if args.json:
-        _print_json(
+        print_json(
             {
                 "alert_id": alert_id,
                 "ok": not failed,

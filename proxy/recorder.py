@@ -105,26 +105,10 @@ class CastFile:
         self._hash.update(data)
         self._size += len(data)
 
-    def close(self) -> ClosedCast:
-        """Flush, fsync, close; the hash covers exactly the bytes on disk."""
-        if not self._closed:
-            self.flush()
-            self._closed = True
-            try:
-                os.fsync(self._fd)
-            except OSError as exc:
-                if self._failed is None:
-                    self._failed = RecordingError(
-                        f"recording {self.path} could not be synced: {exc.strerror}"
-                    )
-                    self._on_error(self._failed)
-            finally:
-                os.close(self._fd)
-        return ClosedCast(self.path, self._hash.hexdigest(), self._size)
-
     async def aclose(self) -> ClosedCast:
-        """``close`` with the fsync in a worker thread: a sync takes milliseconds, and on
-        the event loop it would stall every other session's keystrokes meanwhile."""
+        """Flush, fsync, close; the hash covers exactly the bytes on disk. The fsync runs
+        in a worker thread: it takes milliseconds, and on the event loop it would stall
+        every other session's keystrokes meanwhile."""
         if not self._closed:
             self.flush()
             self._closed = True

@@ -1,0 +1,34 @@
+"""What every `breakglass` subcommand module shares: the store for one command, JSON
+output, and who the operator is. No argument parsing here."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from proxy.config import Config
+from proxy.store.sqlite import SQLiteStore
+
+T = TypeVar("T")
+
+
+def operator() -> str:
+    """The local OS user running the command, and the sudo user behind it."""
+    user = getpass.getuser()
+    sudo = os.environ.get("SUDO_USER")
+    return f"{sudo} (via sudo as {user})" if sudo and sudo != user else user
+
+
+async def with_store(config: Config, fn: Callable[[SQLiteStore], Awaitable[T]]) -> T:
+    store = await SQLiteStore.open(config.storage.database)
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def print_json(doc: object) -> None:
+    print(json.dumps(doc, indent=2, ensure_ascii=False))
