@@ -87,8 +87,10 @@ def resource_of(e: StoredEvent) -> Resource | None:
         )
     if e.type.startswith("file_"):
         text = _str(d.get("path"))
-        if d.get("to") is not None or d.get("new_path") is not None:
-            text += " -> " + _str(d.get("to", d.get("new_path")))
+        for key in ("target_path", "to", "new_path"):
+            if d.get(key) is not None:
+                text += " -> " + _str(d.get(key))
+                break
         return Resource(
             e.time,
             e.channel,

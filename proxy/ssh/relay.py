@@ -22,6 +22,7 @@ from proxy.core.recording import CastEncoder
 from proxy.errors import RecordingError, StoreError, UpstreamError
 from proxy.recorder import CastFile, ChannelRecorder, make_private_dirs, recording_path
 from proxy.ssh.session import LiveSession
+from proxy.ssh.taps import Tap, marker_text, tap_for
 from proxy.store.base import NewEvent
 
 log = logging.getLogger("breakglass")
@@ -91,6 +92,9 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self._cast: CastFile | None = None
         self._enc: CastEncoder | None = None
         self._rec: ChannelRecorder | None = None
+        # Reads copies of the bytes for resources accessed (sftp, scp, stdin); None for
+        # a PTY shell and a plain exec, whose hot path then stays free of parsing.
+        self._tap: Tap | None = None
         self.bytes_up = 0
         self.bytes_down = 0
         self._exit: tuple[int | None, str | None] = (None, None)
@@ -176,6 +180,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         try:
             self._start_recording(chan)
             await self.session.append(self._start_event())
+            self._tap = tap_for(self.kind, self.command, self.subsystem, self.pty is not None, self)
         except (RecordingError, StoreError) as exc:
             self.session.set_end("store_error", str(exc))
             self._fail("breakglass: the session cannot be recorded, so it is refused; tell ops")
@@ -217,6 +222,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             self.notice(f"breakglass: session {self.name} is recorded; it ends at {ends}.")
         for t, data, datatype in self._early:
             self._record_input(t, data)
+            if self._tap is not None and not datatype:
+                self._tap.up(data)
             up_chan.write(data, datatype)
         self._early.clear()
         if self._early_bytes >= EARLY_INPUT_LIMIT:
@@ -278,6 +285,17 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
     def _t(self) -> float:
         return time.monotonic() - self._started
 
+    def resource(self, event: dict[str, Any]) -> None:
+        """A resource accessed (a command, a file operation), found by this channel's
+        tap: appended to the trail with its offset in the cast, and marked in the cast."""
+        t = self._t()
+        data = {k: v for k, v in event.items() if k != "kind"}
+        data["offset"] = round(t, 6)
+        self.session.audit(str(event["kind"]), data, channel=self.n)
+        if self._rec is not None and self._enc is not None:
+            self._rec.flush_batch()
+            self._rec.write(self._enc.marker(t, marker_text(event)))
+
     def _recording_failed(self, exc: RecordingError) -> None:
         log.critical("%s", exc)
         self.session.audit("recording_failed", {"detail": str(exc)}, channel=self.n)
@@ -302,6 +320,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self.session.last_activity = time.monotonic()
         if self._up_chan is not None:
             self._record_input(self._t(), data)
+            if self._tap is not None and not datatype:
+                self._tap.up(data)
             self._up_chan.write(data, datatype)
             return
         # Recorded when it is sent on: the cast does not exist before the target does.
@@ -360,6 +380,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self.session.last_activity = time.monotonic()
         if self._rec is not None and self.kind != "subsystem":
             self._rec.data(self._t(), "o", data)
+        if self._tap is not None and not datatype:
+            self._tap.down(data)
         if self._chan is not None and not self._closing:
             self._chan.write(data, datatype)
 
@@ -453,6 +475,11 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
                 await asyncio.wait([self._opener])
             if self._rec is None or self._enc is None:
                 return
+            if self._tap is not None:
+                tap, self._tap = self._tap, None
+                tap.finish()
+                # Resources first, then the end of the channel they belong to.
+                await self.session.flush_audit()
             status, signal = self._exit
             t = self._t()
             self._rec.flush_batch()
