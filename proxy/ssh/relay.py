@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncssh
 
+from proxy.core.commands import CommandExtractor
 from proxy.core.recording import CastEncoder
 from proxy.errors import RecordingError, StoreError, UpstreamError
 from proxy.recorder import CastFile, ChannelRecorder, make_private_dirs, recording_path
@@ -95,6 +96,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         # Reads copies of the bytes for resources accessed (sftp, scp, stdin); None for
         # a PTY shell and a plain exec, whose hot path then stays free of parsing.
         self._tap: Tap | None = None
+        self._cmds: CommandExtractor | None = None
         self.bytes_up = 0
         self.bytes_down = 0
         self._exit: tuple[int | None, str | None] = (None, None)
@@ -220,10 +222,15 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             info = self.session.info
             ends = time.strftime("%H:%M UTC", time.gmtime(info.deadline))
             self.notice(f"breakglass: session {self.name} is recorded; it ends at {ends}.")
+            if self.kind == "shell":
+                size = self._pending_size or self.pty[1]
+                self._cmds = CommandExtractor(size[0], size[1])
         for t, data, datatype in self._early:
             self._record_input(t, data)
             if self._tap is not None and not datatype:
                 self._tap.up(data)
+            if self._cmds is not None:
+                self._audit_commands(self._cmds.input(data, t))
             up_chan.write(data, datatype)
         self._early.clear()
         if self._early_bytes >= EARLY_INPUT_LIMIT:
@@ -319,7 +326,10 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self.bytes_up += len(data)
         self.session.last_activity = time.monotonic()
         if self._up_chan is not None:
-            self._record_input(self._t(), data)
+            t = self._t()
+            self._record_input(t, data)
+            if self._cmds is not None:
+                self._audit_commands(self._cmds.input(data, t))
             if self._tap is not None and not datatype:
                 self._tap.up(data)
             self._up_chan.write(data, datatype)
@@ -338,6 +348,12 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         if self.pty is None or self.session.host.recording.input:
             rec.data(t, "i", data)
 
+    def _audit_commands(self, events: list[dict[str, Any]]) -> None:
+        """Commands typed at the shell (proxy.core.commands), as ``command`` events."""
+        for event in events:
+            kind = event.pop("kind")
+            self.session.audit(kind, event, channel=self.n)
+
     def eof_received(self) -> bool:
         if self._up_chan is not None:
             self._up_chan.write_eof()
@@ -349,6 +365,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         if self._rec is not None and self._enc is not None:
             self._rec.flush_batch()
             self._rec.write(self._enc.resize(self._t(), width, height))
+        if self._cmds is not None:
+            self._audit_commands(self._cmds.resize(width, height, self._t()))
         if self._up_chan is not None:
             self._up_chan.change_terminal_size(width, height, pixwidth, pixheight)
         else:
@@ -379,7 +397,10 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self.bytes_down += len(data)
         self.session.last_activity = time.monotonic()
         if self._rec is not None and self.kind != "subsystem":
-            self._rec.data(self._t(), "o", data)
+            t = self._t()
+            self._rec.data(t, "o", data)
+            if self._cmds is not None:
+                self._audit_commands(self._cmds.output(data, t))
         if self._tap is not None and not datatype:
             self._tap.down(data)
         if self._chan is not None and not self._closing:
@@ -463,6 +484,9 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
     def connection_lost(self, exc: Exception | None) -> None:
         """The engineer's channel is closed: close the target's, record the end."""
         self._closing = True
+        if self._cmds is not None:
+            self._audit_commands(self._cmds.flush(self._t()))
+            self._cmds = None
         if self._up_chan is not None:
             self._up_chan.close()
         if self._opener is not None and not self._opener.done():
@@ -478,9 +502,9 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             if self._tap is not None:
                 tap, self._tap = self._tap, None
                 tap.finish()
-                # Resources first, then the end of the channel they belong to.
-                await self.session.flush_audit()
             status, signal = self._exit
+            # Resources (commands, files) first, then the end of the channel they belong to.
+            await self.session.flush_audit()
             t = self._t()
             self._rec.flush_batch()
             if status is not None:
