@@ -295,7 +295,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
     def resource(self, event: dict[str, Any]) -> None:
         """A resource accessed (a command, a file operation), found by this channel's
         tap: appended to the trail with its offset in the cast, and marked in the cast."""
-        t = self._t()
+        t = float(event.get("offset", self._t()))
         data = {k: v for k, v in event.items() if k != "kind"}
         data["offset"] = round(t, 6)
         self.session.audit(str(event["kind"]), data, channel=self.n)
@@ -351,8 +351,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
     def _audit_commands(self, events: list[dict[str, Any]]) -> None:
         """Commands typed at the shell (proxy.core.commands), as ``command`` events."""
         for event in events:
-            kind = event.pop("kind")
-            self.session.audit(kind, event, channel=self.n)
+            self.resource(event)
 
     def eof_received(self) -> bool:
         if self._up_chan is not None:

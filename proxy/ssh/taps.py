@@ -139,7 +139,7 @@ def marker_text(event: Event) -> str:
     """A short, escaped label for the cast's ``"m"`` marker of one event."""
     kind = str(event.get("kind", ""))
     if kind == "command":
-        text = str(event.get("text", ""))
+        text = "(input not echoed: redacted)" if event.get("redacted") else str(event["text"])
     else:
         text = kind.removeprefix("file_") + " " + str(event.get("path") or "")
         if event.get("target_path") is not None:
