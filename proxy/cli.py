@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from proxy import cli_ops
+from proxy import cli_care, cli_ops
 from proxy.audit.facts import session_facts, with_recordings
 from proxy.audit.verify import verify_json, verify_text
 from proxy.audit.views import rfc3339, session_json, sessions_table, show_json, show_text
@@ -181,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     key.add_argument("--json", action="store_true")
     cli_ops.register(sub, common)
+    cli_care.register(sub, common)
     return p
 
 
@@ -507,6 +508,7 @@ COMMANDS: dict[tuple[str, ...], Callable[[argparse.Namespace, Config], int]] = {
     ("review",): cmd_review,
     ("checkpoint-key",): cmd_checkpoint_key,
     **cli_ops.COMMANDS,
+    **cli_care.COMMANDS,
 }
 
 

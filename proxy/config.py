@@ -78,7 +78,7 @@ DEFAULT_RECORDINGS = "../recordings"
 # Keys of each mapping, in the order the example config shows them.
 _TOP = ("listen", "storage", "policy", "recording", "targets", "alerts")
 _LISTEN = ("host", "port", "host_key")
-_STORAGE = ("database", "recordings", "min_free", "warn_free")
+_STORAGE = ("database", "recordings", "min_free", "warn_free", "retention")
 _POLICY = (
     "justification",
     "max_session",
@@ -193,6 +193,7 @@ class _Loader(AlertsReader):
             recordings=self.path(view, "recordings", DEFAULT_RECORDINGS),
             min_free=self.size(view, "min_free", default.min_free),
             warn_free=self.size(view, "warn_free", default.warn_free),
+            retention=self.optional_duration(view, "retention", default.retention),
         )
 
     def policy(self, view: MapView) -> PolicyConfig:

@@ -62,6 +62,9 @@ class StorageConfig:
     # proxy warns, like auditd's space_left.
     min_free: int = 256 * 1024 * 1024
     warn_free: int = 1024 * 1024 * 1024
+    # Casts of sessions that ended longer ago than this are deleted by ``breakglass
+    # prune`` (the chain keeps their hashes and records the pruning); None: kept forever.
+    retention: float | None = None
 
 
 def default_justification() -> JustificationRule:

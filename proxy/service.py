@@ -31,6 +31,7 @@ from proxy.core.policy import source_allowed
 from proxy.core.throttle import FailureCounter, ThrottleRule
 from proxy.errors import ConfigError, StoreError
 from proxy.recovery import recover_unfinished
+from proxy.retention import retention_loop
 from proxy.sdnotify import Notifier, watchdog_interval
 from proxy.ssh import upstream
 from proxy.ssh.server import ConnectionHandler
@@ -292,6 +293,7 @@ async def serve(
         app.tasks.spawn(
             checkpoint_loop(store, checkpoint_key, CHECKPOINT_INTERVAL, stop), "checkpoints"
         )
+        app.tasks.spawn(retention_loop(store, lambda: app.config.storage, stop), "retention")
         interval = watchdog_interval()
         if interval is not None:
             app.tasks.spawn(_watchdog(notifier, interval, stop), "watchdog")

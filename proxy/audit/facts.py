@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.audit.verify import recording_check
-from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES
+from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES, PRUNED
 from proxy.store.base import SessionRow, StoredEvent
 
 REVIEW_TYPE = "review"
@@ -27,7 +27,7 @@ RESOURCE_TYPES = frozenset({"command", "request_refused"})
 
 # Every type the auditor's views pick out of a session, as store type patterns.
 INTERESTING_TYPES = frozenset(
-    {*ALERT_TYPES, *FLAG_TYPES, *OVERRIDE_TYPES, *RESOURCE_TYPES, REVIEW_TYPE, "file_*"}
+    {*ALERT_TYPES, *FLAG_TYPES, *OVERRIDE_TYPES, *RESOURCE_TYPES, REVIEW_TYPE, PRUNED, "file_*"}
 )
 
 
@@ -61,6 +61,7 @@ class SessionFacts:
     overrides: list[StoredEvent] = field(default_factory=list)
     reviews: list[Review] = field(default_factory=list)
     recording_checks: dict[int, str] = field(default_factory=dict)
+    pruned: dict[int, int] = field(default_factory=dict)  # channel -> recording_pruned seq
 
 
 def _str(value: Any) -> str:
@@ -122,6 +123,8 @@ def session_facts(s: SessionRow, events: Iterable[StoredEvent]) -> SessionFacts:
             facts.flags.append(e)
         elif e.type in OVERRIDE_TYPES:
             facts.overrides.append(e)
+        elif e.type == PRUNED and e.channel is not None:
+            facts.pruned[e.channel] = e.seq
         elif e.type == REVIEW_TYPE:
             facts.reviews.append(Review(e.time, _str(e.data.get("by")), _str(e.data.get("note"))))
         else:
@@ -145,6 +148,7 @@ def with_recordings(facts: SessionFacts, root: Path) -> SessionFacts:
             c.recording_sha256,
             c.recording_bytes,
             ended=c.ended_at is not None,
+            pruned_seq=facts.pruned.get(c.n),
         )
         facts.recording_checks[c.n] = status
     return facts

@@ -97,14 +97,16 @@ def recording_check(
     sha256: str | None,
     size: int | None,
     ended: bool = True,
+    pruned_seq: int | None = None,
 ) -> tuple[str, Problem | None]:
-    """``ok``, ``MISMATCH``, ``missing``, ``unhashed`` or ``open`` (not ended yet), and
-    the problem when not ok. Used by ``verify``, ``show``, ``report`` and ``export``."""
+    """``ok``, ``MISMATCH``, ``missing``, ``unhashed``, ``pruned`` (deleted by the
+    retention policy, a ``recording_pruned`` event says so) or ``open`` (not ended yet),
+    and the problem when not ok. Used by ``verify``, ``show``, ``report`` and ``export``."""
     if not ended:
         return "open", None
     path, shown = locate_recording(stored, root, session_id, channel)
     found = None if path is None else file_digest(path)
-    claim = RecordingClaim(session_id, channel, stored, sha256, size, True)
+    claim = RecordingClaim(session_id, channel, stored, sha256, size, True, pruned_seq=pruned_seq)
     return recording_problem(claim, found, shown)
 
 
@@ -184,6 +186,7 @@ async def verify(
             claim.sha256,
             claim.size,
             claim.ended,
+            claim.pruned_seq,
         )
         result.recordings[status] = result.recordings.get(status, 0) + 1
         if problem is not None:

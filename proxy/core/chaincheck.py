@@ -36,6 +36,7 @@ CHECKPOINT_DOMAIN = "breakglass checkpoint v1"
 
 ALERT_TYPES = frozenset({"alert"})
 FLAG_TYPES = frozenset({"flag"})
+PRUNED = "recording_pruned"
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,9 @@ class RecordingClaim:
     size: int | None = None
     ended: bool = False
     end_seq: int | None = None
+    # A later recording_pruned event: the retention policy deleted the file on purpose;
+    # the chain keeps its hash, and the event says when and by whom.
+    pruned_seq: int | None = None
 
 
 @dataclass
@@ -257,7 +261,7 @@ class ChainChecker:
 
     def _project(self, row: ChainRow) -> None:
         kind = row.type
-        if kind not in ("session_start", "session_end", "deadline_changed") and not (
+        if kind not in ("session_start", "session_end", "deadline_changed", PRUNED) and not (
             kind.startswith("channel_") or kind == "checkpoint"
         ):
             return
@@ -331,6 +335,17 @@ class ChainChecker:
             sha, size = data.get("recording_sha256"), data.get("recording_bytes")
             claim.sha256 = sha if isinstance(sha, str) else None
             claim.size = size if isinstance(size, int) and not isinstance(size, bool) else None
+        elif kind == PRUNED and row.channel is not None:
+            pruned = self.recordings.get((sid, row.channel))
+            if pruned is None or not pruned.ended or pruned.sha256 != data.get("sha256"):
+                self._add(
+                    "recording_pruned_mismatch",
+                    f"event {row.seq} prunes the recording of channel {sid}/{row.channel},"
+                    " but the chain has no ended channel with that hash",
+                    row,
+                )
+            else:
+                pruned.pruned_seq = row.seq
 
     def finish(self, now: float, grace: float = 60.0) -> None:
         """Findings that need the whole chain: sessions and channels left without an
@@ -403,6 +418,8 @@ def recording_problem(
     """Compare what the chain says about a recording with the file found (its sha256 and
     size, or None when absent). Returns the status word and the problem, if any."""
     where = f"channel {claim.session_id}/{claim.channel}"
+    if claim.pruned_seq is not None and found is None:
+        return "pruned", None  # deleted by the retention policy; its hash stays in the chain
     if claim.sha256 is None:
         if found is None:
             return "missing", Problem(

@@ -112,6 +112,15 @@ CREATE TABLE IF NOT EXISTS channels (
 );
 """
 
+# Schema migrations, in order: MIGRATIONS[i] takes a store from version i to i + 1, and
+# PRAGMA user_version holds the version reached. Version 0 is the first release's schema
+# (or an empty file); version 1 is SCHEMA + ALERTS_SCHEMA, whose IF NOT EXISTS statements
+# add what the first release lacked (the search indexes, the alert outbox). Append a
+# migration, never edit one that has shipped: a store is upgraded in place, in one
+# transaction, by SQLiteStore.open, and the events (append-only) are never rewritten.
+MIGRATIONS: tuple[str, ...] = (SCHEMA + ALERTS_SCHEMA,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
 _SESSION_COLS = (
     "id, person, credential_id, source, client_version, target, login, justification, "
     "started_at, deadline, ended_at, end_reason, end_detail"
@@ -144,11 +153,13 @@ class SQLiteStore(AlertOutbox):
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA busy_timeout=10000")
-            await db.executescript(SCHEMA)
-            await db.executescript(ALERTS_SCHEMA)
+            await _migrate(db, path)
         except sqlite3.Error as exc:
             await db.close()
             raise StoreError(f"cannot prepare the audit database {path}: {exc}") from exc
+        except StoreError:
+            await db.close()
+            raise
         _private_side_files(path)
         return store
 
@@ -558,6 +569,62 @@ def _projection_differences(path: Path, limit: int = 50) -> list[str]:
         return [f"the session and channel rows could not be rebuilt: {exc}"]
     finally:
         mem.close()
+
+
+async def _user_version(db: aiosqlite.Connection) -> int:
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def _too_new(path: Path, version: int) -> StoreError:
+    return StoreError(
+        f"the audit database {path} has schema version {version}, newer than this"
+        f" breakglass knows (up to {SCHEMA_VERSION}): it was written by a later release."
+        " Run that release (or restore a backup made by this one); nothing was changed"
+    )
+
+
+async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
+    """Bring the store to SCHEMA_VERSION: every pending migration and the new version
+    number in one transaction, so a crash leaves the old schema or the new, never half.
+    A store already current is only read (so a read-only store still opens)."""
+    version = await _user_version(db)
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise _too_new(path, version)
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        version = await _user_version(db)  # another process may have been first
+        if version > SCHEMA_VERSION:
+            raise _too_new(path, version)
+        for script in MIGRATIONS[version:]:
+            # executescript would commit first: run the statements one by one instead.
+            for statement in sql_statements(script):
+                await db.execute(statement)
+        await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        await db.execute("COMMIT")
+    except BaseException:
+        with suppress(sqlite3.Error):
+            await db.execute("ROLLBACK")
+        raise
+
+
+def sql_statements(script: str) -> list[str]:
+    """Split a script into complete statements (a trigger's body keeps its ';')."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        if not buf and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
 
 
 def _prepare_file(path: Path) -> None:
