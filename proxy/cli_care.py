@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
-import json
 import os
 import re
 import sqlite3
@@ -38,7 +37,7 @@ from typing import Any
 import asyncssh
 import yaml
 
-from proxy.cli_ops import operator
+from proxy.cliutil import operator, print_json
 from proxy.config import Config
 from proxy.core.text import escape
 from proxy.core.units import format_duration
@@ -112,10 +111,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     prune = sub.add_parser("prune", parents=[common], help="apply storage.retention to casts")
     prune.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
     prune.add_argument("--json", action="store_true")
-
-
-def _print_json(doc: object) -> None:
-    print(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
 def _err(message: str) -> int:
@@ -200,7 +195,7 @@ def cmd_target_add(args: argparse.Namespace, config: Config) -> int:
     snippet = yaml.safe_dump({"targets": {args.name: entry}}, sort_keys=False, width=1000)
     fingerprints = [(k.get_algorithm(), k.get_fingerprint("sha256"), key_line(k)) for k in keys]
     if args.json:
-        _print_json(
+        print_json(
             {
                 "name": args.name,
                 "host": host,
@@ -363,7 +358,7 @@ def cmd_backup(args: argparse.Namespace, config: Config) -> int:
     except StoreError as exc:
         problem = exc.message
     if args.json:
-        _print_json({**facts, "recorded": problem is None})
+        print_json({**facts, "recorded": problem is None})
     else:
         print(
             f"database   {escape(str(dest))} (schema {facts['schema_version']}, events up to"
@@ -420,7 +415,7 @@ def cmd_prune(args: argparse.Namespace, config: Config) -> int:
     items = asyncio.run(run())
     kept = [i for i in items if i.outcome == KEPT_ALTERED]
     if args.json:
-        _print_json(
+        print_json(
             {
                 "retention": retention,
                 "dry_run": args.dry_run,
