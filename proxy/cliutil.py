@@ -4,12 +4,12 @@ output, and who the operator is. No argument parsing here."""
 from __future__ import annotations
 
 import getpass
-import json
 import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from proxy.config import Config
+from proxy.core.text import safe_json
 from proxy.store.sqlite import SQLiteStore
 
 T = TypeVar("T")
@@ -31,4 +31,4 @@ async def with_store(config: Config, fn: Callable[[SQLiteStore], Awaitable[T]]) 
 
 
 def print_json(doc: object) -> None:
-    print(json.dumps(doc, indent=2, ensure_ascii=False))
+    print(safe_json(doc, indent=2))

@@ -115,6 +115,8 @@ class App:
         # of logins queues here instead of starving live sessions or the memory.
         self.hash_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argon2")
         self._unauthenticated: dict[str, int] = {}
+        # Connections still logging in: cut first at shutdown, before the store closes.
+        self.logins: set[ConnectionHandler] = set()
         self.connections_by_source = FailureCounter(CONNECTION_RATE)
         self._rate_refused = 0
         self._alerts = Alerts(config.alerts, store)
@@ -307,6 +309,10 @@ async def serve(
             notifier.stopping(f"stopping: {len(app.sessions)} live session(s)")
             log.info("stopping: %d live session(s)", len(app.sessions))
             server.close()
+            for login in list(app.logins):
+                # Cancels its check in progress; its login_aborted is written below.
+                login.cut("the proxy is shutting down")
+            await asyncio.sleep(0)  # let asyncssh report each cut connection lost
             await stop_sessions(app, "proxy_shutdown", "the proxy is shutting down")
             await app.append_quietly(NewEvent("proxy_stopped", time.time(), data={}))
             await write_checkpoint(store, checkpoint_key, time.time())

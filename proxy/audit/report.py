@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from proxy.audit.facts import (
 from proxy.audit.views import rfc3339, show_json
 from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES
 from proxy.core.markup import csv_cell, md
+from proxy.core.text import safe_json
 from proxy.core.units import format_duration
 from proxy.store.base import SessionFilter, Store, StoredEvent
 
@@ -333,7 +333,7 @@ def render(report: Report, fmt: str) -> str:
     if fmt == "json":
         # Compact: the C encoder (json skips it when indenting) is several times faster
         # on a month of sessions; machines read it, and `jq .` pretty-prints it.
-        return json.dumps(report_json(report), ensure_ascii=False, separators=(",", ":")) + "\n"
+        return safe_json(report_json(report), compact=True) + "\n"
     if fmt == "csv":
         return report_csv(report)
     return report_markdown(report)

@@ -15,6 +15,7 @@ through unescaped.
 
 from __future__ import annotations
 
+import json
 import unicodedata
 
 # Explicitly listed even though every one is also caught by the category test below:
@@ -110,3 +111,16 @@ def truncate(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: limit - 1] + "…"
+
+
+def safe_json(doc: object, indent: int | None = None, compact: bool = False) -> str:
+    """JSON that is safe on a terminal. JSON escapes C0 controls only; C1 controls
+    (U+009B is CSI), bidi overrides and line separators, which can only sit inside
+    strings, are written as \\uXXXX there: the same value, no effect on a terminal."""
+    separators = (",", ":") if compact else None
+    text = json.dumps(doc, indent=indent, ensure_ascii=False, separators=separators)
+    return "".join(_json_safe(ch) for ch in text)
+
+
+def _json_safe(ch: str) -> str:
+    return json.dumps(ch)[1:-1] if ord(ch) > 0x7E and escape(ch) != ch else ch

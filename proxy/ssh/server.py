@@ -22,7 +22,7 @@ import asyncssh
 
 from proxy.alerts.payload import AlertContext
 from proxy.core import ids
-from proxy.core.credentials import parse_code
+from proxy.core.credentials import UseDecision, parse_code
 from proxy.core.policy import (
     check_justification,
     describe_rule,
@@ -35,7 +35,7 @@ from proxy.core.text import escape
 from proxy.errors import StoreError
 from proxy.ssh.relay import ChannelBridge
 from proxy.ssh.session import LiveSession, SessionInfo
-from proxy.store.base import NewEvent
+from proxy.store.base import NewAlert, NewEvent
 
 if TYPE_CHECKING:
     from proxy.service import App
@@ -99,6 +99,7 @@ class ConnectionHandler(asyncssh.SSHServer):
         self._authed: tuple[str, SessionInfo | None] | None = None
         self.session: LiveSession | None = None
         self._admitted = False
+        self._aborted_audited = False
         # Why a proven engineer cannot be served (disk full, store down, at capacity):
         # told on the channel's stderr, which every client shows whatever its LogLevel.
         self._refusal: str | None = None
@@ -110,34 +111,50 @@ class ConnectionHandler(asyncssh.SSHServer):
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.source, self.source_port = str(peer[0]), int(peer[1])
         self._admitted = self.app.admit(self.source)
-        if not self._admitted:
+        if self._admitted:
+            self.app.logins.add(self)
+        else:
             log.warning("refused a connection from %s: too many unauthenticated", self.source)
             conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "Too many connections")
 
     def _release(self) -> None:
+        self.app.logins.discard(self)
         if self._admitted:
             self._admitted = False
             self.app.release(self.source)
+
+    def cut(self, message: str) -> None:
+        """End a connection that has not logged in yet (the proxy is stopping): its
+        check in progress is cancelled and the attempt recorded."""
+        self._audit_aborted(message)
+        if self.conn is not None:
+            self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, message)
+
+    def _audit_aborted(self, detail: str) -> None:
+        if self._aborted_audited:
+            return
+        self._aborted_audited = True
+        self.app.tasks.spawn(
+            self.app.append_quietly(
+                NewEvent(
+                    "login_aborted",
+                    time.time(),
+                    data={
+                        "source": self.source,
+                        "client_version": self._client_version(),
+                        "detail": detail[:200],
+                    },
+                )
+            ),
+            "audit login_aborted",
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
         if self.session is None and exc is not None and self._client_version_or_none():
             # Cut during login (protocol error, login timeout, invalid UTF-8 in a
             # response): nobody got in, but the attempt is part of the record.
-            self.app.tasks.spawn(
-                self.app.append_quietly(
-                    NewEvent(
-                        "login_aborted",
-                        time.time(),
-                        data={
-                            "source": self.source,
-                            "client_version": self._client_version(),
-                            "detail": str(exc)[:200],
-                        },
-                    )
-                ),
-                "audit login_aborted",
-            )
+            self._audit_aborted(str(exc))
         session = self.session
         if session is not None:
             self.app.tasks.spawn(session.finish(), f"finish {session.info.id}")
@@ -285,10 +302,18 @@ class ConnectionHandler(asyncssh.SSHServer):
         )
         start = NewEvent("session_start", now, info.id, None, self._start_data(info))
         alerts = await self.app.alerts.for_event(start)
-        try:
-            decision = await self.app.store.start_session(
+        commit = asyncio.ensure_future(
+            self.app.store.start_session(
                 cred.cred_id, parsed.person, target.name, now, start, alerts=alerts
             )
+        )
+        try:
+            # Shielded: a new USERAUTH_REQUEST or a disconnect cancels this check, but the
+            # commit goes on in the store's thread; what it starts must also end.
+            decision = await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            self.app.tasks.spawn(self._end_abandoned(commit, info, alerts), f"abandon {info.id}")
+            raise
         except StoreError as exc:
             log.critical("cannot commit a session start: %s", exc)
             self.app.alerts.store_failed(
@@ -314,6 +339,22 @@ class ConnectionHandler(asyncssh.SSHServer):
         )
         self._authed = (username, info)
         return True
+
+    async def _end_abandoned(
+        self, commit: asyncio.Future[UseDecision], info: SessionInfo, alerts: list[NewAlert]
+    ) -> None:
+        """The client left, or started over, while its session start was committed:
+        nobody got in on it, so that session ends at once (its alert still goes out)."""
+        try:
+            decision = await commit
+        except StoreError:
+            return
+        if not decision.ok:
+            return
+        self.app.alerts.committed(alerts)
+        log.warning("session %s abandoned before authentication completed", info.id)
+        data = {"reason": "client_exit", "detail": "left before authentication completed"}
+        await self.app.append_quietly(NewEvent("session_end", time.time(), info.id, None, data))
 
     def _refuse_served(
         self, username: str, refusal: tuple[str, str], justification: str, cred_id: str
