@@ -90,7 +90,7 @@ _POLICY = (
     "shutdown_grace",
 )
 _JUSTIFICATION = ("min_length", "pattern")
-_RECORDING = ("input", "max_channel_bytes")
+_RECORDING = ("input", "max_channel_bytes", "max_session_bytes")
 _TARGET = (
     "host",
     "port",
@@ -276,6 +276,7 @@ class _Loader(AlertsReader):
         return RecordingConfig(
             input=default.input if record_input is None else record_input,
             max_channel_bytes=self.size(view, "max_channel_bytes", default.max_channel_bytes),
+            max_session_bytes=self.size(view, "max_session_bytes", default.max_session_bytes),
         )
 
     def size(self, view: MapView, key: str, default: int) -> int:

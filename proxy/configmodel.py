@@ -92,6 +92,9 @@ class PolicyConfig:
 class RecordingConfig:
     input: bool = False
     max_channel_bytes: int = 64 * 1024 * 1024
+    # All casts of one session together, on disk: past it the session is closed rather
+    # than recorded partially (a `yes` loop must not fill the disk under everyone else).
+    max_session_bytes: int = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -49,9 +49,15 @@ def make_private_dirs(path: Path, root: Path) -> None:
 class CastFile:
     """One channel's cast. ``write`` takes whole lines from the encoder."""
 
-    def __init__(self, path: Path, on_error: Callable[[RecordingError], None]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        on_error: Callable[[RecordingError], None],
+        on_written: Callable[[int], None] | None = None,
+    ) -> None:
         self.path = path
         self._on_error = on_error
+        self._on_written = on_written
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._hash = hashlib.sha256()
@@ -104,6 +110,8 @@ class CastFile:
             return
         self._hash.update(data)
         self._size += len(data)
+        if self._on_written is not None:
+            self._on_written(len(data))
 
     async def aclose(self) -> ClosedCast:
         """Flush, fsync, close; the hash covers exactly the bytes on disk. The fsync runs

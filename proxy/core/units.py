@@ -134,3 +134,13 @@ def parse_size(value: str | int) -> int:
         scale: int = 10 ** len(frac)
         return int(whole) * factor + int(frac) * factor // scale
     return int(number) * factor
+
+
+def format_size(size: int) -> str:
+    """2147483648 -> "2GiB", 1536 -> "1.5KiB", 100 -> "100B" (for messages)."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f}{unit}" if value == int(value) else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}TiB"  # pragma: no cover - unreachable

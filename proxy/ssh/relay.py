@@ -261,7 +261,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             make_private_dirs(path, self.session.host.recordings)
         except OSError as exc:
             raise RecordingError(f"cannot create recordings folder: {exc.strerror}") from exc
-        self._cast = CastFile(path, self._recording_failed)
+        self._cast = CastFile(path, self._recording_failed, self.session.recorded)
         width, height = (self.pty[1][0], self.pty[1][1]) if self.pty else (80, 24)
         env = {"TERM": self.pty[0]} if self.pty else {}
         self._enc = CastEncoder(

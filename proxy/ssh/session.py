@@ -22,7 +22,7 @@ import asyncssh
 from proxy.alerts.payload import AlertContext
 from proxy.config import RecordingConfig, TargetConfig
 from proxy.core.policy import warning_times
-from proxy.core.units import format_duration
+from proxy.core.units import format_duration, format_size
 from proxy.errors import StoreError, UpstreamError
 from proxy.ssh import upstream
 from proxy.store.base import NewEvent, Store
@@ -99,6 +99,7 @@ class LiveSession:
         self._audit_chain: asyncio.Future[None] | None = None
         self._finished = asyncio.Event()
         self._finishing = False
+        self.recorded_bytes = 0
         # Monotonic time of the last byte in either direction, for the idle timeout.
         self.last_activity = time.monotonic()
 
@@ -131,6 +132,17 @@ class LiveSession:
     async def upstream(self) -> asyncssh.SSHClientConnection:
         assert self._upstream is not None, "session not started"
         return await asyncio.shield(self._upstream)
+
+    def recorded(self, size: int) -> None:
+        """Bytes written to this session's casts; past the session cap it is closed."""
+        self.recorded_bytes += size
+        limit = self.host.recording.max_session_bytes
+        if self.recorded_bytes > limit and not self._finishing:
+            self.audit("recording_limit", {"recorded_bytes": self.recorded_bytes, "limit": limit})
+            self.close(
+                "recording_limit",
+                f"the session's recordings reached their limit of {format_size(limit)}",
+            )
 
     def new_channel_number(self) -> int:
         self._next_channel += 1

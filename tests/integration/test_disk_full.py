@@ -107,3 +107,36 @@ def test_full_recordings_disk_fails_closed_and_recovers(
         assert b"back" in back.stdout
     finally:
         proxy.stop()
+
+
+def test_a_session_past_its_recording_limit_is_closed_not_recorded_partially(
+    tmp_path: Path, target: SshdTarget
+) -> None:
+    port = free_port()
+    config = write_proxy_config(
+        tmp_path,
+        port,
+        {"db01": target.target_entry()},
+        recording={"max_session_bytes": "256KiB"},
+    )
+    proxy = ProxyProcess.start(config)
+    try:
+        code = issue_code(config, "fay")
+        result = ssh(port, user_at("fay", "db01"), code, "seq 1 3000000")
+        assert result.returncode != 0
+        assert b"reached their limit of 256KiB" in result.stderr, result.describe()
+        # The engineer did not get the whole output: the session was cut.
+        assert b"\n3000000\n" not in result.stdout
+        session = wait_for_session(config, "fay")
+        assert session["end_reason"] == "recording_limit"
+        doc = show(config, str(session["id"]))
+        assert [e for e in doc["events"] if e["type"] == "recording_limit"]
+        channel = doc["channels"][0]
+        cast = Path(channel["recording"])
+        data = cast.read_bytes()
+        # Bounded: the cap plus at most one write buffer, and intact.
+        assert len(data) < 256 * 1024 + 128 * 1024
+        assert channel["recording_sha256"] == hashlib.sha256(data).hexdigest()
+        assert asciinema_cat(cast).returncode == 0
+    finally:
+        proxy.stop()

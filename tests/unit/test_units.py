@@ -139,3 +139,13 @@ def test_parse_size_refuses(value: str | int) -> None:
 def test_parse_size_refuses_other_types() -> None:
     with pytest.raises(ValueError, match=r"bad size 1\.5"):
         parse_size(1.5)  # type: ignore[arg-type]
+
+
+def test_format_size() -> None:
+    from proxy.core.units import format_size
+
+    assert format_size(100) == "100B"
+    assert format_size(1536) == "1.5KiB"
+    assert format_size(64 * 1024 * 1024) == "64MiB"
+    assert format_size(2 * 1024**3) == "2GiB"
+    assert format_size(3 * 1024**4) == "3072GiB"
