@@ -84,7 +84,8 @@ def test_full_recordings_disk_fails_closed_and_recovers(
 
         # 2. With the disk (nearly) full, a new login is refused with a clear reason.
         filler = small_disk / "filler"
-        with open(filler, "wb") as f:
+        # Unbuffered: the write that hits ENOSPC fails here, not at close.
+        with open(filler, "wb", buffering=0) as f:
             try:
                 while True:
                     f.write(b"\0" * 65536)
