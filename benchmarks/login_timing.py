@@ -76,7 +76,7 @@ async def make_cases(proxy: InProcessProxy) -> list[Case]:
 async def one_try(proxy: InProcessProxy, case: Case, n: int) -> float:
     client = ScriptedClient([Step(case.username, case.code, GOOD_JUSTIFICATION)])
     # From one of 250 loopback addresses in turn: the proxy limits connections per
-    # source (40 per 10 s), and its throttles are off here anyway.
+    # source (120 per 10 s), and its throttles are off here anyway.
     source = f"127.0.7.{n % 250 + 1}"
     try:
         conn = await connect(proxy.port, client, local_addr=source)

@@ -58,11 +58,12 @@ SERVER_ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
 SERVER_MAC_ALGS = ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com"]
 # Connections that have not authenticated yet hold a slot each until login_timeout;
 # caps keep a flood or a slowloris from one source from starving everyone else.
-MAX_UNAUTHENTICATED = 128
-MAX_UNAUTHENTICATED_PER_SOURCE = 16
+# An Ansible control node fanning out with forks=50 is one source: the caps leave it room.
+MAX_UNAUTHENTICATED = 256
+MAX_UNAUTHENTICATED_PER_SOURCE = 64
 # New TCP connections per source before the SSH handshake: a flood from one address is
-# cut at the door (a human or Ansible opens a handful a second at most).
-CONNECTION_RATE = ThrottleRule(count=40, window=10.0)
+# cut at the door (a human opens a few a minute, Ansible tens at once, not hundreds).
+CONNECTION_RATE = ThrottleRule(count=120, window=10.0)
 # Default throttles when the config turns the matching alert rule off.
 DEFAULT_THROTTLE = RateRule(count=5, window=600.0)
 

@@ -38,6 +38,7 @@ from asyncssh.constants import (
 )
 from asyncssh.packet import Boolean, SSHPacket, String, UInt32
 
+from proxy.service import MAX_UNAUTHENTICATED_PER_SOURCE
 from tests.integration.conftest import TARGET, standard_targets
 from tests.integration.harness import GOOD_JUSTIFICATION, AuditEvent, SshdTarget, new_person
 from tests.integration.inproc import (
@@ -357,14 +358,15 @@ async def idle_connection(
 async def test_idle_and_half_handshaken_clients_are_cut_and_a_login_gets_through(
     proxy: InProcessProxy, engineer: Step, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # 20 connections from one address: some silent, some stopping after the banner, some
-    # after a truncated KEXINIT. Over the per-source cap of 16 they are refused at once;
+    # cap + 4 connections from one address: some silent, some stopping after the banner,
+    # some after a truncated KEXINIT. Over the per-source cap they are refused at once;
     # the rest are cut at login_timeout. Meanwhile logins from elsewhere get through.
     partial_kexinit = b"SSH-2.0-slow\r\n" + b"\x00\x00\x01\x00\x08\x14" + b"\x00" * 20
-    sends = [b"", b"SSH-2.0-slow\r\n", partial_kexinit] * 7
+    count = MAX_UNAUTHENTICATED_PER_SOURCE + 4
+    sends = [b"", b"SSH-2.0-slow\r\n", partial_kexinit] * (count // 3 + 1)
     before = await proxy.session_ids()
     attacker = fresh_source()
-    flood = [await idle_connection(attacker, proxy.port, s) for s in sends[:20]]
+    flood = [await idle_connection(attacker, proxy.port, s) for s in sends[:count]]
     try:
         await assert_next_login_works(proxy, engineer)
         # Every idle connection is closed by the proxy, within the login timeout plus
@@ -378,7 +380,7 @@ async def test_idle_and_half_handshaken_clients_are_cut_and_a_login_gets_through
         for r in caplog.records
         if r.getMessage() == f"refused a connection from {attacker}: too many unauthenticated"
     ]
-    assert len(refused) == 20 - 16  # MAX_UNAUTHENTICATED_PER_SOURCE
+    assert len(refused) == count - MAX_UNAUTHENTICATED_PER_SOURCE
     # Slots are given back: the flooding address may log in again.
     await assert_next_login_works(proxy, engineer, source=attacker)
     aborted = proxy.events("login_aborted")
