@@ -126,7 +126,8 @@ breakglass demo is running (folder {folder}).
 
      {bg} sessions
      {bg} show SESSION_ID
-     {_program("asciinema")} play {folder}/recordings/<first 4 of SESSION_ID>/SESSION_ID/1.cast
+     {bg} replay SESSION_ID
+     {bg} verify
 
 Press Ctrl-C to stop the demo.
 """,
