@@ -397,7 +397,7 @@ async def reload(app: App, notifier: Notifier) -> None:
     except ConfigError as exc:
         problems = [str(p) for p in exc.problems]
         log.error("reload refused, keeping the running config: %s", "; ".join(problems))
-        await app.append_quietly(
+        await app.alerts.record(
             NewEvent("config_reload_failed", time.time(), data={"problems": problems})
         )
         notifier.ready("reload refused: the config file has errors; old config in force")

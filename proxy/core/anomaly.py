@@ -87,6 +87,7 @@ END_RULES = {
     "idle": "idle_timeout",
     "store_error": "audit_write_failed",
     "recording_error": "audit_write_failed",
+    "recording_limit": "recording_limit",
 }
 DISK_EVENTS = {"disk_space_low": "low", "disk_space_critical": "critical"}
 OPERATOR_RULES = {"operator_kill": "operator_kill", "operator_extend": "operator_extend"}
@@ -306,6 +307,7 @@ def on_session_end(reason: str, detail: str | None = None) -> list[Firing]:
         "time_limit": "session closed at its time limit",
         "idle_timeout": "session closed after its idle timeout",
         "audit_write_failed": "session closed: its audit trail or recording could not be written",
+        "recording_limit": "session closed: its recordings reached their size limit",
     }[rule]
     return [Firing(rule, f"{text}: {detail}" if detail else text)]
 
@@ -349,6 +351,10 @@ def evaluate(
         return on_operator(type_, str(data.get("operator") or "?"), str(data.get("reason") or ""))
     if type_ == "drill":
         return [Firing("drill", "test alert (breakglass drill)", flag=False)]
+    if type_ == "config_reload_failed":
+        problems = data.get("problems") or []
+        text = f"config reload refused ({len(problems)} problem(s)); the old config stays in force"
+        return [Firing("config_reload_failed", text, flag=False)]
     if type_ in DISK_EVENTS:
         free = data.get("free_bytes")
         mib = f": {int(free) >> 20} MiB free" if isinstance(free, int) else ""

@@ -91,6 +91,12 @@ def test_notify_reload_and_stop(tmp_path: Path, target: SshdTarget, notify: Noti
         failed = [e for e in read_events(proxy.database) if e.type == "config_reload_failed"]
         assert len(failed) == 1
         assert any("bogus_key" in p for p in failed[0].data["problems"])
+        alerts = [
+            e
+            for e in read_events(proxy.database)
+            if e.type == "alert" and e.data.get("rule") == "config_reload_failed"
+        ]
+        assert len(alerts) == 1, alerts
         result = ssh(port, user_at("alice", "db02"), code, "echo still-db02")
         assert result.returncode == 0, result.describe()
 

@@ -393,3 +393,12 @@ def test_disk_space_crossings_alert() -> None:
     )
     assert names(anomaly.evaluate("disk_space_critical", {}, OFF, History(), T0)) == ["disk_space"]
     assert anomaly.evaluate("disk_space_ok", data, OFF, History(), T0) == []
+
+
+def test_a_refused_reload_and_a_recording_limit_raise_alerts() -> None:
+    from proxy.core.anomaly import evaluate, on_session_end
+
+    fired = evaluate("config_reload_failed", {"problems": ["a", "b"]}, AlertRules(), History(), 0.0)
+    assert [(f.rule, f.flag) for f in fired] == [("config_reload_failed", False)]
+    assert "2 problem(s)" in fired[0].detail
+    assert [f.rule for f in on_session_end("recording_limit")] == ["recording_limit"]
