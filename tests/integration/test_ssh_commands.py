@@ -100,11 +100,11 @@ def test_commands_typed_at_a_shell_are_events_and_a_secret_is_not(
         term.keys("sleep 30", "Enter")
         term.keys("C-c")
         term.keys("vim -u NONE -i NONE /dev/null", "Enter")
-        time.sleep(0.5)
+        term.expect('"/dev/null"')  # vim's status line: the editor is up
         term.keys("ihello", "Escape")
         term.keys(":q!", "Enter")
         term.keys("less /etc/passwd", "Enter")
-        time.sleep(0.5)
+        term.expect("root:x:0:0")  # less shows the file
         term.keys("q")
         term.keys("read -s -p 'Password: ' pw; echo; echo len=${#pw}", "Enter")
         term.expect("Password:")
