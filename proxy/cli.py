@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import secrets
 import sys
 import time
@@ -449,7 +450,13 @@ def cmd_checkpoint_key(args: argparse.Namespace, config: Config) -> int:
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from proxy.service import serve
 
-    asyncio.run(serve(config))
+    if os.environ.get("BREAKGLASS_EVENT_LOOP") == "asyncio":
+        asyncio.run(serve(config))
+    else:
+        # uvloop: ~10-15 % less proxy CPU per relayed GB and per keystroke (benchmarks/).
+        import uvloop
+
+        uvloop.run(serve(config))
     return 0
 
 
