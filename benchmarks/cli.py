@@ -32,6 +32,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 TEXT_LINE = "2024-05-01T12:00:00.000Z INFO api request handled path=/v1/items status=200 ms=12"
 PATHS = ("direct", "proxy")
+START = "BGSTART"  # printed by the shell right before a typed command's output
 # Memory first: on a fresh proxy, before earlier sessions have grown its heap (later, the
 # RSS delta would understate what a session costs).
 METRICS = ("memory", "login", "download", "text", "upload", "sftp", "pty", "echo")
@@ -176,17 +177,25 @@ class Bench:
 
         self._guard(row, body)
 
-    def _stream(self, metric: str, label: str, command: str, size: int, *, tty: bool) -> None:
+    def _stream(
+        self, metric: str, label: str, command: str, size: int, *, tty: bool, shell: bool = False
+    ) -> None:
+        """``shell``: the command is typed at an interactive login shell in a PTY (so the
+        proxy extracts commands, as in a real session) and timed from a marker it prints."""
         goal = 0.8 if tty else 1.0
         row = Row(label, "MB/s", goal=goal)
+        # Split by quotes so the typed line's echo does not contain the marker.
+        typed = f"stty -echo; printf '{START[:3]}''{START[3:]}\\n'; {command}; exit\n".encode()
 
         def measure(path: str) -> Sample:
             return transfer.read_stream(
-                self.rig.ssh(path, command, tty=tty),
+                self.rig.ssh(path, None if shell else command, tty=tty),
                 self.rig.env(path),
                 pid=self._pid(path),
                 timeout=transfer.rig_timeout(size),
                 tty=tty,
+                typed=typed if shell else None,
+                start=START.encode() if shell else None,
             )
 
         self._guard(row, lambda: self._cpu_per_gb(metric, self._interleave(row, measure, _mbs)))
@@ -215,10 +224,11 @@ class Bench:
         size = self.s.pty
         self._stream(
             "PTY text output",
-            f"PTY output base64 {_h(size)}",
+            f"PTY shell output base64 {_h(size)}",
             f"base64 /dev/urandom | head -c {size}",
             size,
             tty=True,
+            shell=True,
         )
 
     def upload(self) -> None:

@@ -194,12 +194,13 @@ class Rig:
             return self.target.port, f"{self.target.login}@{LOOPBACK}"
         return self.proxy.port, f"{PERSON}@{TARGET}@{LOOPBACK}"
 
-    def ssh(self, path: str, command: str, *, tty: bool = False) -> list[str]:
+    def ssh(self, path: str, command: str | None, *, tty: bool = False) -> list[str]:
+        """The client's argv; ``command`` None opens the login shell."""
         port, destination = self._destination(path)
         argv = [SSH, "-F", "none", "-p", str(port), *self._options(path)]
         if tty:
             argv.append("-tt")
-        return [*argv, destination, command]
+        return [*argv, destination] if command is None else [*argv, destination, command]
 
     def sftp(self, path: str) -> list[str]:
         port, destination = self._destination(path)

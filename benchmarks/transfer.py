@@ -50,9 +50,20 @@ def _delta(after: float | None, before: float | None) -> float | None:
 
 
 def read_stream(
-    argv: Sequence[str], env: dict[str, str], *, pid: int | None, timeout: float, tty: bool
+    argv: Sequence[str],
+    env: dict[str, str],
+    *,
+    pid: int | None,
+    timeout: float,
+    tty: bool,
+    typed: bytes | None = None,
+    start: bytes | None = None,
 ) -> Sample:
-    """Run a client whose remote command writes a stream; time first byte -> EOF."""
+    """Run a client whose remote command writes a stream; time first byte -> EOF.
+
+    ``typed`` is written to the client's stdin first (a command line for an interactive
+    shell); with ``start``, timing and counting begin after that marker in the output,
+    so a shell's start-up and prompt are not part of the data phase."""
     process = subprocess.Popen(
         argv,
         env=env,
@@ -69,6 +80,14 @@ def read_stream(
     first_len = 0
     total = 0
     try:
+        if typed is not None:
+            assert process.stdin is not None
+            process.stdin.write(typed)
+            process.stdin.flush()
+        if start is not None:
+            seen = _wait_for(fd, start, deadline)
+            first, cpu0 = time.monotonic(), _cpu(pid)
+            total = len(seen) - seen.index(start) - len(start)
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
             while True:
