@@ -222,7 +222,10 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             info = self.session.info
             ends = time.strftime("%H:%M UTC", time.gmtime(info.deadline))
             self.notice(f"breakglass: session {self.name} is recorded; it ends at {ends}.")
-            if self.kind == "shell":
+            # Also a PTY exec (`ssh -t host sudo -i`, `ssh -t host psql`): what is typed
+            # there is as much a resource accessed as at a login shell. Full-screen
+            # programs are skipped by the extractor itself.
+            if self.kind in ("shell", "exec") and self._tap is None:
                 size = self._pending_size or self.pty[1]
                 self._cmds = CommandExtractor(size[0], size[1])
         for t, data, datatype in self._early:

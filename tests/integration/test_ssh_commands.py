@@ -141,3 +141,43 @@ def test_commands_typed_at_a_shell_are_events_and_a_secret_is_not(
     assert secret not in str(session)
     for path in deployment.database.parent.glob(deployment.database.name + "*"):
         assert secret.encode() not in path.read_bytes(), path
+
+
+def test_commands_typed_in_a_pty_exec_are_events(deployment: Deployment, person: str) -> None:
+    """``ssh -t host bash`` (or ``sudo -i``): an exec with a PTY running a shell. The exec
+    line is one command event, and what is typed in that shell is recorded the same way
+    as at a login shell."""
+    code = deployment.code(person)
+    askpass = Askpass(
+        Path(tempfile.mkdtemp(prefix="bg-askpass-")) / "askpass",
+        codes=[code],
+        justifications=[GOOD_JUSTIFICATION],
+    )
+    argv = [
+        SSH,
+        "-t",
+        "-p",
+        str(deployment.port),
+        *ssh_options(),
+        f"{user_at(person, TARGET)}@{LOOPBACK}",
+        "bash --norc -i",
+    ]
+    term = Tmux(argv, _client_env(askpass.env()))
+    try:
+        term.expect("is recorded")
+        term.expect("bash-")  # --norc: bash's default prompt, bash-5.2# as root
+        term.keys("echo inner-$((6 * 7))", "Enter")
+        term.expect("inner-42")
+        term.keys("id -un", "Enter")
+        term.keys("exit 3", "Enter")
+        session = deployment.wait_for_session(person, timeout=30)
+    finally:
+        term.close()
+
+    commands = events_of(session, "command")
+    assert [(e["data"]["source"], e["data"].get("text")) for e in commands] == [
+        ("exec", "bash --norc -i"),
+        ("pty", "echo inner-$((6 * 7))"),
+        ("pty", "id -un"),
+        ("pty", "exit 3"),
+    ], commands
