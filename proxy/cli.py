@@ -23,6 +23,7 @@ from proxy.audit.verify import verify_json, verify_text
 from proxy.audit.views import rfc3339, session_json, sessions_table, show_json, show_text
 from proxy.cliutil import operator, print_json, with_store
 from proxy.config import Config, default_config_path, load_config
+from proxy.core.chaincheck import PRUNED
 from proxy.core.credentials import (
     CodeHasher,
     Credential,
@@ -343,14 +344,15 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
     if chan and not chan.isdigit():
         print(f"breakglass: bad channel in {escape(args.session)}", file=sys.stderr)
         return 2
-    row = asyncio.run(with_store(config, lambda s: s.get_session(session_id)))
+    row, events = asyncio.run(with_store(config, lambda s: _session_with_events(s, session_id)))
     if row is None:
         return _no_session(session_id)
     channels = [c for c in row.channels if not chan or c.n == int(chan)]
     if not channels:
         print(f"breakglass: no channel {escape(args.session)}", file=sys.stderr)
         return 1
-    return replay_channels(channels, config.storage.recordings, args.speed, args.idle_limit)
+    pruned = {e.channel: e for e in events if e.type == PRUNED and e.channel is not None}
+    return replay_channels(channels, config.storage.recordings, args.speed, args.idle_limit, pruned)
 
 
 def cmd_report(args: argparse.Namespace, config: Config) -> int:

@@ -13,14 +13,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from proxy.audit.verify import locate_recording, recording_check
 from proxy.core.termfilter import CastReport, replayable_cast
 from proxy.core.text import escape
+from proxy.core.units import format_duration
 from proxy.errors import BreakglassError
-from proxy.store.base import ChannelRow
+from proxy.store.base import ChannelRow, StoredEvent
 
 
 class ReplayError(BreakglassError):
@@ -90,18 +92,37 @@ def replay(
 
 
 def replay_channels(
-    channels: Sequence[ChannelRow], root: Path, speed: float | None, idle_limit: float | None
+    channels: Sequence[ChannelRow],
+    root: Path,
+    speed: float | None,
+    idle_limit: float | None,
+    pruned: Mapping[int, StoredEvent] | None = None,
 ) -> int:
     """Play each channel's recording in turn, saying first whether its hash checks out.
-    Exit status 0 only when every one was found and played."""
+    Exit status 0 only when every one was found and played. ``pruned``: the session's
+    ``recording_pruned`` events by channel, so a cast removed by retention is told apart
+    from one that went missing."""
     status = 0
     for c in channels:
         name = f"{c.session_id}/{c.n}"
         path, shown = locate_recording(c.recording, root, c.session_id, c.n)
         if path is None:
-            print(
-                f"breakglass: the recording of {name} is missing ({escape(shown)})", file=sys.stderr
-            )
+            gone = (pruned or {}).get(c.n)
+            if gone is not None:
+                when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(gone.time))
+                kept = gone.data.get("retention")
+                shown_kept = format_duration(kept) if isinstance(kept, int | float) else "?"
+                why = f"pruned by retention ({shown_kept})"
+                print(
+                    f"breakglass: the recording of {name} was {why} on {when}; the trail "
+                    f"keeps its sha256 {escape(str(gone.data.get('sha256')))}",
+                    file=sys.stderr,
+                )
+            else:
+                print(
+                    f"breakglass: the recording of {name} is missing ({escape(shown)})",
+                    file=sys.stderr,
+                )
             status = 1
             continue
         check, _ = recording_check(

@@ -193,6 +193,10 @@ def test_prune_deletes_old_casts_and_verify_still_passes(
         assert "missing" not in doc["recordings"]
         shown = d.show(items[0]["session"])
         assert {c["recording_check"] for c in shown["channels"]} == {"pruned"}
+        replayed = d.cli("replay", items[0]["session"])
+        assert replayed.returncode == 1
+        assert "was pruned by retention (2s) on " in replayed.stderr, replayed.stderr
+        assert "missing" not in replayed.stderr
 
         # Idempotent: nothing left to do.
         again = cli_json(d.config, "prune")
