@@ -19,8 +19,15 @@ from typing import Any, TypeVar
 
 from proxy import cli_care, cli_ops
 from proxy.audit.facts import session_facts, with_recordings
-from proxy.audit.verify import verify_json, verify_text
-from proxy.audit.views import rfc3339, session_json, sessions_table, show_json, show_text
+from proxy.audit.views import (
+    rfc3339,
+    session_json,
+    sessions_table_lines,
+    show_json,
+    show_text,
+    write_json_lines_array,
+    write_lines,
+)
 from proxy.cliutil import operator, print_json, with_store
 from proxy.config import Config, default_config_path, load_config
 from proxy.core.chaincheck import PRUNED
@@ -305,11 +312,14 @@ def cmd_sessions(args: argparse.Namespace, config: Config) -> int:
         command=args.command_glob,
         path=args.path,
     )
-    rows = asyncio.run(with_store(config, lambda s: s.list_sessions(flt)))
+    # The table shows no channels: not read for it.
+    rows = asyncio.run(with_store(config, lambda s: s.list_sessions(flt, channels=args.json)))
+    # Written as they are formatted: a listing of every session is 100,000 lines. The
+    # JSON array has one session per line (indenting it would take seconds).
     if args.json:
-        print_json([session_json(r) for r in rows])
+        write_json_lines_array(sys.stdout, map(session_json, rows))
     else:
-        print(sessions_table(rows))
+        write_lines(sys.stdout, sessions_table_lines(rows))
     return 0
 
 
@@ -356,16 +366,18 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_report(args: argparse.Namespace, config: Config) -> int:
-    from proxy.audit.report import build_report, render
+    from proxy.audit.report import write_report
 
     now = time.time()
     since = args.since if args.since is not None else now - parse_duration("30d")
 
-    async def build(store: SQLiteStore) -> Any:
-        return await build_report(store, config.storage.recordings, since, args.until, now)
+    async def run(store: SQLiteStore) -> None:
+        # Written while it is read: a year's report is tens of megabytes.
+        await write_report(
+            store, config.storage.recordings, since, args.until, now, args.format, sys.stdout
+        )
 
-    report = asyncio.run(with_store(config, build))
-    sys.stdout.write(render(report, args.format))
+    asyncio.run(with_store(config, run))
     return 0
 
 
@@ -392,7 +404,7 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_verify(args: argparse.Namespace, config: Config) -> int:
     from proxy.audit.checkpoint import parse_public_key, read_checkpoints
-    from proxy.audit.verify import verify
+    from proxy.audit.verify import verify, verify_json, verify_text
 
     try:
         pub = parse_public_key(args.key) if args.key else None

@@ -28,13 +28,11 @@ import os
 import re
 import sqlite3
 import sys
-import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncssh
 import yaml
 
 from proxy.cliutil import operator, print_json
@@ -42,9 +40,13 @@ from proxy.config import Config
 from proxy.core.text import escape
 from proxy.core.units import format_duration
 from proxy.errors import StoreError
-from proxy.retention import KEPT_ALTERED, PRUNED_NOW, WOULD_PRUNE, PruneItem, prune_recordings
 from proxy.store.base import NewEvent
 from proxy.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    import asyncssh
+
+    from proxy.retention import PruneItem
 
 # As proxy.config checks target names and logins.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -123,6 +125,8 @@ def _err(message: str) -> int:
 
 async def fetch_host_keys(host: str, port: int, per_try: float) -> list[asyncssh.SSHKey]:
     """Every host key the server offers, one key exchange per key family, no login."""
+    import asyncssh  # here, not at the top: it costs every other command ~0.1 s to start
+
     keys: dict[bytes, asyncssh.SSHKey] = {}
     failure: Exception | None = None
     for algs in HOST_KEY_FAMILIES:
@@ -154,6 +158,8 @@ def key_line(key: asyncssh.SSHKey) -> str:
 def _proxy_key(path: Path) -> tuple[asyncssh.SSHKey, bool]:
     """The proxy's key for a target: the one at ``path``, or a new Ed25519 key written
     there 0600 (its folder 0700). Returns the key and whether it is new."""
+    import asyncssh
+
     if path.exists():
         return asyncssh.read_private_key(path), False
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -167,6 +173,8 @@ def _proxy_key(path: Path) -> tuple[asyncssh.SSHKey, bool]:
 
 
 def cmd_target_add(args: argparse.Namespace, config: Config) -> int:
+    import asyncssh
+
     host, port = args.address
     try:
         keys = asyncio.run(fetch_host_keys(host, port, args.timeout))
@@ -298,6 +306,8 @@ def _walk(root: Path, skip: set[Path]) -> Iterator[Path]:
 def backup_recordings(root: Path, tar_path: Path, skip: set[Path]) -> int:
     """Pack the recordings folder (casts, and the checkpoint key kept with them) into a
     new tar, 0600. A file that vanishes meanwhile (pruned) is left out."""
+    import tarfile
+
     count = 0
     fd = _create_private(tar_path)
     try:
@@ -393,6 +403,10 @@ def _item_json(i: PruneItem) -> dict[str, Any]:
 
 
 def cmd_prune(args: argparse.Namespace, config: Config) -> int:
+    # Here, not at the top: retention brings in verify and cryptography, which every
+    # other command would pay for at start-up.
+    from proxy.retention import KEPT_ALTERED, PRUNED_NOW, WOULD_PRUNE, prune_recordings
+
     retention = config.storage.retention
     if retention is None:
         print("storage.retention is not set: recordings are kept forever; nothing to do")

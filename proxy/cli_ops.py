@@ -20,13 +20,11 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from proxy.alerts.delivery import send_everywhere
 from proxy.alerts.overrides import EXTEND, KILL
-from proxy.alerts.payload import AlertContext, build, rfc3339
-from proxy.alerts.sinks import Outgoing, make_sinks
+from proxy.audit.views import rfc3339
 from proxy.cliutil import operator, print_json, with_store
 from proxy.config import Config
-from proxy.core import anomaly, chain
+from proxy.core import chain
 from proxy.core.text import escape
 from proxy.core.units import format_duration, parse_duration
 from proxy.errors import StoreError
@@ -117,6 +115,11 @@ async def _override(
     """Append the override; then wait (bounded) until the proxy has acted on it.
     Returns (outcome, the session as last seen): outcome is no_session, not_live, done
     or pending."""
+    # The alert machinery is imported by the commands that raise alerts, so that every
+    # other command starts without it.
+    from proxy.alerts.payload import AlertContext, build
+    from proxy.core import anomaly
+
     row = await store.get_session(session_id)
     if row is None:
         return "no_session", None
@@ -206,6 +209,11 @@ def cmd_extend(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _drill(config: Config) -> tuple[str, list[tuple[str, bool, str]], str | None]:
+    from proxy.alerts.delivery import send_everywhere
+    from proxy.alerts.payload import AlertContext, build
+    from proxy.alerts.sinks import Outgoing, make_sinks
+    from proxy.core import anomaly
+
     sinks = make_sinks(config.alerts.sinks)
     now = time.time()
     who = operator()

@@ -16,9 +16,10 @@ import socket
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import asyncssh
+if TYPE_CHECKING:
+    import asyncssh
 
 __all__ = [
     "Issue",
@@ -73,6 +74,10 @@ def private_key_issue(path: Path, what: str, *, must_exist: bool = True) -> Issu
     issue, data = _private_file(path, what, must_exist=must_exist)
     if issue is not None or data is None:
         return issue
+    # Imported here, not at the top: the auditor's commands load the config too, and
+    # asyncssh costs ~0.1 s to import; they need it only when there is a key to check.
+    import asyncssh
+
     try:
         asyncssh.import_private_key(data)
     # asyncssh raises several types for malformed input; any of them means "unusable".
@@ -112,6 +117,8 @@ def normalise_host_key(text: str) -> str:
         raise ValueError("is a private key; pin the target's public host key instead")
     if "\n" in stripped or len(stripped.split()) < 2:
         raise ValueError("must be one OpenSSH public key line: TYPE BASE64 [COMMENT]")
+    import asyncssh
+
     try:
         key = asyncssh.import_public_key(stripped)
     except Exception:  # as in private_key_issue
@@ -126,6 +133,8 @@ def known_hosts_keys(path: Path, host: str, addresses: Sequence[str], port: int)
     left out and ``@cert-authority`` lines are not host keys. Raises OSError when the
     file cannot be read, ValueError when it is malformed.
     """
+    import asyncssh
+
     try:
         known = asyncssh.read_known_hosts(str(path))
     except ValueError:

@@ -1,52 +1,63 @@
 """``breakglass report``: a post-incident report per session and a period summary.
 
-Owns gathering a period's sessions with the events an auditor needs (one query per
-kind, never one per session) and rendering them as Markdown (to paste into a
-post-mortem), JSON (for machines) or CSV (one row per session, for a spreadsheet).
-Every untrusted string is escaped for the format it lands in (``core.markup``).
+Owns gathering a period's sessions with the events an auditor needs and rendering them
+as Markdown (to paste into a post-mortem), JSON (for machines) or CSV (one row per
+session, for a spreadsheet). Every untrusted string is escaped for the format it lands
+in (``core.markup``).
+
+A year can be 50,000 sessions and a million lines of Markdown, so the report is
+written as it is read: the summary first, from SQL aggregates over the period
+(``Store.period_summary``) and the recordings hashed up front (their results are part
+of the summary), then the sessions a batch at a time (``Store.period_sessions``: three
+cursors in session order, never a query per session), each rendered and written before
+the next batch is read.
 """
 
 from __future__ import annotations
 
 import csv
-import io
-import statistics
-from collections import Counter, defaultdict
-from collections.abc import Sequence
+import functools
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from proxy.audit.facts import (
-    INTERESTING_TYPES,
-    SessionFacts,
-    session_facts,
-    with_recordings,
-)
-from proxy.audit.views import rfc3339, show_json
+from proxy.audit.facts import INTERESTING_TYPES, SessionFacts, facts_of_rows
+from proxy.audit.verify import recording_check
+from proxy.audit.views import facts_json, rfc3339
 from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES
 from proxy.core.markup import csv_cell, md
-from proxy.core.text import safe_json
+from proxy.core.text import json_terminal_safe
 from proxy.core.units import format_duration
-from proxy.store.base import SessionFilter, Store, StoredEvent
+from proxy.store.base import GroupTotals, PeriodSummary, Store, StoredEvent
+
+# One compact encoder for every batch: the C encoder (json uses the slow Python one when
+# indenting), as safe_json(compact=True) makes it; json_terminal_safe follows.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(repr=False)
 class Report:
+    """Everything but the sessions: the period, the summary and the alerts and flags.
+    The sessions are read (``sessions``) while the report is written."""
+
     since: float | None
     until: float | None
     generated_at: float
-    sessions: list[SessionFacts] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
     # Every alert and flag in the period, with or without a session (failed-login
     # bursts have none).
     alerts: list[StoredEvent] = field(default_factory=list)
     flags: list[StoredEvent] = field(default_factory=list)
+    # The hash check of every recording of the period's sessions: (session, channel).
+    checks: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         # Short on purpose: asyncio.run() (3.11) formats the repr of its main task's
-        # result while restoring signal handlers; a full repr of thousands of sessions
-        # cost a third of the report's time.
-        return f"Report({len(self.sessions)} sessions, since={self.since}, until={self.until})"
+        # result while restoring signal handlers.
+        return f"Report(since={self.since}, until={self.until})"
 
 
 async def build_report(
@@ -58,21 +69,84 @@ async def build_report(
     *,
     check_recordings: bool = True,
 ) -> Report:
-    rows = await store.list_sessions(SessionFilter(since=since, until=until))
-    ids = [r.id for r in rows]
-    by_session: dict[str, list[StoredEvent]] = defaultdict(list)
-    for e in await store.events_for_sessions(ids, INTERESTING_TYPES):
-        if e.session_id is not None:
-            by_session[e.session_id].append(e)
+    """The report's head: summary, alerts, flags and recording checks."""
     report = Report(since, until, now)
-    for r in rows:
-        facts = session_facts(r, by_session.get(r.id, ()))
-        if check_recordings:
-            with_recordings(facts, recordings)
-        report.sessions.append(facts)
+    if check_recordings:
+        for c, pruned_seq in await store.period_recordings(since, until):
+            status, _ = recording_check(
+                c.recording,
+                recordings,
+                c.session_id,
+                c.n,
+                c.recording_sha256,
+                c.recording_bytes,
+                ended=c.ended_at is not None,
+                pruned_seq=pruned_seq,
+            )
+            report.checks[(c.session_id, c.n)] = status
     report.alerts = await store.events_between(ALERT_TYPES, since, until)
     report.flags = await store.events_between(FLAG_TYPES, since, until)
+    report.summary = summary_doc(
+        await store.period_summary(since, until), report.alerts, report.flags, report.checks
+    )
     return report
+
+
+async def sessions(store: Store, report: Report) -> AsyncIterator[list[SessionFacts]]:
+    """The period's sessions with their facts, by id, a batch at a time."""
+    checks = report.checks
+    async for batch in store.period_sessions(report.since, report.until, INTERESTING_TYPES):
+        out = []
+        for row, events in batch:
+            f = facts_of_rows(row, events)
+            if checks:
+                for c in row.channels:
+                    status = checks.get((row.id, c.n))
+                    if status is not None:
+                        f.recording_checks[c.n] = status
+            out.append(f)
+        yield out
+
+
+def _totals(g: GroupTotals) -> dict[str, Any]:
+    return {
+        "sessions": g.sessions,
+        "total_seconds": round(g.total_seconds, 3),
+        "longest": round(g.longest, 3),
+    }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def summary_doc(
+    ps: PeriodSummary,
+    alerts: Sequence[StoredEvent],
+    flags: Sequence[StoredEvent],
+    checks: dict[tuple[str, int], str],
+) -> dict[str, Any]:
+    alert_rules = Counter(str(e.data.get("rule") or e.data.get("kind") or e.type) for e in alerts)
+    return {
+        "sessions": ps.sessions,
+        "people": len(ps.by_person),
+        "by_person": {k: _totals(v) for k, v in sorted(ps.by_person.items())},
+        "by_target": {k: _totals(v) for k, v in sorted(ps.by_target.items())},
+        "durations": {
+            # round(sum([]), 3) is the int 0: kept, so an empty period reads the same.
+            "total": round(ps.total_seconds, 3) if ps.ended else 0,
+            "mean": _rounded(ps.mean),
+            "median": _rounded(ps.median),
+            "longest": _rounded(ps.longest),
+        },
+        "end_reasons": dict(sorted(ps.end_reasons.items())),
+        "alerts": len(alerts),
+        "alerts_by_rule": dict(sorted(alert_rules.items())),
+        "flags": len(flags),
+        "flagged_sessions": ps.flagged,
+        "reviewed_sessions": ps.reviewed,
+        "recordings": dict(sorted(Counter(checks.values()).items())),
+    }
 
 
 def _duration(f: SessionFacts) -> float | None:
@@ -80,69 +154,12 @@ def _duration(f: SessionFacts) -> float | None:
     return None if s.ended_at is None else s.ended_at - s.started_at
 
 
-def summary(report: Report) -> dict[str, Any]:
-    people: dict[str, dict[str, Any]] = {}
-    targets: dict[str, dict[str, Any]] = {}
-    durations: list[float] = []
-    for f in report.sessions:
-        s = f.session
-        d = _duration(f)
-        if d is not None:
-            durations.append(d)
-        for table, key in ((people, s.person), (targets, s.target)):
-            entry = table.setdefault(key, {"sessions": 0, "total_seconds": 0.0, "longest": 0.0})
-            entry["sessions"] += 1
-            if d is not None:
-                entry["total_seconds"] = round(entry["total_seconds"] + d, 3)
-                entry["longest"] = round(max(entry["longest"], d), 3)
-    reasons = Counter(f.session.end_reason or "live" for f in report.sessions)
-    checks = Counter(v for f in report.sessions for v in f.recording_checks.values())
-    alert_rules = Counter(
-        str(e.data.get("rule") or e.data.get("kind") or e.type) for e in report.alerts
-    )
-    return {
-        "sessions": len(report.sessions),
-        "people": len(people),
-        "by_person": dict(sorted(people.items())),
-        "by_target": dict(sorted(targets.items())),
-        "durations": {
-            "total": round(sum(durations), 3),
-            "mean": round(statistics.fmean(durations), 3) if durations else None,
-            "median": round(statistics.median(durations), 3) if durations else None,
-            "longest": round(max(durations), 3) if durations else None,
-        },
-        "end_reasons": dict(sorted(reasons.items())),
-        "alerts": len(report.alerts),
-        "alerts_by_rule": dict(sorted(alert_rules.items())),
-        "flags": len(report.flags),
-        "flagged_sessions": sum(1 for f in report.sessions if f.flags),
-        "reviewed_sessions": sum(1 for f in report.sessions if f.reviews),
-        "recordings": dict(sorted(checks.items())),
-    }
-
-
-def report_json(report: Report) -> dict[str, Any]:
-    return {
-        "since": rfc3339(report.since),
-        "until": rfc3339(report.until),
-        "generated_at": rfc3339(report.generated_at),
-        "summary": summary(report),
-        "alerts": [
-            {"seq": e.seq, "time": rfc3339(e.time), "session": e.session_id, "data": e.data}
-            for e in report.alerts
-        ],
-        "sessions": [_session_doc(f) for f in report.sessions],
-    }
-
-
-def _session_doc(f: SessionFacts) -> dict[str, Any]:
-    doc = show_json(f, [])
-    del doc["events"]  # the report carries the auditor's selection, not the full log
-    return doc
+# Durations repeat (whole seconds, mostly under an hour): formatted once each.
+_format_seconds = functools.lru_cache(maxsize=16384)(format_duration)
 
 
 def _dur(seconds: float | None) -> str:
-    return "-" if seconds is None else format_duration(round(seconds))
+    return "-" if seconds is None else _format_seconds(round(seconds))
 
 
 def _event_line(e: StoredEvent) -> str:
@@ -150,8 +167,12 @@ def _event_line(e: StoredEvent) -> str:
     return md(f"{e.type} " + " ".join(parts))
 
 
-def report_markdown(report: Report) -> str:
-    sm = summary(report)
+# -- Markdown ---------------------------------------------------------------------------
+
+
+def markdown_head(report: Report) -> str:
+    """Everything before the first session, up to the "## Sessions" heading."""
+    sm = report.summary
     period = f"{rfc3339(report.since) or 'the beginning'} to {rfc3339(report.until) or 'now'}"
     out = [
         f"# Break-glass report: {period}",
@@ -204,62 +225,128 @@ def report_markdown(report: Report) -> str:
         checks = ", ".join(f"{v} {md(k)}" for k, v in sm["recordings"].items())
         out += ["", f"Recordings checked against their hashes: {checks}."]
     out += ["", "## Sessions"]
-    for f in report.sessions:
-        out += ["", *_session_markdown(f)]
-    if not report.sessions:
-        out += ["", "No sessions in this period."]
-    return "\n".join(out) + "\n"
+    return "\n".join(out)
 
 
-def _session_markdown(f: SessionFacts) -> list[str]:
+class _Escaped(dict[str, str]):
+    """md() of the texts that repeat across sessions (people, targets, logins, sources,
+    commands, paths), each escaped once: a year's report escapes a million cells, and a
+    dict hit is a fraction of a regex match. Bounded: cleared when full."""
+
+    def __missing__(self, text: str) -> str:
+        if len(self) >= 1 << 16:
+            self.clear()
+        shown = self[text] = md(text)
+        return shown
+
+
+_md = _Escaped()
+
+
+def session_markdown(f: SessionFacts) -> str:
+    """One session's section, without the blank line before it."""
     s = f.session
-    who = (
-        f"{md(s.person)} (code {md(s.credential_id)}) from {md(s.source)},"
-        f" client {md(s.client_version)}"
-    )
-    when = (
-        f"{rfc3339(s.started_at)} to {rfc3339(s.ended_at) or 'still live'}"
-        f" ({_dur(_duration(f))}; deadline {rfc3339(s.deadline)})"
-    )
-    end = md(s.end_reason or "live") + (f": {md(s.end_detail)}" if s.end_detail else "")
+    cell = _md
+    person, login, target = cell[s.person], cell[s.login], cell[s.target]
+    checks = f.recording_checks
     channels = "<br>".join(
-        f"{s.id}/{c.n} {md(c.kind)}{' pty' if c.pty else ''}"
-        f"{(' ' + md(c.command)) if c.command else ''}, "
+        f"{s.id}/{c.n} {cell[c.kind]}{' pty' if c.pty else ''}"
+        f"{(' ' + cell[c.command]) if c.command else ''}, "
         + (f"signal {md(c.exit_signal)}" if c.exit_signal else f"exit {c.exit_status}")
         + f", {c.bytes_up} B up, {c.bytes_down} B down"
-        + f", recording {f.recording_checks.get(c.n, '-')}"
+        + f", recording {checks.get(c.n, '-')}"
         + (f" (sha256 {c.recording_sha256})" if c.recording_sha256 else "")
         for c in s.channels
     )
-    system = "<br>".join(
-        f"{label}: {_event_line(e)}"
-        for label, items in (("alert", f.alerts), ("flag", f.flags), ("override", f.overrides))
-        for e in items
+    if f.alerts or f.flags or f.overrides:
+        system = "<br>".join(
+            f"{label}: {_event_line(e)}"
+            for label, items in (("alert", f.alerts), ("flag", f.flags), ("override", f.overrides))
+            for e in items
+        )
+    else:
+        system = "none recorded"
+    if f.reviews:
+        reviews = "<br>".join(f"{rfc3339(r.time)} {md(r.by)}: {md(r.note)}" for r in f.reviews)
+    else:
+        reviews = "not reviewed"
+    end = md(s.end_reason or "live") + (f": {md(s.end_detail)}" if s.end_detail else "")
+    ended = rfc3339(s.ended_at) if s.ended_at is not None else "still live"
+    text = (
+        f"### {s.id}: {person} on {login}@{target}\n"
+        "\n"
+        "| | |\n"
+        "|---|---|\n"
+        f"| Who | {person} (code {cell[s.credential_id]}) from {cell[s.source]},"
+        f" client {cell[s.client_version]} |\n"
+        f"| When | {rfc3339(s.started_at)} to {ended}"
+        f" ({_dur(_duration(f))}; deadline {rfc3339(s.deadline)}) |\n"
+        f"| Where | {login}@{target} |\n"
+        f"| Why | {md(s.justification)} |\n"
+        f"| How it ended | {end} |\n"
+        f"| Channels | {channels or 'none'} |\n"
+        f"| System response | {system} |\n"
+        f"| Reviews | {reviews} |"
     )
-    reviews = "<br>".join(f"{rfc3339(r.time)} {md(r.by)}: {md(r.note)}" for r in f.reviews)
     lines = [
-        f"### {s.id}: {md(s.person)} on {md(s.login)}@{md(s.target)}",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| Who | {who} |",
-        f"| When | {when} |",
-        f"| Where | {md(s.login)}@{md(s.target)} |",
-        f"| Why | {md(s.justification)} |",
-        f"| How it ended | {end} |",
-        f"| Channels | {channels or 'none'} |",
-        f"| System response | {system or 'none recorded'} |",
-        f"| Reviews | {reviews or 'not reviewed'} |",
+        f"- {rfc3339(r.time)} {s.id if r.channel is None else f'{s.id}/{r.channel}'}"
+        f" {cell[r.kind]}: {cell[r.text]}{_status(r.status)}"
+        for r in f.resources
+        if r.text
     ]
-    resources = [r for r in f.resources if r.text]
-    if resources:
-        lines += ["", "Resources accessed:", ""]
-        for r in resources:
-            chan = f"{s.id}/{r.channel}" if r.channel is not None else s.id
-            status = f" \\[{md(r.status)}\\]" if r.status else ""
-            lines.append(f"- {rfc3339(r.time)} {chan} {md(r.kind)}: {md(r.text)}{status}")
-    return lines
+    if lines:
+        return text + "\n\nResources accessed:\n\n" + "\n".join(lines)
+    return text
 
+
+def _status(status: str | None) -> str:
+    return f" \\[{md(status)}\\]" if status else ""
+
+
+async def write_markdown(store: Store, report: Report, out: TextIO) -> None:
+    out.write(markdown_head(report))
+    empty = True
+    async for batch in sessions(store, report):
+        if batch:
+            empty = False
+            out.write("".join(["\n\n" + session_markdown(f) for f in batch]))
+    out.write("\n\nNo sessions in this period.\n" if empty else "\n")
+
+
+# -- JSON -------------------------------------------------------------------------------
+
+
+def json_head(report: Report) -> dict[str, Any]:
+    """The report document without its "sessions" (the last key)."""
+    return {
+        "since": rfc3339(report.since),
+        "until": rfc3339(report.until),
+        "generated_at": rfc3339(report.generated_at),
+        "summary": report.summary,
+        "alerts": [
+            {"seq": e.seq, "time": rfc3339(e.time), "session": e.session_id, "data": e.data}
+            for e in report.alerts
+        ],
+    }
+
+
+async def write_json(store: Store, report: Report, out: TextIO) -> None:
+    """One compact JSON document, as safe_json(..., compact=True) writes it: compact
+    because the C encoder is several times faster on a month of sessions; machines read
+    it, and `jq .` pretty-prints it. Written a batch of sessions at a time."""
+    head = _JSON.encode(json_head(report))
+    out.write(json_terminal_safe(head[:-1]) + ',"sessions":[')
+    sep = ""
+    async for batch in sessions(store, report):
+        if batch:
+            # A list's compact encoding, brackets cut: the elements joined by ",".
+            body = _JSON.encode([facts_json(f) for f in batch])[1:-1]
+            out.write(sep + json_terminal_safe(body))
+            sep = ","
+    out.write("]}\n")
+
+
+# -- CSV --------------------------------------------------------------------------------
 
 CSV_COLUMNS = (
     "session",
@@ -285,59 +372,72 @@ CSV_COLUMNS = (
 )
 
 
-def report_csv(report: Report) -> str:
-    """One row per session. Untrusted text is escaped and formula-neutralised; the
+def csv_row(f: SessionFacts) -> list[Any]:
+    """One session's row. Untrusted text is escaped and formula-neutralised; the
     numbers and times the proxy wrote itself are plain."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
+    s = f.session
+    d = _duration(f)
+    return [
+        s.id,
+        csv_cell(s.person),
+        csv_cell(s.credential_id),
+        csv_cell(s.source),
+        csv_cell(s.client_version),
+        csv_cell(s.target),
+        csv_cell(s.login),
+        csv_cell(s.justification),
+        rfc3339(s.started_at),
+        rfc3339(s.ended_at) or "",
+        "" if d is None else f"{d:.3f}",
+        csv_cell(s.end_reason or "live"),
+        csv_cell(s.end_detail),
+        len(s.channels),
+        csv_cell(_joined(f"{r.kind}: {r.text}" for r in f.resources if r.text)),
+        csv_cell(_joined(_plain(e) for e in f.alerts)),
+        csv_cell(_joined(_plain(e) for e in f.flags)),
+        csv_cell(_joined(_plain(e) for e in f.overrides)),
+        csv_cell(_joined(f"{rfc3339(r.time)} {r.by}: {r.note}" for r in f.reviews)),
+        csv_cell(_joined(f"{n}: {v}" for n, v in sorted(f.recording_checks.items()))),
+    ]
+
+
+async def write_csv(store: Store, report: Report, out: TextIO) -> None:
+    w = csv.writer(out, lineterminator="\r\n")
     w.writerow(CSV_COLUMNS)
-    for f in report.sessions:
-        s = f.session
-        d = _duration(f)
-        w.writerow(
-            [
-                s.id,
-                csv_cell(s.person),
-                csv_cell(s.credential_id),
-                csv_cell(s.source),
-                csv_cell(s.client_version),
-                csv_cell(s.target),
-                csv_cell(s.login),
-                csv_cell(s.justification),
-                rfc3339(s.started_at),
-                rfc3339(s.ended_at) or "",
-                "" if d is None else f"{d:.3f}",
-                csv_cell(s.end_reason or "live"),
-                csv_cell(s.end_detail),
-                len(s.channels),
-                csv_cell(_joined(f"{r.kind}: {r.text}" for r in f.resources if r.text)),
-                csv_cell(_joined(_plain(e) for e in f.alerts)),
-                csv_cell(_joined(_plain(e) for e in f.flags)),
-                csv_cell(_joined(_plain(e) for e in f.overrides)),
-                csv_cell(_joined(f"{rfc3339(r.time)} {r.by}: {r.note}" for r in f.reviews)),
-                csv_cell(_joined(f"{n}: {v}" for n, v in sorted(f.recording_checks.items()))),
-            ]
-        )
-    return buf.getvalue()
+    async for batch in sessions(store, report):
+        w.writerows(csv_row(f) for f in batch)
 
 
 def _plain(e: StoredEvent) -> str:
     return f"{e.type} " + " ".join(f"{k}={v}" for k, v in sorted(e.data.items()))
 
 
-def _joined(items: Any) -> str:
+def _joined(items: Iterable[str]) -> str:
     return " ; ".join(items)
 
 
-def render(report: Report, fmt: str) -> str:
-    if fmt == "json":
-        # Compact: the C encoder (json skips it when indenting) is several times faster
-        # on a month of sessions; machines read it, and `jq .` pretty-prints it.
-        return safe_json(report_json(report), compact=True) + "\n"
-    if fmt == "csv":
-        return report_csv(report)
-    return report_markdown(report)
+# -- the command ------------------------------------------------------------------------
+
+WRITERS = {"markdown": write_markdown, "json": write_json, "csv": write_csv}
+
+
+async def write_report(
+    store: Store,
+    recordings: Path,
+    since: float | None,
+    until: float | None,
+    now: float,
+    fmt: str,
+    out: TextIO,
+    *,
+    check_recordings: bool = True,
+) -> None:
+    """Read the period from ``store`` and write the report in ``fmt`` to ``out``."""
+    report = await build_report(
+        store, recordings, since, until, now, check_recordings=check_recordings
+    )
+    await WRITERS[fmt](store, report, out)
 
 
 def formats() -> Sequence[str]:
-    return ("markdown", "json", "csv")
+    return tuple(WRITERS)

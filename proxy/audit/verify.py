@@ -16,11 +16,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from proxy.audit.checkpoint import fingerprint, key_path, read_private, signature_ok
 from proxy.core.chaincheck import (
     ChainChecker,
     Checkpoint,
@@ -34,6 +31,9 @@ from proxy.core.text import escape
 from proxy.errors import BreakglassError
 from proxy.recorder import recording_path
 from proxy.store.base import Store
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 BATCH = 5000
 
@@ -111,6 +111,10 @@ def recording_check(
 
 
 def load_public_key(recordings: Path) -> Ed25519PublicKey | None:
+    # The checkpoint module (and cryptography) only where checkpoints are checked:
+    # show and report import this module for recording_check and should start fast.
+    from proxy.audit.checkpoint import key_path, read_private
+
     path = key_path(recordings)
     if not path.exists():
         return None
@@ -221,6 +225,8 @@ async def _check_signatures(
     recordings: Path,
     public_key: Ed25519PublicKey | None,
 ) -> None:
+    from proxy.audit.checkpoint import fingerprint, key_path, signature_ok
+
     result.checkpoints = len(checkpoints)
     if not checkpoints and not external:
         return

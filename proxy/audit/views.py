@@ -8,22 +8,53 @@ verbatim (JSON escapes control characters itself).
 from __future__ import annotations
 
 import datetime as dt
-import functools
+import json
+import math
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TextIO
 
 from proxy.audit.facts import Resource, SessionFacts
-from proxy.core.text import escape
+from proxy.core.text import escape, json_terminal_safe
 from proxy.core.units import format_duration
 from proxy.store.base import ChannelRow, SessionRow, StoredEvent
 
 
 def rfc3339(t: float | None) -> str | None:
+    """``2026-01-31T12:00:00.123Z``: exactly what datetime.fromtimestamp(t, UTC)
+    .isoformat(timespec="milliseconds") gives, at a fraction of its cost (a year's
+    report formats a million of these)."""
     if t is None:
         return None
+    if 0.0 <= t < _FAST_UNTIL:  # False for NaN: datetime raises for it below
+        # datetime's own rounding: the fraction to the nearest microsecond, ties to
+        # even (as round() does), carrying into the second; then milliseconds cut.
+        frac, whole = math.modf(t)
+        micros = round(frac * 1e6)
+        seconds = int(whole)
+        if micros >= 1_000_000:
+            seconds += 1
+            micros -= 1_000_000
+        minute, second = divmod(seconds, 60)
+        prefix = _MINUTES.get(minute) or _minute_prefix(minute)
+        return f"{prefix}{second:02d}.{micros // 1000:03d}Z"
     stamp = dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
+
+
+# Up to a day before datetime's last year ends, so a rounded-up second stays in range.
+_FAST_UNTIL = 253402214400.0  # 9999-12-31T00:00:00Z
+# "YYYY-MM-DDTHH:MM:" per minute since the epoch: the events of one session share
+# minutes. Bounded, so a long-running process cannot grow it without end.
+_MINUTES: dict[int, str] = {}
+_MINUTES_MAX = 1 << 16
+
+
+def _minute_prefix(minute: int) -> str:
+    if len(_MINUTES) >= _MINUTES_MAX:
+        _MINUTES.clear()
+    prefix = _MINUTES[minute] = time.strftime("%Y-%m-%dT%H:%M:", time.gmtime(minute * 60))
+    return prefix
 
 
 def channel_json(c: ChannelRow) -> dict[str, Any]:
@@ -82,35 +113,96 @@ def _duration(s: SessionRow) -> str:
     return format_duration(round(s.ended_at - s.started_at))
 
 
-@functools.lru_cache(maxsize=4096)
-def _cell(text: str | None, width: int) -> str:
-    # Cached: people, targets and end reasons repeat across thousands of rows.
+def _clip(text: str | None, width: int) -> str:
     shown = escape(text or "-")
     return shown if len(shown) <= width else shown[: width - 1] + "…"
 
 
-_short_duration = functools.lru_cache(maxsize=8192)(format_duration)
+TABLE_HEADER = (
+    f"{'SESSION':12}  {'STARTED (UTC)':19}  {'DURATION':>8}  {'PERSON':12}  "
+    f"{'TARGET':16}  {'END':14}  JUSTIFICATION"
+)
+
+
+class _Cells(dict[Any, str]):
+    """Padded, escaped cells of one column, each made once: people, targets, end
+    reasons and durations repeat across thousands of rows (a justification rarely
+    does, so it is not kept)."""
+
+    def __init__(self, make: Callable[[Any], str]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, key: Any) -> str:
+        cell = self[key] = self._make(key)
+        return cell
+
+
+def sessions_table_lines(rows: Iterable[SessionRow]) -> Iterator[str]:
+    """The human table, one line at a time (a listing of every session is 100,000
+    lines: printed as they come, not built into one string)."""
+    yield TABLE_HEADER
+    people = _Cells(lambda p: f"{_clip(p, 12):12}")
+    places = _Cells(lambda where: f"{_clip(where, 16):16}")
+    ends = _Cells(lambda reason: f"{_clip(reason or 'live', 14):14}")
+    durations = _Cells(lambda seconds: f"{format_duration(seconds):>8}")
+    strftime, gmtime = time.strftime, time.gmtime
+    empty = True
+    for s in rows:
+        empty = False
+        duration = (
+            f"{'live':>8}" if s.ended_at is None else durations[round(s.ended_at - s.started_at)]
+        )
+        started = strftime("%Y-%m-%d %H:%M:%S", gmtime(s.started_at))
+        yield (
+            f"{s.id:12}  {started:19}  {duration}  {people[s.person]}  "
+            f"{places[s.login + '@' + s.target]}  {ends[s.end_reason]}  "
+            f"{_clip(s.justification, 60)}"
+        )
+    if empty:
+        yield "(no sessions)"
 
 
 def sessions_table(rows: Sequence[SessionRow]) -> str:
-    header = (
-        f"{'SESSION':12}  {'STARTED (UTC)':19}  {'DURATION':>8}  {'PERSON':12}  "
-        f"{'TARGET':16}  {'END':14}  JUSTIFICATION"
-    )
-    lines = [header]
-    for s in rows:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.started_at))
-        duration = (
-            "live" if s.ended_at is None else _short_duration(round(s.ended_at - s.started_at))
-        )
-        lines.append(
-            f"{s.id:12}  {started:19}  {duration:>8}  {_cell(s.person, 12):12}  "
-            f"{_cell(s.login + '@' + s.target, 16):16}  {_cell(s.end_reason or 'live', 14):14}  "
-            f"{_cell(s.justification, 60)}"
-        )
-    if not rows:
-        lines.append("(no sessions)")
-    return "\n".join(lines)
+    return "\n".join(sessions_table_lines(rows))
+
+
+def write_lines(out: TextIO, lines: Iterable[str], batch: int = 4096) -> None:
+    """Write ``lines``, each followed by a newline, a few thousand per write() call."""
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= batch:
+            chunk.append("")
+            out.write("\n".join(chunk))
+            chunk.clear()
+    if chunk:
+        chunk.append("")
+        out.write("\n".join(chunk))
+
+
+# Compact, one object per call: the C encoder (json.dumps uses the slow Python one when
+# indenting); ensure_ascii off as in safe_json, whose terminal escaping follows.
+_COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def write_json_lines_array(out: TextIO, docs: Iterable[object], batch: int = 1024) -> None:
+    """One JSON array with one compact element per line: the same document ``safe_json``
+    makes, terminal-safe too, but written as it is built. Used for the long listings,
+    where indenting would take seconds and a line per element still reads well."""
+    out.write("[")
+    sep = "\n"
+    chunk: list[str] = []
+    for doc in docs:
+        chunk.append(_COMPACT_JSON.encode(doc))
+        if len(chunk) >= batch:
+            out.write(sep + json_terminal_safe(",\n".join(chunk)))
+            sep = ",\n"
+            chunk.clear()
+    if chunk:
+        out.write(sep + json_terminal_safe(",\n".join(chunk)))
+        sep = ",\n"
+    out.write("\n]\n" if sep != "\n" else "]\n")
 
 
 # -- show: the full record of one session -------------------------------------------
@@ -140,11 +232,17 @@ def resource_json(s: SessionRow, r: Resource) -> dict[str, Any]:
 def show_json(facts: SessionFacts, events: Sequence[StoredEvent]) -> dict[str, Any]:
     """``session_json`` plus what the auditor's side adds: recording checks, resources
     accessed, the system response and reviews."""
+    return facts_json(facts, events)
+
+
+def facts_json(facts: SessionFacts, events: Sequence[StoredEvent] | None = None) -> dict[str, Any]:
+    """``show_json``; without ``events`` (the report's per-session document) the doc has
+    no "events" key at all."""
     s = facts.session
     doc = session_json(s, events)
-    for ch in doc["channels"]:
-        n = int(str(ch["id"]).rsplit("/", 1)[1])
-        ch["recording_check"] = facts.recording_checks.get(n)
+    checks = facts.recording_checks
+    for c, ch in zip(s.channels, doc["channels"], strict=True):
+        ch["recording_check"] = checks.get(c.n)
     doc["resources"] = [resource_json(s, r) for r in facts.resources]
     doc["alerts"] = [_event_ref(s, e) for e in facts.alerts]
     doc["flags"] = [_event_ref(s, e) for e in facts.flags]

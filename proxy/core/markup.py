@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 
 from proxy.core.text import escape
 
@@ -21,6 +22,12 @@ from proxy.core.text import escape
 # any ASCII punctuation, so escaping these keeps the rendered text exactly as written.
 _MD_SPECIAL = "\\`*_{}[]<>()#+!|~&:"
 _MD_TABLE = str.maketrans({ch: "\\" + ch for ch in _MD_SPECIAL})
+# Text made only of printable ASCII that is not special (nor a backslash, which is)
+# comes out of md() unchanged: one regex match instead of escape() and translate(),
+# which a report calls a million times.
+_MD_PLAIN = re.compile(
+    "[" + "".join(re.escape(chr(c)) for c in range(0x20, 0x7F) if chr(c) not in _MD_SPECIAL) + "]*"
+).fullmatch
 
 # A spreadsheet treats a cell starting with one of these as a formula (OWASP CSV
 # injection); a leading apostrophe makes it text in Excel, LibreOffice and Sheets.
@@ -32,6 +39,8 @@ def md(text: str | None) -> str:
     ``|`` cannot split a cell, no newline can start a block."""
     if not text:
         return ""
+    if _MD_PLAIN(text):
+        return text
     return escape(text).translate(_MD_TABLE)
 
 

@@ -16,6 +16,7 @@ through unescaped.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 
 # Explicitly listed even though every one is also caught by the category test below:
@@ -68,8 +69,13 @@ def escape(text: str) -> str:
       in category Cc/Cf/Zl/Zp/Cs/Co/Cn -> ``\\u{XXXX}`` (upper-case hex, 4 to 6 digits)
     - everything else (letters, marks, symbols, spaces such as U+00A0) is kept.
     """
-    # Fast path: the overwhelmingly common case is plain printable text.
-    if text.isprintable() and "\\" not in text and not _ALWAYS_ESCAPE.intersection(text):
+    # Fast paths: the overwhelmingly common case is plain printable text. Printable
+    # ASCII holds none of _ALWAYS_ESCAPE, so only other text needs that set checked.
+    if (
+        text.isprintable()
+        and "\\" not in text
+        and (text.isascii() or not _ALWAYS_ESCAPE.intersection(text))
+    ):
         return text
     return "".join(map(_escape_char, text))
 
@@ -118,8 +124,32 @@ def safe_json(doc: object, indent: int | None = None, compact: bool = False) -> 
     (U+009B is CSI), bidi overrides and line separators, which can only sit inside
     strings, are written as \\uXXXX there: the same value, no effect on a terminal."""
     separators = (",", ":") if compact else None
-    text = json.dumps(doc, indent=indent, ensure_ascii=False, separators=separators)
-    return "".join(_json_safe(ch) for ch in text)
+    return json_terminal_safe(
+        json.dumps(doc, indent=indent, ensure_ascii=False, separators=separators)
+    )
+
+
+# Runs of characters past "~" (DEL and beyond ASCII): the only ones that
+# json.dumps(ensure_ascii=False) leaves raw and escape() may change. Matching runs, not
+# characters, keeps a long document of plain text one C-level scan (a per-character
+# loop took seconds on a big report).
+_PAST_TILDE_RUN = re.compile(r"[^\x00-\x7e]+")
+
+
+def json_terminal_safe(text: str) -> str:
+    """``text`` (JSON from json.dumps(ensure_ascii=False)) with every character past
+    "~" that ``escape`` would change written as \\uXXXX: see ``safe_json``. Works on
+    any slice of a document that does not split a character."""
+    if text.isascii() and "\x7f" not in text:
+        return text
+    return _PAST_TILDE_RUN.sub(_json_safe_run, text)
+
+
+def _json_safe_run(m: re.Match[str]) -> str:
+    run = m.group()
+    if escape(run) == run:
+        return run
+    return "".join(_json_safe(ch) for ch in run)
 
 
 def _json_safe(ch: str) -> str:

@@ -7,7 +7,7 @@ this now; a PostgreSQL store for several nodes will implement the same Protocol.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -92,6 +92,42 @@ class SessionFilter:
     path: str | None = None
 
 
+# One event as the bulk readers return it: (seq, time, type, session_id, channel,
+# data_json, prev_hash, hash), ChainRow's fields as a plain tuple with ``data`` still
+# JSON text. A year's report reads a quarter of a million of these; a tuple costs a
+# fraction of a dataclass, and most are never needed as more than a few fields.
+EventTuple = tuple[int, float, str, str | None, int | None, str, str, str]
+
+
+@dataclass(frozen=True)
+class GroupTotals:
+    """Sessions of one person (or target) in a period. ``total_seconds`` is the exact
+    sum of their durations and ``longest`` the longest (0.0 when none has ended; never
+    below 0.0); both unrounded."""
+
+    sessions: int
+    total_seconds: float
+    longest: float
+
+
+@dataclass(frozen=True)
+class PeriodSummary:
+    """What ``report`` sums up over the sessions started in a period, aggregated by the
+    store (SQL GROUP BY) rather than by walking every session."""
+
+    sessions: int
+    by_person: Mapping[str, GroupTotals]
+    by_target: Mapping[str, GroupTotals]
+    ended: int  # sessions with a duration (ended)
+    total_seconds: float  # sum of those durations, unrounded
+    mean: float | None  # None when none has ended
+    median: float | None
+    longest: float | None
+    end_reasons: Mapping[str, int]  # "live" for a session without an end reason
+    flagged: int  # sessions with a flag event
+    reviewed: int  # sessions with a review event
+
+
 @dataclass(frozen=True)
 class NewAlert:
     """An alert to put in the outbox, in the same transaction as the events that raised
@@ -150,7 +186,9 @@ class Store(Protocol):
         code's rules inside the transaction so two logins racing for the last use
         cannot both win. ``alerts`` are committed with it (and only if it is)."""
 
-    async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]: ...
+    async def list_sessions(self, flt: SessionFilter, *, channels: bool = True) -> list[SessionRow]:
+        """Sessions matching ``flt``, by id; ``channels=False`` leaves each row's
+        ``channels`` empty (the listing does not show them)."""
 
     async def get_session(self, session_id: str) -> SessionRow | None: ...
 
@@ -176,6 +214,27 @@ class Store(Protocol):
         self, types: Collection[str], since: float | None, until: float | None
     ) -> list[StoredEvent]:
         """Events of these types (globs allowed) with since <= time < until, by seq."""
+
+    def period_sessions(
+        self,
+        since: float | None,
+        until: float | None,
+        types: Collection[str],
+        batch: int = 1000,
+    ) -> AsyncIterator[list[tuple[SessionRow, list[EventTuple]]]]:
+        """The sessions started in [since, until), by id, each with its events of these
+        types (globs allowed) by seq, ``batch`` sessions at a time: a year's report
+        never holds every session at once."""
+
+    async def period_summary(self, since: float | None, until: float | None) -> PeriodSummary:
+        """Aggregates over the sessions started in [since, until)."""
+
+    async def period_recordings(
+        self, since: float | None, until: float | None
+    ) -> list[tuple[ChannelRow, int | None]]:
+        """Every channel of the sessions started in [since, until) that has a recording
+        or a recording hash, by session and channel, with the seq of its latest
+        ``recording_pruned`` event (None when it was never pruned)."""
 
     async def projection_differences(self) -> list[str]:
         """Rebuild the session and channel rows from the log and say where the stored

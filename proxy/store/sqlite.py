@@ -26,6 +26,7 @@ from proxy.core import chain
 from proxy.core.chaincheck import FLAG_TYPES, ChainRow
 from proxy.core.credentials import Credential, UseDecision, check_use
 from proxy.errors import StoreError
+from proxy.store.auditreads import AuditReads
 from proxy.store.base import (
     ChannelRow,
     NewAlert,
@@ -36,6 +37,16 @@ from proxy.store.base import (
 )
 from proxy.store.outbox import ALERTS_SCHEMA, AlertOutbox
 from proxy.store.projection import apply_event
+from proxy.store.rows import (
+    CHANNEL_COLS,
+    CHUNK,
+    EVENT_COLS,
+    SESSION_COLS,
+    channel_row,
+    session_row,
+    stored_event,
+    type_clause,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -121,17 +132,11 @@ CREATE TABLE IF NOT EXISTS channels (
 MIGRATIONS: tuple[str, ...] = (SCHEMA + ALERTS_SCHEMA,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_SESSION_COLS = (
-    "id, person, credential_id, source, client_version, target, login, justification, "
-    "started_at, deadline, ended_at, end_reason, end_detail"
-)
-_CHANNEL_COLS = (
-    "session_id, n, kind, command, pty, term, started_at, ended_at, exit_status, "
-    "exit_signal, recording, recording_sha256, recording_bytes, bytes_up, bytes_down"
-)
+_SESSION_WIDTH = len(SESSION_COLS.split(","))
+_CHANNEL_COLS_OF_C = ", ".join("c." + col.strip() for col in CHANNEL_COLS.split(","))
 
 
-class SQLiteStore(AlertOutbox):
+class SQLiteStore(AlertOutbox, AuditReads):
     """The audit store on one SQLite file. Create with ``await SQLiteStore.open(path)``."""
 
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
@@ -334,37 +339,42 @@ class SQLiteStore(AlertOutbox):
 
     # -- reading ------------------------------------------------------------------
 
-    async def _channels(self, session_ids: Sequence[str]) -> dict[str, list[ChannelRow]]:
-        out: dict[str, list[ChannelRow]] = {s: [] for s in session_ids}
-        if not session_ids:
-            return out
-        # In chunks: SQLite caps the number of bound parameters (32766 by default).
-        for i in range(0, len(session_ids), _CHUNK):
-            part = session_ids[i : i + _CHUNK]
-            marks = ",".join("?" for _ in part)
-            async with self._db.execute(
-                f"SELECT {_CHANNEL_COLS} FROM channels WHERE session_id IN ({marks})"
-                " ORDER BY session_id, n",
-                tuple(part),
-            ) as cur:
-                for r in await cur.fetchall():
-                    out[r[0]].append(_channel(r))
-        return out
-
     async def _sessions(
-        self, where: str, params: Sequence[Any], tail: str = ""
+        self, where: str, params: Sequence[Any], tail: str = "", *, channels: bool = True
     ) -> list[SessionRow]:
+        sessions = f"SELECT {SESSION_COLS} FROM sessions {where} ORDER BY id {tail}"
         try:
+            if not channels:
+                async with self._db.execute(sessions, tuple(params)) as cur:
+                    return [session_row(r, ()) for r in await cur.fetchall()]
+            # The sessions with their channels in one statement, so one snapshot: a
+            # list of every session took a hundred queries of 900 bound ids each, and
+            # two statements could disagree about a session that ended in between.
             async with self._db.execute(
-                f"SELECT {_SESSION_COLS} FROM sessions {where} ORDER BY id {tail}", tuple(params)
+                f"SELECT s.*, {_CHANNEL_COLS_OF_C} FROM ({sessions}) AS s"
+                " LEFT JOIN channels AS c ON c.session_id = s.id ORDER BY s.id, c.n",
+                tuple(params),
             ) as cur:
-                rows = list(await cur.fetchall())
-            channels = await self._channels([r[0] for r in rows])
+                joined = await cur.fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"audit store read failed: {exc}") from exc
-        return [_session(r, channels[r[0]]) for r in rows]
+        # One row per channel (or one with NULL channel columns), in session order.
+        out: list[SessionRow] = []
+        width = _SESSION_WIDTH
+        current: Any = None
+        chans: list[ChannelRow] = []
+        for r in joined:
+            if current is None or r[0] != current[0]:
+                if current is not None:
+                    out.append(session_row(current, chans))
+                current, chans = r, []
+            if r[width] is not None:
+                chans.append(channel_row(r[width:]))
+        if current is not None:
+            out.append(session_row(current, chans))
+        return out
 
-    async def list_sessions(self, flt: SessionFilter) -> list[SessionRow]:
+    async def list_sessions(self, flt: SessionFilter, *, channels: bool = True) -> list[SessionRow]:
         clauses: list[str] = []
         params: list[Any] = []
         for col, value in (("person", flt.person), ("target", flt.target)):
@@ -412,7 +422,7 @@ class SQLiteStore(AlertOutbox):
             params += [*ev_params, flt.path]
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         tail = f"LIMIT {int(flt.limit)}" if flt.limit else ""
-        return await self._sessions(where, params, tail)
+        return await self._sessions(where, params, tail, channels=channels)
 
     async def get_session(self, session_id: str) -> SessionRow | None:
         rows = await self._sessions("WHERE id = ?", (session_id,))
@@ -420,15 +430,11 @@ class SQLiteStore(AlertOutbox):
 
     async def session_events(self, session_id: str) -> list[StoredEvent]:
         async with self._db.execute(
-            "SELECT seq, time, type, session_id, channel, data, prev_hash, hash FROM events"
-            " WHERE session_id = ? ORDER BY seq",
+            f"SELECT {EVENT_COLS} FROM events WHERE session_id = ? ORDER BY seq",
             (session_id,),
         ) as cur:
             rows = await cur.fetchall()
-        return [
-            StoredEvent(int(r[0]), float(r[1]), r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
-            for r in rows
-        ]
+        return [stored_event(r) for r in rows]
 
     async def unfinished_sessions(self) -> list[SessionRow]:
         return await self._sessions("WHERE ended_at IS NULL", ())
@@ -458,12 +464,12 @@ class SQLiteStore(AlertOutbox):
         self, session_ids: Sequence[str], types: Collection[str] | None = None
     ) -> list[StoredEvent]:
         out: list[StoredEvent] = []
-        type_clause, type_params = _type_clause(types)
-        for i in range(0, len(session_ids), _CHUNK):
-            part = list(session_ids[i : i + _CHUNK])
+        types_sql, type_params = type_clause(types)
+        for i in range(0, len(session_ids), CHUNK):
+            part = list(session_ids[i : i + CHUNK])
             marks = ",".join("?" for _ in part)
             out += await self._stored(
-                f"WHERE session_id IN ({marks}){type_clause}", [*part, *type_params]
+                f"WHERE session_id IN ({marks}){types_sql}", [*part, *type_params]
             )
         out.sort(key=lambda e: e.seq)
         return out
@@ -471,8 +477,8 @@ class SQLiteStore(AlertOutbox):
     async def events_between(
         self, types: Collection[str], since: float | None, until: float | None
     ) -> list[StoredEvent]:
-        type_clause, type_params = _type_clause(types)
-        clauses = [type_clause.removeprefix(" AND ")]
+        types_sql, type_params = type_clause(types)
+        clauses = [types_sql.removeprefix(" AND ")]
         params: list[Any] = list(type_params)
         if since is not None:
             clauses.append("time >= ?")
@@ -485,38 +491,15 @@ class SQLiteStore(AlertOutbox):
     async def _stored(self, where: str, params: Sequence[Any]) -> list[StoredEvent]:
         try:
             async with self._db.execute(
-                "SELECT seq, time, type, session_id, channel, data, prev_hash, hash FROM events"
-                f" {where} ORDER BY seq",
-                tuple(params),
+                f"SELECT {EVENT_COLS} FROM events {where} ORDER BY seq", tuple(params)
             ) as cur:
                 rows = await cur.fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"audit store read failed: {exc}") from exc
-        return [
-            StoredEvent(int(r[0]), float(r[1]), r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
-            for r in rows
-        ]
+        return [stored_event(r) for r in rows]
 
     async def projection_differences(self) -> list[str]:
         return await asyncio.to_thread(_projection_differences, self._path)
-
-
-_CHUNK = 900
-
-
-def _type_clause(types: Collection[str] | None) -> tuple[str, list[str]]:
-    """`` AND (type IN (...) OR type GLOB ...)``: a type with ``*`` is a glob."""
-    if types is None:
-        return "", []
-    exact = sorted(t for t in types if "*" not in t)
-    globs = sorted(t for t in types if "*" in t)
-    parts = []
-    if exact:
-        parts.append(f"type IN ({','.join('?' for _ in exact)})")
-    parts += ["type GLOB ?" for _ in globs]
-    if not parts:
-        return " AND 0", []
-    return f" AND ({' OR '.join(parts)})", [*exact, *globs]
 
 
 # Every session raises a session_start alert, so "flagged" means a flag event only.
@@ -541,8 +524,8 @@ def _projection_differences(path: Path, limit: int = 50) -> list[str]:
             except (ValueError, KeyError, TypeError, sqlite3.Error) as exc:
                 out.append(f"event {seq} ({type_}) cannot be replayed: {exc!r}")
         for table, cols, key in (
-            ("sessions", _SESSION_COLS, "id"),
-            ("channels", _CHANNEL_COLS, "session_id || '/' || n"),
+            ("sessions", SESSION_COLS, "id"),
+            ("channels", CHANNEL_COLS, "session_id || '/' || n"),
         ):
             names = [c.strip() for c in cols.split(",")]
             both = (
@@ -656,43 +639,4 @@ def _credential(row: Sequence[Any]) -> Credential:
         activated_at=None if row[10] is None else float(row[10]),
         revoked_at=None if row[11] is None else float(row[11]),
         revoke_reason=row[12],
-    )
-
-
-def _channel(r: Sequence[Any]) -> ChannelRow:
-    return ChannelRow(
-        session_id=r[0],
-        n=int(r[1]),
-        kind=r[2],
-        command=r[3],
-        pty=bool(r[4]),
-        term=r[5],
-        started_at=float(r[6]),
-        ended_at=r[7],
-        exit_status=r[8],
-        exit_signal=r[9],
-        recording=r[10],
-        recording_sha256=r[11],
-        recording_bytes=r[12],
-        bytes_up=int(r[13]),
-        bytes_down=int(r[14]),
-    )
-
-
-def _session(r: Sequence[Any], channels: list[ChannelRow]) -> SessionRow:
-    return SessionRow(
-        id=r[0],
-        person=r[1],
-        credential_id=r[2],
-        source=r[3],
-        client_version=r[4],
-        target=r[5],
-        login=r[6],
-        justification=r[7],
-        started_at=float(r[8]),
-        deadline=float(r[9]),
-        ended_at=r[10],
-        end_reason=r[11],
-        end_detail=r[12],
-        channels=tuple(channels),
     )
