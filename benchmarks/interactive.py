@@ -2,9 +2,10 @@
 
 Every session is ``ssh -tt HOST 'stty raw -echo; printf READY; exec cat'``: a PTY whose
 ``cat`` sends each byte straight back. Both paths use the same client (OpenSSH), the same
-command and the same pacing. Sessions are opened at most ``OPENING`` at a time, which
-keeps unauthenticated connections under sshd's default MaxStartups (10) on the direct
-path and paces the proxy's logins and upstream connections the same way.
+command and the same pacing. Sessions are opened at most ``OPENING`` at a time and
+``OPEN_RATE`` per second, which keeps unauthenticated connections under sshd's default
+MaxStartups (10) on the direct path and under the proxy's per-address connection rate
+on the other, and paces both the same way.
 
 Keystrokes are open-loop: each session types one byte every ``period`` seconds whether
 or not the last one came back (a typist does not wait for the echo), so a saturated path
@@ -26,6 +27,10 @@ from benchmarks.transfer import BenchError
 ECHO_COMMAND = "stty raw -echo; printf READY; exec cat"
 KEY = b"\x01"  # never in the proxy's notices; raw mode passes it through unchanged
 OPENING = 8
+# The proxy refuses more than 120 new connections per 10 s from one address (a flood
+# guard, proxy/service.py); opening sessions at most this fast stays under it. Both
+# paths are paced the same way.
+OPEN_RATE = 10.0  # per second
 OPEN_TIMEOUT = 60.0
 GRACE = 3.0  # how long a level waits for the last echoes after typing stops
 
@@ -52,10 +57,25 @@ class EchoLevel:
         return ranked[index] * 1000 if index < len(ranked) else float("inf")
 
 
+class Pacer:
+    """Hands out start times at most ``rate`` per second."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        at = max(now, self._next)
+        self._next = at + self._interval
+        await asyncio.sleep(at - now)
+
+
 async def open_session(
-    argv: Sequence[str], env: dict[str, str], gate: asyncio.Semaphore
+    argv: Sequence[str], env: dict[str, str], gate: asyncio.Semaphore, pacer: Pacer
 ) -> Process:
     async with gate:
+        await pacer.wait()
         process = await asyncio.create_subprocess_exec(
             *argv,
             env=env,
@@ -92,9 +112,9 @@ async def close_session(process: Process) -> None:
 
 
 async def open_sessions(argv: Sequence[str], env: dict[str, str], count: int) -> list[Process]:
-    gate = asyncio.Semaphore(OPENING)
+    gate, pacer = asyncio.Semaphore(OPENING), Pacer(OPEN_RATE)
     results = await asyncio.gather(
-        *(open_session(argv, env, gate) for _ in range(count)), return_exceptions=True
+        *(open_session(argv, env, gate, pacer) for _ in range(count)), return_exceptions=True
     )
     opened = [r for r in results if isinstance(r, Process)]
     failed = [r for r in results if isinstance(r, BaseException)]

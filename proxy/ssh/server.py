@@ -115,7 +115,12 @@ class ConnectionHandler(asyncssh.SSHServer):
             self.app.logins.add(self)
         else:
             log.warning("refused a connection from %s: too many unauthenticated", self.source)
-            conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "Too many connections")
+            # After asyncssh has sent its version line (it does, right after this
+            # returns): a DISCONNECT before it reaches OpenSSH as "banner line contains
+            # invalid characters"; after it, as "Too many connections".
+            asyncio.get_running_loop().call_soon(
+                conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS, "Too many connections"
+            )
 
     def _release(self) -> None:
         self.app.logins.discard(self)
