@@ -33,6 +33,7 @@ from tests.integration.harness import (
 SFTP = shutil.which("sftp") or "/usr/bin/sftp"
 TARGET = "bench01"
 PERSON = "bencher"
+MAX_LIVE_SESSIONS = 5000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Both paths: no config files, no host key prompts, nothing else changed from OpenSSH's
@@ -138,7 +139,12 @@ class Rig:
         target = SshdTarget.start(directory / "target")
         try:
             config = write_proxy_config(
-                directory / "proxy", free_port(), {TARGET: target.target_entry()}
+                directory / "proxy",
+                free_port(),
+                {TARGET: target.target_entry()},
+                # --full holds 1,000 sessions open at once: past the default cap of 200
+                # live sessions (config: policy.max_live_sessions), which is a setting.
+                policy={"max_live_sessions": MAX_LIVE_SESSIONS},
             )
             proxy = ProxyProcess.start(config)
         except BaseException:
