@@ -32,6 +32,9 @@ _LINE_BREAKERS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
 
 
+_UTF8 = codecs.getincrementaldecoder("utf-8")
+
+
 def _finish_line(text: str) -> bytes:
     for raw, escaped in _LINE_BREAKERS.items():
         if raw in text:
@@ -103,13 +106,14 @@ class CastEncoder:
         self.data_bytes = 0
         self.omitted_bytes = 0
         self.capped = False
-        self._omitted_hash = hashlib.sha256()
+        # Made when first needed: most channels never reach the cap (memory per session).
+        self._omitted_hash: hashlib._Hash | None = None
         self._last_t = 0.0
         self._finished = False
         # One decoder per direction: a multibyte character split across two output
         # chunks must not be mixed with input bytes arriving in between.
-        decoder = codecs.getincrementaldecoder("utf-8")
-        self._decoders = {"o": decoder(errors="replace"), "i": decoder(errors="replace")}
+        # (Each made at its first byte: a PTY channel's input is usually not recorded.)
+        self._decoders: dict[str, codecs.IncrementalDecoder] = {}
 
     def header(self) -> bytes:
         return self._header
@@ -139,8 +143,9 @@ class CastEncoder:
             return b""
         self._finished = True
         out = b""
-        for code, dec in self._decoders.items():
-            text = dec.decode(b"", final=True)
+        for code in ("o", "i"):
+            dec = self._decoders.get(code)
+            text = dec.decode(b"", final=True) if dec is not None else ""
             if text:
                 out += self._event(t, code, text)
         if self.capped:
@@ -153,7 +158,7 @@ class CastEncoder:
         return out
 
     def omitted_sha256(self) -> str:
-        return self._omitted_hash.hexdigest()
+        return (self._omitted_hash or hashlib.sha256()).hexdigest()
 
     def _time(self, t: float) -> float:
         # Non-decreasing, finite, 6 decimals: a clock step back or a NaN from the
@@ -170,6 +175,8 @@ class CastEncoder:
 
     def _omit(self, data: bytes) -> None:
         self.omitted_bytes += len(data)
+        if self._omitted_hash is None:
+            self._omitted_hash = hashlib.sha256()
         self._omitted_hash.update(data)
 
     def _data(self, t: float, code: str, data: bytes) -> bytes:
@@ -178,7 +185,9 @@ class CastEncoder:
         if self.capped:
             self._omit(data)
             return b""
-        decoder = self._decoders[code]
+        decoder = self._decoders.get(code)
+        if decoder is None:
+            decoder = self._decoders[code] = _UTF8(errors="replace")
         room = self.max_bytes - self.data_bytes
         state = decoder.getstate()
         text = decoder.decode(data)

@@ -95,7 +95,8 @@ class LiveSession:
         self.upstream_error: UpstreamError | None = None
         self._upstream: asyncio.Task[asyncssh.SSHClientConnection] | None = None
         self._timer: asyncio.Task[None] | None = None
-        self._idle: asyncio.Task[None] | None = None
+        # A timer, not a task: one per live session, and a sleeping task costs ~2 KiB.
+        self._idle: asyncio.TimerHandle | None = None
         self._audit_chain: asyncio.Future[None] | None = None
         self._finished = asyncio.Event()
         self._finishing = False
@@ -109,8 +110,9 @@ class LiveSession:
         """Called once authentication has completed: reach the target, arm the timer."""
         self._upstream = self.tasks.spawn(self._connect_upstream(), "upstream")
         self._timer = self.tasks.spawn(self._deadline_timer(), "deadline")
-        if self.host.idle_timeout:
-            self._idle = self.tasks.spawn(self._idle_timer(self.host.idle_timeout), "idle")
+        limit = self.host.idle_timeout
+        if limit:
+            self._idle_check(limit)
 
     async def _connect_upstream(self) -> asyncssh.SSHClientConnection:
         target = self.info.target
@@ -194,14 +196,14 @@ class LiveSession:
         await asyncio.sleep(max(0.0, deadline - self.clock()))
         self.close("time_limit", "session time limit reached")
 
-    async def _idle_timer(self, limit: float) -> None:
+    def _idle_check(self, limit: float) -> None:
         # A tail -f or a long pg_dump moves bytes, so it is never idle; only silence is.
-        while True:
-            quiet = time.monotonic() - self.last_activity
-            if quiet >= limit:
-                self.close("idle", f"no activity for {format_duration(limit)} (idle timeout)")
-                return
-            await asyncio.sleep(limit - quiet)
+        quiet = time.monotonic() - self.last_activity
+        if quiet >= limit:
+            self._idle = None
+            self.close("idle", f"no activity for {format_duration(limit)} (idle timeout)")
+            return
+        self._idle = asyncio.get_running_loop().call_later(limit - quiet, self._idle_check, limit)
 
     def extend(self, by: float, operator: str, reason: str) -> None:
         """An operator moved the deadline by ``by`` seconds: re-arm timer and warnings."""
