@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from proxy import cli_care, cli_ops
-from proxy.audit.facts import session_facts, with_recordings
+from proxy.audit.facts import SessionFacts, session_facts, with_recordings
 from proxy.audit.views import (
     rfc3339,
     session_json,
@@ -336,11 +336,22 @@ def _no_session(text: str) -> int:
     return 1
 
 
-def cmd_show(args: argparse.Namespace, config: Config) -> int:
-    row, events = asyncio.run(with_store(config, lambda s: _session_with_events(s, args.session)))
+def _session_facts(
+    config: Config, session_id: str
+) -> tuple[SessionFacts, list[StoredEvent]] | None:
+    """One session's facts (recordings checked) and events; None, said, if unknown."""
+    row, events = asyncio.run(with_store(config, lambda s: _session_with_events(s, session_id)))
     if row is None:
-        return _no_session(args.session)
-    facts = with_recordings(session_facts(row, events), config.storage.recordings)
+        _no_session(session_id)
+        return None
+    return with_recordings(session_facts(row, events), config.storage.recordings), events
+
+
+def cmd_show(args: argparse.Namespace, config: Config) -> int:
+    found = _session_facts(config, args.session)
+    if found is None:
+        return 1
+    facts, events = found
     if args.json:
         print_json(show_json(facts, events))
     else:
@@ -385,13 +396,13 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
     from proxy.audit.export import load_cast, render_html, write_html
 
-    row, events = asyncio.run(with_store(config, lambda s: _session_with_events(s, args.session)))
-    if row is None:
-        return _no_session(args.session)
-    facts = with_recordings(session_facts(row, events), config.storage.recordings)
+    found = _session_facts(config, args.session)
+    if found is None:
+        return 1
+    facts, _ = found
     casts = [
         cast
-        for c in row.channels
+        for c in facts.session.channels
         if (cast := load_cast(c, facts, config.storage.recordings)) is not None
     ]
     try:

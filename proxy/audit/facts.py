@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from proxy.audit.verify import recording_check
+from proxy.audit.verify import channel_recording_check
 from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES, PRUNED
 from proxy.store.base import ChannelRow, EventTuple, SessionRow, StoredEvent
 from proxy.store.rows import loads
@@ -182,17 +182,7 @@ def with_recordings(facts: SessionFacts, root: Path) -> SessionFacts:
     for c in facts.session.channels:
         if c.recording is None and c.recording_sha256 is None:
             continue
-        status, _ = recording_check(
-            c.recording,
-            root,
-            c.session_id,
-            c.n,
-            c.recording_sha256,
-            c.recording_bytes,
-            ended=c.ended_at is not None,
-            pruned_seq=facts.pruned.get(c.n),
-        )
-        facts.recording_checks[c.n] = status
+        facts.recording_checks[c.n] = channel_recording_check(c, root, facts.pruned.get(c.n))
     return facts
 
 

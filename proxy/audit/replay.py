@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from proxy.audit.verify import locate_recording, recording_check
+from proxy.audit.verify import channel_recording_check, locate_recording
 from proxy.core.termfilter import CastReport, replayable_cast
 from proxy.core.text import escape
 from proxy.core.units import format_duration
@@ -125,15 +125,7 @@ def replay_channels(
                 )
             status = 1
             continue
-        check, _ = recording_check(
-            c.recording,
-            root,
-            c.session_id,
-            c.n,
-            c.recording_sha256,
-            c.recording_bytes,
-            ended=c.ended_at is not None,
-        )
+        check = channel_recording_check(c, root)
         what = escape(c.command or c.kind)
         notice = [f"breakglass: replaying {name} ({what}); recording hash: {check}"]
         if replay(path, speed, idle_limit, notice=notice) != 0:

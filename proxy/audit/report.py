@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from proxy.audit.facts import INTERESTING_TYPES, SessionFacts, facts_of_rows
-from proxy.audit.verify import recording_check
+from proxy.audit.verify import channel_recording_check
 from proxy.audit.views import facts_json, rfc3339
 from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES
 from proxy.core.markup import csv_cell, md
@@ -73,17 +73,7 @@ async def build_report(
     report = Report(since, until, now)
     if check_recordings:
         for c, pruned_seq in await store.period_recordings(since, until):
-            status, _ = recording_check(
-                c.recording,
-                recordings,
-                c.session_id,
-                c.n,
-                c.recording_sha256,
-                c.recording_bytes,
-                ended=c.ended_at is not None,
-                pruned_seq=pruned_seq,
-            )
-            report.checks[(c.session_id, c.n)] = status
+            report.checks[(c.session_id, c.n)] = channel_recording_check(c, recordings, pruned_seq)
     report.alerts = await store.events_between(ALERT_TYPES, since, until)
     report.flags = await store.events_between(FLAG_TYPES, since, until)
     report.summary = summary_doc(

@@ -30,7 +30,7 @@ from proxy.core.chaincheck import (
 from proxy.core.text import escape
 from proxy.errors import BreakglassError
 from proxy.recorder import recording_path
-from proxy.store.base import Store
+from proxy.store.base import ChannelRow, Store
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -110,9 +110,25 @@ def recording_check(
     return recording_problem(claim, found, shown)
 
 
+def channel_recording_check(c: ChannelRow, root: Path, pruned_seq: int | None = None) -> str:
+    """``recording_check`` of one channel as the store has it (the status only)."""
+    status, _ = recording_check(
+        c.recording,
+        root,
+        c.session_id,
+        c.n,
+        c.recording_sha256,
+        c.recording_bytes,
+        ended=c.ended_at is not None,
+        pruned_seq=pruned_seq,
+    )
+    return status
+
+
 def load_public_key(recordings: Path) -> Ed25519PublicKey | None:
     # The checkpoint module (and cryptography) only where checkpoints are checked:
-    # show and report import this module for recording_check and should start fast.
+    # show and report import this module for channel_recording_check and should start
+    # fast.
     from proxy.audit.checkpoint import key_path, read_private
 
     path = key_path(recordings)

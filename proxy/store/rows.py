@@ -62,16 +62,24 @@ def type_clause(types: Collection[str] | None) -> tuple[str, list[str]]:
     return f" AND ({' OR '.join(parts)})", [*exact, *globs]
 
 
-def period_clause(since: float | None, until: float | None) -> tuple[str, list[Any]]:
-    """``WHERE`` for the sessions started in [since, until) (empty for all time)."""
+def range_clauses(
+    column: str, since: float | None, until: float | None
+) -> tuple[list[str], list[Any]]:
+    """The conditions (and their parameters) for since <= ``column`` < until."""
     clauses: list[str] = []
     params: list[Any] = []
     if since is not None:
-        clauses.append("started_at >= ?")
+        clauses.append(f"{column} >= ?")
         params.append(since)
     if until is not None:
-        clauses.append("started_at < ?")
+        clauses.append(f"{column} < ?")
         params.append(until)
+    return clauses, params
+
+
+def period_clause(since: float | None, until: float | None) -> tuple[str, list[Any]]:
+    """``WHERE`` for the sessions started in [since, until) (empty for all time)."""
+    clauses, params = range_clauses("started_at", since, until)
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 

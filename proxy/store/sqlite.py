@@ -43,6 +43,7 @@ from proxy.store.rows import (
     EVENT_COLS,
     SESSION_COLS,
     channel_row,
+    range_clauses,
     session_row,
     stored_event,
     type_clause,
@@ -478,15 +479,9 @@ class SQLiteStore(AlertOutbox, AuditReads):
         self, types: Collection[str], since: float | None, until: float | None
     ) -> list[StoredEvent]:
         types_sql, type_params = type_clause(types)
-        clauses = [types_sql.removeprefix(" AND ")]
-        params: list[Any] = list(type_params)
-        if since is not None:
-            clauses.append("time >= ?")
-            params.append(since)
-        if until is not None:
-            clauses.append("time < ?")
-            params.append(until)
-        return await self._stored("WHERE " + " AND ".join(clauses), params)
+        clauses, params = range_clauses("time", since, until)
+        where = " AND ".join([types_sql.removeprefix(" AND "), *clauses])
+        return await self._stored("WHERE " + where, [*type_params, *params])
 
     async def _stored(self, where: str, params: Sequence[Any]) -> list[StoredEvent]:
         try:

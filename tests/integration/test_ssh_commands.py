@@ -59,12 +59,10 @@ class Tmux:
         self._dir.cleanup()
 
 
-def test_commands_typed_at_a_shell_are_events_and_a_secret_is_not(
-    deployment: Deployment, person: str, tmp_path: Path
-) -> None:
+def terminal(deployment: Deployment, person: str, tmp_path: Path, *command: str) -> Tmux:
+    """A real ``ssh -t`` through the proxy (login shell, or ``command``) inside tmux."""
     code = deployment.code(person)
     askpass = Askpass(tmp_path / "askpass", codes=[code], justifications=[GOOD_JUSTIFICATION])
-    secret = f"hunter2-{secrets.token_hex(6)}"
     argv = [
         SSH,
         "-t",
@@ -72,8 +70,16 @@ def test_commands_typed_at_a_shell_are_events_and_a_secret_is_not(
         str(deployment.port),
         *ssh_options(),
         f"{user_at(person, TARGET)}@{LOOPBACK}",
+        *command,
     ]
-    term = Tmux(argv, _client_env(askpass.env()))
+    return Tmux(argv, _client_env(askpass.env()))
+
+
+def test_commands_typed_at_a_shell_are_events_and_a_secret_is_not(
+    deployment: Deployment, person: str, tmp_path: Path
+) -> None:
+    secret = f"hunter2-{secrets.token_hex(6)}"
+    term = terminal(deployment, person, tmp_path)
     try:
         term.expect("is recorded")
         term.keys("echo ready-$((40 + 2))", "Enter")
@@ -143,32 +149,20 @@ def test_commands_typed_at_a_shell_are_events_and_a_secret_is_not(
         assert secret.encode() not in path.read_bytes(), path
 
 
-def test_commands_typed_in_a_pty_exec_are_events(deployment: Deployment, person: str) -> None:
+def test_commands_typed_in_a_pty_exec_are_events(
+    deployment: Deployment, person: str, tmp_path: Path
+) -> None:
     """``ssh -t host bash`` (or ``sudo -i``): an exec with a PTY running a shell. The exec
     line is one command event, and what is typed in that shell is recorded the same way
     as at a login shell."""
-    code = deployment.code(person)
-    askpass = Askpass(
-        Path(tempfile.mkdtemp(prefix="bg-askpass-")) / "askpass",
-        codes=[code],
-        justifications=[GOOD_JUSTIFICATION],
-    )
-    argv = [
-        SSH,
-        "-t",
-        "-p",
-        str(deployment.port),
-        *ssh_options(),
-        f"{user_at(person, TARGET)}@{LOOPBACK}",
-        "bash --norc -i",
-    ]
-    term = Tmux(argv, _client_env(askpass.env()))
+    term = terminal(deployment, person, tmp_path, "bash --norc -i")
     try:
         term.expect("is recorded")
         term.expect("bash-")  # --norc: bash's default prompt, bash-5.2# as root
         term.keys("echo inner-$((6 * 7))", "Enter")
         term.expect("inner-42")
-        term.keys("id -un", "Enter")
+        term.keys("echo second-$((1 + 1))", "Enter")
+        term.expect("second-2")
         term.keys("exit 3", "Enter")
         session = deployment.wait_for_session(person, timeout=30)
     finally:
@@ -178,6 +172,6 @@ def test_commands_typed_in_a_pty_exec_are_events(deployment: Deployment, person:
     assert [(e["data"]["source"], e["data"].get("text")) for e in commands] == [
         ("exec", "bash --norc -i"),
         ("pty", "echo inner-$((6 * 7))"),
-        ("pty", "id -un"),
+        ("pty", "echo second-$((1 + 1))"),
         ("pty", "exit 3"),
     ], commands
