@@ -141,6 +141,7 @@ class CommandExtractor:
         self._pending: list[tuple[float, str | None]] = []
         self._pending_since = 0.0
         self._echo_at_enter: str | None = None
+        self._postponed = 0  # output lines seen before the first line's echo
         self._typed_done = False
         self._output_since_input = False
 
@@ -231,9 +232,18 @@ class CommandExtractor:
             if nl < 0:
                 break
             self._feed(text[:nl])
+            text = text[nl + 1 :]
+            if self._before_echo():
+                # Typed ahead while the target still prints its login messages (motd,
+                # last login): that newline is theirs; the line typed comes on a later row.
+                self._feed("\n")
+                self._postponed += 1
+                self._prompt_row = self._screen.cursor.y
+                self._prompt_scrolled = self._screen.scrolled
+                self._echo = []
+                continue
             events += self._commit_one(echoed=True)
             self._feed("\n")
-            text = text[nl + 1 :]
         if self._screen is not None and not self._pending and self._typed_done:
             # Every Enter of the chunk has been read: back to tail mode.
             self._stop_typing()
@@ -241,6 +251,20 @@ class CommandExtractor:
         if self._screen is not None:
             self._feed(text)
         return events
+
+    def _before_echo(self) -> bool:
+        """Is an output newline, while the first line waits, not the echo of its Enter?
+
+        Only when no prompt was on screen as typing began (the shell is not up yet, so
+        the kernel or readline echoes the line later) and only for a screenful of
+        lines; after a prompt, or past that, the line is read now, redacted if unechoed.
+        """
+        return (
+            self._pending[0][1] is None
+            and self._prompt == ""
+            and self._postponed < self.lines
+            and not self._was_echoed()
+        )
 
     def _feed(self, text: str) -> None:
         if not text:
@@ -313,6 +337,7 @@ class CommandExtractor:
         self._fed = 0
         self._pending = []
         self._typed_done = False
+        self._postponed = 0
         self._capture_prompt(screen)
 
     def _capture_prompt(self, screen: TrackingScreen) -> None:
@@ -406,11 +431,23 @@ class CommandExtractor:
         line = self._join(rows[start:])
         if prompt and line.startswith(prompt):
             line = line[len(prompt) :]
+        elif (typed := "".join(self._typed).strip()) and self._bare_or_prompted(line, typed):
+            # No prompt known (typed before the shell was up) and the row is the typed
+            # text, after a prompt or none: the kernel's echo of `echo a > f`.
+            line = typed
         else:
             m = _ISEARCH.match(line) or _SHELL_PROMPT.match(line)
             if m:
                 line = line[m.end() :]
         return line.strip()
+
+    @staticmethod
+    def _bare_or_prompted(line: str, typed: str) -> bool:
+        line = line.rstrip()
+        if not line.endswith(typed):
+            return False
+        rest = line[: len(line) - len(typed)]
+        return not rest.strip() or _SHELL_PROMPT.fullmatch(rest) is not None
 
     def _join(self, rows: list[tuple[list[str], bool]]) -> str:
         parts = []

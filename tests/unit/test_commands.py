@@ -104,6 +104,50 @@ def test_no_echoed_newline_commits_at_the_next_keystroke_or_after_a_second() -> 
     assert [e["text"] for e in ex.input(b"y", 4.2)] == ["x"]
 
 
+def test_typed_ahead_of_the_login_messages_is_read_from_its_echo() -> None:
+    # The Enter reaches the extractor before sshd's motd does; the motd's newlines are
+    # not the echo of the line, the kernel's echo (and readline's redisplay) come later.
+    ex = CommandExtractor(80, 24)
+    assert ex.input(b"echo a > /tmp/f\r", 0.5) == []
+    assert ex.output(b"Linux db01 6.1.0 x86_64\r\n\r\nThe programs included", 0.6) == []
+    assert ex.output(b" with Debian are free software.\r\n", 0.6) == []
+    events = ex.output(b"echo a > /tmp/f\r\n" + PROMPT + b"echo a > /tmp/f\r\n", 0.7)
+    assert events == [
+        {
+            "kind": "command",
+            "redacted": False,
+            "source": "pty",
+            "offset": 0.5,
+            "text": "echo a > /tmp/f",
+        }
+    ]
+    ex.input(b"id\r", 2.0)
+    assert [e["text"] for e in ex.output(b"id\r\nuid=0\r\n" + PROMPT, 2.1)] == ["id"]
+
+
+def test_typed_ahead_and_never_echoed_is_redacted() -> None:
+    ex = CommandExtractor(80, 24)
+    ex.input(b"hunter2\r", 0.5)
+    events = []
+    for i in range(30):  # a long motd: the wait for the echo ends after a screenful
+        events += ex.output(b"line %d of the motd\r\n" % i, 0.6)
+        assert events == [] or i >= 24
+    events += ex.output(PROMPT, 0.7) + ex.flush(0.8)
+    assert events == [{"kind": "command", "redacted": True, "source": "pty", "offset": 0.5}]
+    assert ex.input(b"x", 0.9) == []
+
+
+def test_a_no_echo_read_without_a_prompt_is_redacted_within_a_second() -> None:
+    ex = CommandExtractor(80, 24)
+    ex.output(PROMPT, 0.0)
+    ex.input(b"read -s pw; echo; echo done\r", 1.0)
+    ex.output(b"read -s pw; echo; echo done\r\n", 1.1)
+    ex.input(b"s3cr3t\r", 2.0)
+    assert ex.output(b"\r\ndone\r\n" + PROMPT, 2.1) == []  # waiting for an echo
+    events = ex.output(b"", 3.5)
+    assert events == [{"kind": "command", "redacted": True, "source": "pty", "offset": 2.0}]
+
+
 def test_control_keys_alone_start_nothing() -> None:
     ex = CommandExtractor(80, 24)
     ex.output(PROMPT, 0.0)
