@@ -1,35 +1,75 @@
-"""One change to how asyncssh puts packets on the wire: no empty SSH_MSG_IGNORE before
-every packet when the cipher is AEAD.
+"""How asyncssh puts packets on the wire and takes them off, made cheaper for AES-GCM.
 
-asyncssh 2.24 sends an empty IGNORE before each connection-layer packet once keys are
-in use (connection.py, ``send_packet``: "insert an ignore packet into the stream"), an
-old countermeasure for CBC mode's predictable IVs. With AES-GCM or chacha20-poly1305,
-the only ciphers either leg of the proxy allows, each packet has its own nonce and tag,
-so the extra packet protects nothing; it doubles the packets, encryptions and writes of
-every keystroke and every data chunk, for the proxy and for both peers (measured with
-benchmarks/: PTY output 23 -> 14 proxy CPU s/GB). No channel data, order or message
-the peers act on changes; other ciphers keep asyncssh's behaviour.
+The proxy relays every byte twice (decrypt from one leg, encrypt to the other), and
+asyncssh's per-packet Python work, not the cipher, is most of its CPU (benchmarks/,
+issue 9). Four changes, each keeping the bytes on the wire and every message the peers
+act on exactly as asyncssh would produce them:
+
+1. No empty SSH_MSG_IGNORE before every packet under AEAD ciphers. asyncssh 2.24 sends
+   one before each connection-layer packet (``send_packet``: "insert an ignore packet
+   into the stream"), a countermeasure for CBC mode's predictable IVs. With AES-GCM or
+   chacha20-poly1305, the only ciphers the proxy's client leg offers, each packet has
+   its own nonce and tag, so it protects nothing and doubled the packets, encryptions
+   and writes of every keystroke and data chunk (PTY output 23 -> 14 CPU s/GB).
+2. AES-GCM keeps one ``AESGCM`` object per direction instead of building one for every
+   packet, and seals a packet straight into the buffer that goes to the socket.
+3. Connection-layer packets (channel data, window adjusts, requests) under AES-GCM after
+   authentication are framed and sealed in one pass: one join, one encryption, one
+   write; the packet log text is only built when asyncssh's debug level would print it.
+4. Received bytes are parsed through a ``memoryview``: asyncssh slices its input buffer
+   twice per packet (``self._inpbuf = self._inpbuf[n:]``), which copies everything
+   behind the packet each time, quadratic in the packets one socket read holds.
+5. The per-packet log line (name lookup, byte count, f-strings) is only built when
+   asyncssh's debug level (3) would print it.
+
+Everything else (key exchange, rekeying, authentication, other ciphers, compression)
+takes asyncssh's own code. The changes rely on asyncssh internals, so they are only
+installed on the asyncssh versions they were checked against (``TESTED``); on any other
+the proxy runs on stock asyncssh, correct and slower (tests/unit/test_wire_fastpath.py
+compares the fast path with asyncssh's own, byte for byte).
 """
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
+import asyncssh
 from asyncssh.connection import SSHConnection
-from asyncssh.constants import MSG_IGNORE
+from asyncssh.constants import MSG_IGNORE, MSG_USERAUTH_LAST
+from asyncssh.crypto.cipher import GCMCipher
 from asyncssh.encryption import ChachaEncryption, GCMEncryption
+from asyncssh.logging import SSHLogger
+from asyncssh.misc import DisconnectError
+from asyncssh.packet import SSHPacketLogger
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+TESTED = ("2.24.1",)
 _AEAD = (GCMEncryption, ChachaEncryption)
 _EMPTY_STRING = b"\x00\x00\x00\x00"  # asyncssh.packet.String(b"")
+_TAG = 16  # AES-GCM tag size
 _installed = False
+fast = False  # whether changes 2-4 are in (the asyncssh version is in TESTED)
 
 
 def install() -> None:
-    """Patch asyncssh's connection class (idempotent). Called before listening."""
-    global _installed
+    """Patch asyncssh (idempotent). Called before the proxy listens."""
+    global _installed, fast
     if _installed:
         return
     _installed = True
+    _drop_ignore_filler()
+    if asyncssh.__version__ in TESTED:
+        fast = True
+        _cache_gcm()
+        _fast_send()
+        _fast_receive()
+        _quiet_packet_log()
+
+
+def _drop_ignore_filler() -> None:
     send_packet = SSHConnection.send_packet
 
     def send_packet_without_filler(
@@ -44,3 +84,163 @@ def install() -> None:
         send_packet(self, pkttype, *args, handler=handler)
 
     SSHConnection.send_packet = send_packet_without_filler  # type: ignore[method-assign]
+
+
+# -- 2. one AESGCM per direction ---------------------------------------------------------
+
+
+def _aead(cipher: GCMCipher) -> AESGCM:
+    aead: AESGCM | None = cipher.__dict__.get("_bg_aead")
+    if aead is None:
+        aead = cipher.__dict__["_bg_aead"] = AESGCM(cipher._key)
+    return aead
+
+
+def seal(cipher: GCMCipher, header: bytes, packet: bytes) -> bytearray:
+    """``header + encrypt(packet) + tag`` in one buffer, the IV advanced: what
+    asyncssh's ``encrypt_and_sign`` and ``packet + mac`` produce together."""
+    out = bytearray(len(header) + len(packet) + _TAG)
+    out[: len(header)] = header
+    _aead(cipher).encrypt_into(cipher._iv, packet, header, memoryview(out)[len(header) :])
+    cipher._update_iv()
+    return out
+
+
+def _cache_gcm() -> None:
+    def encrypt_and_sign(self: GCMCipher, header: bytes, data: bytes) -> tuple[bytes, bytes]:
+        sealed = _aead(self).encrypt(self._iv, data, header)
+        self._update_iv()
+        return header + sealed[:-_TAG], sealed[-_TAG:]
+
+    def verify_and_decrypt(self: GCMCipher, header: bytes, data: bytes, mac: bytes) -> bytes | None:
+        try:
+            plain = _aead(self).decrypt(self._iv, b"".join((data, mac)), header)
+        except InvalidTag:
+            plain = None
+        self._update_iv()
+        return plain
+
+    def decrypt_packet(
+        self: GCMEncryption, seq: int, first: bytes, rest: bytes, header_len: int, mac: bytes
+    ) -> bytes | None:
+        # ``first``, ``rest`` and ``mac`` may be memoryviews of the receive buffer (4.).
+        cipher: GCMCipher = self._cipher
+        try:
+            plain = _aead(cipher).decrypt(
+                cipher._iv,
+                b"".join((first[header_len:], rest, mac)),
+                first[:header_len],
+            )
+        except InvalidTag:
+            plain = None
+        cipher._update_iv()
+        return plain
+
+    GCMCipher.encrypt_and_sign = encrypt_and_sign  # type: ignore[method-assign]
+    GCMCipher.verify_and_decrypt = verify_and_decrypt  # type: ignore[method-assign]
+    GCMEncryption.decrypt_packet = decrypt_packet  # type: ignore[method-assign]
+
+
+# -- 3. connection-layer packets in one pass ---------------------------------------------
+
+
+def _fast_send() -> None:
+    send_packet = SSHConnection.send_packet  # with the filler dropped (1.)
+
+    def send_packet_fast(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> None:
+        enc = self._send_encryption
+        if (
+            pkttype <= MSG_USERAUTH_LAST
+            or type(enc) is not GCMEncryption
+            or not self._kex_complete
+            or not self._auth_complete
+            or self._compressor
+            or self._rekey_bytes_sent >= self._rekey_bytes
+            or (self._rekey_seconds and time.monotonic() >= self._rekey_time)
+        ):
+            # Rekeying due, deferred packets, compression, other ciphers: asyncssh's way.
+            send_packet(self, pkttype, *args, handler=handler)
+            return
+        size = 1 + sum(map(len, args))  # the payload: type byte and fields
+        padlen = -(self._send_enchdrlen + size) % self._send_blocksize
+        if padlen < 4:
+            padlen += self._send_blocksize
+        pktlen = 1 + size + padlen
+        header = pktlen.to_bytes(4, "big")
+        packet = b"".join((bytes((padlen, pkttype)), *args, os.urandom(padlen)))
+        self._send(seal(enc._cipher, header, packet))
+        seq = self._send_seq
+        self._send_seq = (seq + 1) & 0xFFFFFFFF
+        self._rekey_bytes_sent += pktlen
+        if SSHLogger._debug_level >= 3:  # the slice copies: only when it prints (5.)
+            (handler or self).log_sent_packet(pkttype, seq, packet[1 : 1 + size])
+
+    SSHConnection.send_packet = send_packet_fast  # type: ignore[method-assign]
+
+
+# -- 4. parsing received bytes without re-copying the buffer ------------------------------
+
+
+def _fast_receive() -> None:
+    data_received = SSHConnection.data_received
+
+    def data_received_fast(self: Any, data: bytes, datatype: Any = None) -> None:
+        if type(self._recv_encryption) is not GCMEncryption:
+            data_received(self, data, datatype)
+            return
+        buf = self._inpbuf
+        self._inpbuf = memoryview(buf + data if buf else data)
+        try:
+            self._recv_data()
+        finally:
+            # Keep only what is still unparsed, as bytes: a view would pin the whole
+            # socket read in memory for as long as the connection sits idle.
+            rest = self._inpbuf
+            self._inpbuf = bytes(rest) if rest else b""
+            if type(self._packet) is memoryview:
+                self._packet = bytes(self._packet)
+
+    recv_data = SSHConnection._recv_data
+
+    def recv_data_fast(self: Any) -> None:
+        if type(self._inpbuf) is not memoryview:
+            recv_data(self)
+            return
+        # asyncssh's _recv_data, stopping where a rekey leaves AES-GCM mid-buffer.
+        self._reset_keepalive_timer()
+        try:
+            while (
+                self._inpbuf
+                and type(self._recv_encryption) is GCMEncryption
+                and self._recv_handler()
+            ):
+                pass
+        except DisconnectError as exc:
+            self._send_disconnect(exc.code, exc.reason, exc.lang)
+            self._force_close(exc)
+            return
+        except Exception:
+            self.internal_error()
+            return
+        if self._inpbuf and type(self._recv_encryption) is not GCMEncryption:
+            # Another cipher's code wants bytes.
+            self._inpbuf = bytes(self._inpbuf)
+            if type(self._packet) is memoryview:
+                self._packet = bytes(self._packet)
+            recv_data(self)
+
+    SSHConnection.data_received = data_received_fast  # type: ignore[method-assign]
+    SSHConnection._recv_data = recv_data_fast  # type: ignore[method-assign]
+
+
+# -- 5. the packet log only when it prints -------------------------------------------------
+
+
+def _quiet_packet_log() -> None:
+    log_packet = SSHPacketLogger._log_packet
+
+    def log_packet_if_printed(self: SSHPacketLogger, *args: Any) -> None:
+        if SSHLogger._debug_level >= 3:  # SSHLogger.packet's own test
+            log_packet(self, *args)
+
+    SSHPacketLogger._log_packet = log_packet_if_printed  # type: ignore[method-assign,assignment]
