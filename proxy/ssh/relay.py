@@ -22,6 +22,7 @@ from proxy.core.commands import CommandExtractor
 from proxy.core.recording import CastEncoder
 from proxy.errors import RecordingError, StoreError, UpstreamError
 from proxy.recorder import CastFile, ChannelRecorder, make_private_dirs, recording_path
+from proxy.ssh import wire
 from proxy.ssh.session import LiveSession
 from proxy.ssh.taps import Tap, marker_text, tap_for
 from proxy.store.base import NewEvent
@@ -32,6 +33,8 @@ ALLOWED_SUBSYSTEMS = frozenset({"sftp"})
 _ENV_ALLOWED = re.compile(r"(LANG|LC_[A-Z_]+)\Z")
 # Input that arrives before the target channel exists is held, up to this much.
 EARLY_INPUT_LIMIT = 256 * 1024
+# Target output held to the end of a socket read, at most: OpenSSH's packet size.
+COALESCE_BYTES = 32 * 1024
 
 
 def allowed_env(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
@@ -90,6 +93,9 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self._pending_size: tuple[int, int, int, int] | None = None
         self._closing = False
         self._started = time.monotonic()
+        self._down: list[bytes] = []  # target output held to the end of a socket read
+        self._down_type: asyncssh.DataType = None
+        self._down_len = 0
         self._cast: CastFile | None = None
         self._enc: CastEncoder | None = None
         self._rec: ChannelRecorder | None = None
@@ -326,6 +332,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
     # -- engineer -> target -------------------------------------------------------------
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self._down:
+            self._flush_down()  # what the target said first is recorded first
         self.bytes_up += len(data)
         now = self.session.last_activity = time.monotonic()
         if self._up_chan is not None:
@@ -364,6 +372,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         return True
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        self._flush_down()
         if self._rec is not None and self._enc is not None:
             self._rec.flush_batch()
             self._rec.write(self._enc.resize(self._t(), width, height))
@@ -396,6 +405,30 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
     # -- target -> engineer -------------------------------------------------------------
 
     def from_target(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        # The chunks one socket read brings (a PTY's output comes in sshd's small
+        # packets) go on as one: one packet to encrypt and send, one cast event, instead
+        # of one per chunk. Bulk data (32 KiB packets) goes on at once.
+        if self._down:
+            if datatype == self._down_type and self._down_len + len(data) <= COALESCE_BYTES:
+                self._down.append(data)
+                self._down_len += len(data)
+                return
+            self._flush_down()
+        if len(data) < COALESCE_BYTES and wire.defer(self._flush_down):
+            self._down = [data]
+            self._down_type = datatype
+            self._down_len = len(data)
+            return
+        self._to_engineer(data, datatype)
+
+    def _flush_down(self) -> None:
+        """Send on what ``from_target`` holds; before anything that must come after it."""
+        down = self._down
+        if down:
+            self._down = []
+            self._to_engineer(down[0] if len(down) == 1 else b"".join(down), self._down_type)
+
+    def _to_engineer(self, data: bytes, datatype: asyncssh.DataType) -> None:
         self.bytes_down += len(data)
         # One clock read per chunk serves the idle timer and the cast's offset.
         now = self.session.last_activity = time.monotonic()
@@ -410,6 +443,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             self._chan.write(data, datatype)
 
     def target_eof(self) -> None:
+        self._flush_down()
         # Held until the target's channel closes, then sent with the exit status: an
         # OpenSSH client whose own input is closed (a ControlMaster channel) answers EOF
         # with CLOSE at once, asyncssh closes our side on CLOSE, and an exit status that
@@ -425,6 +459,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             self._chan.resume_reading()
 
     def target_closed(self, up: UpstreamSession, exc: Exception | None) -> None:
+        self._flush_down()
         chan = self._chan
         if up.exit_signal is not None:
             self._exit = (None, up.exit_signal[0])
@@ -454,6 +489,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
 
     def notice(self, line: str) -> None:
         """One line to the engineer: the terminal for PTY, stderr otherwise."""
+        self._flush_down()
         chan = self._chan
         if chan is None or self._closing or self.kind == "subsystem":
             return
@@ -470,6 +506,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
 
     def terminate(self, message: str | None) -> None:
         """Close from the proxy's side (time limit, kill, shutdown, client gone)."""
+        self._flush_down()
         if message is not None:
             self.notice(message)
         if self._up_chan is not None:
@@ -487,6 +524,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
     def connection_lost(self, exc: Exception | None) -> None:
         """The engineer's channel is closed: close the target's, record the end."""
         self._closing = True
+        self._flush_down()  # recorded; not sent
         if self._cmds is not None:
             self._audit_commands(self._cmds.flush(self._t()))
             self._cmds = None

@@ -19,6 +19,8 @@ act on exactly as asyncssh would produce them:
 4. Received bytes are parsed through a ``memoryview``: asyncssh slices its input buffer
    twice per packet (``self._inpbuf = self._inpbuf[n:]``), which copies everything
    behind the packet each time, quadratic in the packets one socket read holds.
+   Callers can ``defer`` work to the end of the read: the relay sends the channel data
+   of all the packets one read brought as one packet (proxy/ssh/relay.py).
 5. The per-packet log line (name lookup, byte count, f-strings) is only built when
    asyncssh's debug level (3) would print it.
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import asyncssh
@@ -181,13 +184,40 @@ def _fast_send() -> None:
 # -- 4. parsing received bytes without re-copying the buffer ------------------------------
 
 
+_after_read: list[Callable[[], None]] | None = None  # while a socket read is parsed
+
+
+def defer(callback: Callable[[], None]) -> bool:
+    """Run ``callback`` once the socket read being parsed now has been (every packet in
+    it delivered); False, and nothing kept, when no read is being parsed (or the fast
+    path is not installed): the caller then acts at once."""
+    if _after_read is None:
+        return False
+    _after_read.append(callback)
+    return True
+
+
 def _fast_receive() -> None:
     data_received = SSHConnection.data_received
 
     def data_received_fast(self: Any, data: bytes, datatype: Any = None) -> None:
-        if type(self._recv_encryption) is not GCMEncryption:
-            data_received(self, data, datatype)
-            return
+        global _after_read
+        callbacks: list[Callable[[], None]] = []
+        _after_read = callbacks
+        try:
+            if type(self._recv_encryption) is not GCMEncryption:
+                data_received(self, data, datatype)
+            else:
+                _parse(self, data)
+        finally:
+            _after_read = None
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:  # as an exception in a packet handler would be
+                    self.internal_error()
+
+    def _parse(self: Any, data: bytes) -> None:
         buf = self._inpbuf
         self._inpbuf = memoryview(buf + data if buf else data)
         try:

@@ -1,0 +1,121 @@
+"""The relay's target -> engineer coalescing (proxy.ssh.relay.ChannelBridge.from_target):
+the chunks one socket read delivers go on as one write, in order, split where the data
+type changes or a packet's worth is held, and always before what must follow them.
+
+A bridge without a session or channels (object.__new__): only the attributes the
+target -> engineer path reads are set; the channel records what it was asked to send.
+The end of a socket read is simulated with proxy.ssh.wire's own hook."""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import pytest
+
+from proxy.ssh import relay, wire
+
+
+class Channel:
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, bytes | str]] = []
+
+    def write(self, data: bytes, datatype: Any = None) -> None:
+        self.sent.append((datatype, data))
+
+    def write_eof(self) -> None:
+        self.sent.append(("eof", b""))
+
+    def exit(self, status: int) -> None:
+        self.sent.append(("exit", str(status)))
+
+
+def bridge() -> tuple[relay.ChannelBridge, Channel]:
+    b = object.__new__(relay.ChannelBridge)
+    chan = Channel()
+    b.session = types.SimpleNamespace(last_activity=0.0)  # type: ignore[assignment]
+    b._chan = chan  # type: ignore[assignment]
+    b._rec = b._cmds = b._tap = None
+    b._closing = False
+    b._target_eof = False
+    b._exit = (None, None)
+    b._started = 0.0
+    b.kind = "shell"
+    b.bytes_down = 0
+    b._down, b._down_type, b._down_len = [], None, 0
+    return b, chan
+
+
+def read(callback: Any) -> None:
+    """What wire's data_received does around one socket read."""
+    callbacks: list[Any] = []
+    wire._after_read = callbacks
+    try:
+        callback()
+    finally:
+        wire._after_read = None
+    for cb in callbacks:
+        cb()
+
+
+def test_chunks_of_one_read_go_on_as_one_write_in_order() -> None:
+    b, chan = bridge()
+
+    def packets() -> None:
+        for n in range(10):
+            b.from_target(b"line %d\r\n" % n, None)
+        assert chan.sent == []  # held to the end of the read
+
+    read(packets)
+    assert chan.sent == [(None, b"".join(b"line %d\r\n" % n for n in range(10)))]
+    assert b.bytes_down == len(chan.sent[0][1])
+
+
+def test_a_data_type_change_and_a_full_packet_split_the_batch() -> None:
+    b, chan = bridge()
+    big = b"x" * (relay.COALESCE_BYTES - 10)
+
+    def packets() -> None:
+        b.from_target(b"out1", None)
+        b.from_target(b"err1", 1)
+        b.from_target(b"err2", 1)
+        b.from_target(big, None)
+        b.from_target(b"y" * 20, None)  # would pass a packet's worth
+        b.from_target(b"z" * relay.COALESCE_BYTES, None)  # bulk: on at once
+
+    read(packets)
+    assert chan.sent == [
+        (None, b"out1"),
+        (1, b"err1err2"),
+        (None, big),
+        (None, b"y" * 20),
+        (None, b"z" * relay.COALESCE_BYTES),
+    ]
+
+
+def test_outside_a_read_data_goes_on_at_once() -> None:
+    b, chan = bridge()
+    b.from_target(b"now", None)
+    assert chan.sent == [(None, b"now")]
+
+
+@pytest.mark.parametrize("last", ["eof", "closed", "input"])
+def test_held_data_goes_before_what_follows_it(last: str) -> None:
+    b, chan = bridge()
+    b._up_chan = types.SimpleNamespace(write=lambda data, datatype: chan.sent.append(("up", data)))  # type: ignore[assignment]
+    b.bytes_up = 0
+
+    def packets() -> None:
+        b.from_target(b"bye\r\n", None)
+        if last == "eof":
+            b.target_eof()
+        elif last == "closed":
+            up = types.SimpleNamespace(exit_signal=None, exit_status=0)
+            b.target_closed(up, None)  # type: ignore[arg-type]
+        else:
+            b.session.last_activity = 0.0
+            b.data_received(b"q", None)
+
+    read(packets)
+    assert chan.sent[0] == (None, b"bye\r\n")
+    assert len([s for s in chan.sent if s[1] == b"bye\r\n"]) == 1
