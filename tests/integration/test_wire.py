@@ -223,3 +223,21 @@ async def test_bulk_both_ways_across_rekeys_through_a_chunking_relay(
     if wire.fast:  # 8 MB in 32 KiB packets at least, sent and received
         assert used["sealed"] >= 256, used
         assert used["views"] >= 256, used
+
+
+def test_only_bulk_packets_keep_an_aesgcm_and_only_a_few() -> None:
+    """An AESGCM object is 2.7 KiB: idle sessions (keystrokes) keep none, bulk keeps at
+    most wire._KEPT, the most recently used."""
+    from asyncssh.crypto.cipher import GCMCipher
+
+    wire._kept.clear()
+    small = [GCMCipher("aes128-gcm", bytes([n]) * 16, bytes(12)) for n in range(50)]
+    for cipher in small:
+        wire.seal(cipher, b"\x00\x00\x00\x20", bytes(32))
+    assert not wire._kept
+    bulk = [GCMCipher("aes128-gcm", bytes([n]) * 16, bytes(12)) for n in range(wire._KEPT + 8)]
+    for cipher in bulk:
+        wire.seal(cipher, b"\x00\x00\x80\x00", bytes(wire._BULK_BYTES))
+    wire.seal(bulk[-1], b"\x00\x00\x80\x00", bytes(wire._BULK_BYTES))
+    assert list(wire._kept) == bulk[8:]
+    wire._kept.clear()
