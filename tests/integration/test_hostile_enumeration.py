@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -100,15 +101,33 @@ async def attempt(proxy: InProcessProxy, case: Case) -> tuple[Answer, int]:
 
 
 async def test_every_refusal_looks_the_same_and_costs_one_argon2_check(
-    proxy: InProcessProxy,
+    proxy: InProcessProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     table = await cases(proxy)
-    answers: dict[str, Answer] = {}
-    work: dict[str, int] = {}
-    for case in table:
-        answers[case.name], work[case.name] = await attempt(proxy, case)
+    store = proxy.app.store
+    calls: list[str] = []
 
-    assert work == {case.name: 1 for case in table}
+    def counting(name: str) -> Any:
+        real = getattr(store, name)
+
+        def counted(*args: Any) -> Any:
+            calls.append(name)
+            return real(*args)
+
+        return counted
+
+    for method in ("get_credential", "start_session"):
+        monkeypatch.setattr(store, method, counting(method))
+    answers: dict[str, Answer] = {}
+    work: dict[str, tuple[int, list[str]]] = {}
+    for case in table:
+        calls.clear()
+        answers[case.name], checks = await attempt(proxy, case)
+        work[case.name] = (checks, list(calls))
+
+    # The same work too: one argon2 check, one credential read, no transaction (what the
+    # commit would refuse is refused before it; benchmarks/login_timing.py times it).
+    assert work == {case.name: (1, ["get_credential"]) for case in table}
     reference = answers[table[0].name]
     # asyncssh's client starts with a "none" request: two failures, both alike.
     assert reference.failures == (((KBDINT,), False),) * 2, reference
