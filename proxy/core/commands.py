@@ -431,7 +431,11 @@ class CommandExtractor:
         line = self._join(rows[start:])
         if prompt and line.startswith(prompt):
             line = line[len(prompt) :]
-        elif (typed := "".join(self._typed).strip()) and self._bare_or_prompted(line, typed):
+        elif (
+            not prompt
+            and (typed := "".join(self._typed).strip())
+            and self._bare_or_prompted(line, typed)
+        ):
             # No prompt known (typed before the shell was up) and the row is the typed
             # text, after a prompt or none: the kernel's echo of `echo a > f`.
             line = typed

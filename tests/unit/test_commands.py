@@ -125,6 +125,18 @@ def test_typed_ahead_of_the_login_messages_is_read_from_its_echo() -> None:
     assert [e["text"] for e in ex.output(b"id\r\nuid=0\r\n" + PROMPT, 2.1)] == ["id"]
 
 
+def test_a_found_line_ending_in_what_was_typed_keeps_its_start() -> None:
+    # Ctrl-R "ls" finds `echo a > ls`: only "ls" was typed, the line is the screen's.
+    ex = CommandExtractor(80, 24)
+    ex.output(PROMPT, 0.0)
+    ex.input(b"\x12", 1.0)
+    ex.output(b"\r(reverse-i-search)`': ", 1.0)
+    ex.input(b"ls", 1.5)
+    ex.output(b"\r(reverse-i-search)`ls': echo a > ls", 1.5)
+    ex.input(b"\r", 2.0)
+    assert [e["text"] for e in ex.output(b"\r\n", 2.1)] == ["echo a > ls"]
+
+
 def test_typed_ahead_and_never_echoed_is_redacted() -> None:
     ex = CommandExtractor(80, 24)
     ex.input(b"hunter2\r", 0.5)
