@@ -2,7 +2,7 @@
 
 The proxy relays every byte twice (decrypt from one leg, encrypt to the other), and
 asyncssh's per-packet Python work, not the cipher, is most of its CPU (benchmarks/,
-issue 9). Four changes, each keeping the bytes on the wire and every message the peers
+issue 9). Five changes, each keeping the bytes on the wire and every message the peers
 act on exactly as asyncssh would produce them:
 
 1. No empty SSH_MSG_IGNORE before every packet under AEAD ciphers. asyncssh 2.24 sends
@@ -15,7 +15,7 @@ act on exactly as asyncssh would produce them:
    packet, and seals a packet straight into the buffer that goes to the socket.
 3. Connection-layer packets (channel data, window adjusts, requests) under AES-GCM after
    authentication are framed and sealed in one pass: one join, one encryption, one
-   write; the packet log text is only built when asyncssh's debug level would print it.
+   write.
 4. Received bytes are parsed through a ``memoryview``: asyncssh slices its input buffer
    twice per packet (``self._inpbuf = self._inpbuf[n:]``), which copies everything
    behind the packet each time, quadratic in the packets one socket read holds.
@@ -27,8 +27,9 @@ act on exactly as asyncssh would produce them:
 Everything else (key exchange, rekeying, authentication, other ciphers, compression)
 takes asyncssh's own code. The changes rely on asyncssh internals, so they are only
 installed on the asyncssh versions they were checked against (``TESTED``); on any other
-the proxy runs on stock asyncssh, correct and slower (tests/unit/test_wire_fastpath.py
-compares the fast path with asyncssh's own, byte for byte).
+the proxy logs a warning and runs on stock asyncssh, correct and slower
+(tests/integration/test_wire.py checks the sealing against AES-GCM itself and moves
+data both ways across rekeys through a relay that cuts the stream at random).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ _AEAD = (GCMEncryption, ChachaEncryption)
 _EMPTY_STRING = b"\x00\x00\x00\x00"  # asyncssh.packet.String(b"")
 _TAG = 16  # AES-GCM tag size
 _installed = False
-fast = False  # whether changes 2-4 are in (the asyncssh version is in TESTED)
+fast = False  # whether changes 2-5 are in (the asyncssh version is in TESTED)
 
 
 def install() -> None:
