@@ -54,6 +54,35 @@ def _event_line(t: float, code: str, text: str) -> bytes:
     return _finish_line(f'[{t!r}, "{code}", {encode_basestring(text)}]')
 
 
+# ASCII output (most terminal output, logs, base64) is escaped as bytes: JSON needs only
+# these few replaced, and bytes.replace runs at memory speed where encode_basestring
+# walks character by character (benchmarks: 2.0 -> 0.9 CPU s/GB of recorded base64
+# text). Output with any other control character takes the general path. Backslash
+# goes first so the backslashes the others add are not doubled.
+_ASCII_ESCAPES = (
+    (b"\\", b"\\\\"),
+    (b'"', b'\\"'),
+    (b"\n", b"\\n"),
+    (b"\r", b"\\r"),
+    (b"\t", b"\\t"),
+    (b"\x08", b"\\b"),
+    (b"\x0c", b"\\f"),
+    (b"\x1b", b"\\u001b"),
+)
+_OTHER_CONTROLS = bytes(c for c in range(0x20) if c not in b"\n\r\t\x08\x0c\x1b")
+
+
+def _escape_ascii(data: bytes) -> bytes | None:
+    """``encode_basestring(data.decode())[1:-1].encode()`` for ASCII ``data``, or None
+    when it holds a control character this does not handle."""
+    if len(data.translate(None, _OTHER_CONTROLS)) != len(data):
+        return None
+    for raw, escaped in _ASCII_ESCAPES:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return data
+
+
 def _cost(text: str) -> int:
     """The bytes ``text`` takes in a cast line: JSON-escaped UTF-8, without its quotes.
     A NUL is 6 bytes there (\\u0000): the cap counts these, so it bounds the file."""
@@ -190,6 +219,13 @@ class CastEncoder:
             decoder = self._decoders[code] = _UTF8(errors="replace")
         room = self.max_bytes - self.data_bytes
         state = decoder.getstate()
+        if not state[0] and data.isascii():
+            # Nothing pending in the decoder, so decoding would only copy: escape the
+            # bytes directly (the same line, byte for byte; tests/unit/test_recording.py).
+            body = _escape_ascii(data)
+            if body is not None and len(body) <= room:
+                self.data_bytes += len(body)
+                return b"".join((f'[{self._time(t)!r}, "{code}", "'.encode(), body, b'"]\n'))
         text = decoder.decode(data)
         line = self._event(t, code, text) if text else b""
         # What the data takes in the line: the line less the same event with no data.

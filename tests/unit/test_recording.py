@@ -7,11 +7,15 @@ import json
 import os
 import subprocess
 import sys
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from proxy.core import recording
 from proxy.core.recording import CastEncoder
 
 LIMIT_MARK = (
@@ -363,3 +367,81 @@ def test_asciinema_cat_plays_a_capped_cast(tmp_path: Path) -> None:
     result = _cat(cast, tmp_path)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert result.stdout.decode() == "12345678"
+
+
+# ---------------------------------------------------------------- ASCII fast path
+
+# Bytes that exercise every branch: the escapes the fast path handles, controls it
+# leaves to the general path, a quote, a backslash, DEL, and UTF-8 lead/continuation
+# bytes (a character split across chunks leaves the decoder with pending bytes).
+_AWKWARD = b'ab \\"\n\r\t\x08\x0c\x1b\x00\x01\x1f\x7f\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80'
+_chunks = st.lists(
+    st.one_of(
+        st.binary(max_size=40),
+        st.lists(st.sampled_from(_AWKWARD), max_size=40).map(bytes),
+        st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=60).map(str.encode),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.binary(max_size=300).filter(bytes.isascii))
+def test_escape_ascii_is_json_string_escaping(data: bytes) -> None:
+    escaped = recording._escape_ascii(data)
+    expected = encode_basestring(data.decode())[1:-1].encode()
+    if escaped is None:  # only for controls it leaves to the general path
+        assert any(c < 0x20 and c not in b"\n\r\t\x08\x0c\x1b" for c in data)
+    else:
+        assert escaped == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(chunks=_chunks, cap=st.integers(min_value=0, max_value=400), inputs=st.booleans())
+def test_ascii_fast_path_writes_the_same_cast_as_the_general_path(
+    chunks: list[bytes], cap: int, inputs: bool
+) -> None:
+    fast, general = enc(max_bytes=cap), enc(max_bytes=cap)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(recording, "_escape_ascii", lambda data: None)
+        general_out = [
+            general.input(i * 0.5, c) if inputs and i % 2 else general.output(i * 0.5, c)
+            for i, c in enumerate(chunks)
+        ]
+        general_out.append(general.finish(99.0))
+    fast_out = [
+        fast.input(i * 0.5, c) if inputs and i % 2 else fast.output(i * 0.5, c)
+        for i, c in enumerate(chunks)
+    ]
+    fast_out.append(fast.finish(99.0))
+    assert fast_out == general_out
+    assert (fast.data_bytes, fast.omitted_bytes, fast.capped) == (
+        general.data_bytes,
+        general.omitted_bytes,
+        general.capped,
+    )
+    assert fast.omitted_sha256() == general.omitted_sha256()
+
+
+def test_ascii_fast_path_is_taken_for_plain_terminal_output(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The property test above would pass with the fast path never taken; this one fails
+    then."""
+    taken: list[bytes] = []
+    real = recording._escape_ascii
+
+    def spy(data: bytes) -> bytes | None:
+        taken.append(data)
+        return real(data)
+
+    monkeypatch.setattr(recording, "_escape_ascii", spy)
+    e = enc()
+    assert one(e.output(1.0, b'\x1b[1mok\x1b[0m "a\\b"\r\n')) == [
+        1.0,
+        "o",
+        '\x1b[1mok\x1b[0m "a\\b"\r\n',
+    ]
+    e.output(1.1, b"\xc3")  # a character's first byte: pending in the decoder
+    e.output(1.2, b"\xa9 plain")  # so this ASCII-free chunk and the next take the general path
+    assert taken == [b'\x1b[1mok\x1b[0m "a\\b"\r\n']
