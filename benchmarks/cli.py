@@ -294,13 +294,19 @@ class Bench:
             note = f"OpenSSH clients over pipes, {hz:g} Hz each, {seconds:g}s"
             rows["p50"].note = note
 
-            def body(n: int = n, rows: dict[str, Row] = rows) -> None:
+            cpu = Row(f"proxy CPU per echo @{n}", "us")
+
+            def body(n: int = n, rows: dict[str, Row] = rows, cpu: Row = cpu) -> None:
                 for i in range(self.s.runs):
                     for path in PATHS:
                         argv = self.rig.ssh(path, interactive.ECHO_COMMAND, tty=True)
                         level = asyncio.run(
-                            interactive.echo_level(argv, self.rig.env(path), n, seconds, period)
+                            interactive.echo_level(
+                                argv, self.rig.env(path), n, seconds, period, pid=self._pid(path)
+                            )
                         )
+                        if level.cpu_per_echo_us is not None:
+                            cpu.proxy.append(level.cpu_per_echo_us)
                         getattr(rows["p50"], path).append(level.percentile(50))
                         getattr(rows["p99"], path).append(level.percentile(99))
                         getattr(rows["rate"], path).append(level.rate)
@@ -312,6 +318,8 @@ class Bench:
 
             self._guard(rows["p50"], body)
             self.rows.extend([rows["p99"], rows["rate"]])
+            if cpu.proxy:
+                self.cpu_rows.append(cpu)
             if rows["p50"].error:
                 rows["p99"].error = rows["rate"].error = rows["p50"].error
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import interactive, transfer  # noqa: E402
 from benchmarks.cli import parse_size  # noqa: E402
-from benchmarks.rig import CLK_TCK, Rig, descendants, raise_nofile  # noqa: E402
+from benchmarks.rig import Rig, busy_seconds, descendants, raise_nofile  # noqa: E402
 from tests.integration.harness import LOOPBACK, free_port  # noqa: E402
 
 
@@ -104,20 +104,13 @@ def argv_for(
     return argv
 
 
-def busy_seconds() -> float:
-    """CPU seconds the whole machine has spent not idle (all cores, /proc/stat)."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / CLK_TCK
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--levels", default="1,100", help="echo session counts")
     p.add_argument("--seconds", type=float, default=10.0, help="typing time per level")
     p.add_argument("--size", default="200M", help="download and sftp get size (0: skip)")
+    p.add_argument("--paths", help="a subset of direct,pyfwd,socat,proxy (all)")
     args = p.parse_args()
     raise_nofile(20000)
     rig = Rig.start()
@@ -125,6 +118,8 @@ def main() -> int:
     try:
         hops = start_hops(rig.target.port)
         paths = ["direct", *hops, "proxy"]
+        if args.paths:
+            paths = [p for p in paths if p in args.paths.split(",")]
         print(f"paths: {', '.join(paths)}; sshd 127.0.0.1:{rig.target.port}", file=sys.stderr)
         results: dict[str, dict[str, list[float]]] = {}
 
@@ -136,12 +131,19 @@ def main() -> int:
                 for path in paths:
                     argv = argv_for(rig, hops, path, interactive.ECHO_COMMAND, True)
                     env = rig.env("proxy" if path == "proxy" else "direct")
-                    level = asyncio.run(interactive.echo_level(argv, env, n, args.seconds, 0.1))
+                    pid = rig.proxy_pid if path == "proxy" else None
+                    level = asyncio.run(
+                        interactive.echo_level(argv, env, n, args.seconds, 0.1, pid=pid)
+                    )
                     add(f"echo p50 @{n} (ms)", path, level.percentile(50))
                     add(f"echo p99 @{n} (ms)", path, level.percentile(99))
+                    add(f"echo @{n}: busy cores", path, level.busy_cores)
+                    if level.cpu_per_echo_us is not None:
+                        add(f"echo @{n}: proxy us/echo", path, level.cpu_per_echo_us)
                     print(
                         f"  echo @{n} run {run + 1} {path}: p50 {level.percentile(50):.3f}"
-                        f" p99 {level.percentile(99):.3f} ms, {level.echoed}/{level.sent}",
+                        f" p99 {level.percentile(99):.3f} ms, {level.echoed}/{level.sent},"
+                        f" {level.busy_cores:.2f} cores busy",
                         file=sys.stderr,
                     )
         size = parse_size(args.size)

@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from benchmarks.rig import busy_seconds, cpu_seconds
 from benchmarks.transfer import BenchError
 
 ECHO_COMMAND = "stty raw -echo; printf READY; exec cat"
@@ -43,6 +44,16 @@ class EchoLevel:
     sent: int = 0
     echoed: int = 0
     rtts: list[float] = field(default_factory=list)  # seconds
+    # Over the typing phase: the whole machine's non-idle cores, and the CPU seconds of
+    # the process ``echo_level`` was given (the proxy), if any.
+    busy_cores: float = 0.0
+    cpu_seconds: float | None = None
+
+    @property
+    def cpu_per_echo_us(self) -> float | None:
+        if self.cpu_seconds is None or not self.echoed:
+            return None
+        return self.cpu_seconds / self.echoed * 1e6
 
     @property
     def rate(self) -> float:
@@ -170,13 +181,23 @@ async def _type(
 
 
 async def echo_level(
-    argv: Sequence[str], env: dict[str, str], sessions: int, seconds: float, period: float
+    argv: Sequence[str],
+    env: dict[str, str],
+    sessions: int,
+    seconds: float,
+    period: float,
+    pid: int | None = None,
 ) -> EchoLevel:
     processes = await open_sessions(argv, env, sessions)
     level = EchoLevel(sessions)
     try:
         start = time.monotonic() + 0.5
+        await asyncio.sleep(0.5)
+        busy0, cpu0 = busy_seconds(), None if pid is None else cpu_seconds(pid)
         await asyncio.gather(*(_type(p, level, start, start + seconds, period) for p in processes))
+        level.busy_cores = (busy_seconds() - busy0) / (time.monotonic() - start)
+        if pid is not None and cpu0 is not None:
+            level.cpu_seconds = cpu_seconds(pid) - cpu0
     finally:
         await close_all(processes)
     return level
