@@ -92,6 +92,10 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self._target_eof = False
         self._pending_size: tuple[int, int, int, int] | None = None
         self._closing = False
+        # Closed from the proxy's side: what the target still sends is neither shown nor
+        # recorded. The cast is what the engineer saw, and a session cut at its recording
+        # limit stops growing at once instead of taking in whatever is in flight.
+        self._cut = False
         self._started = time.monotonic()
         self._down: list[bytes] = []  # target output held to the end of a socket read
         self._down_type: asyncssh.DataType = None
@@ -432,7 +436,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self.bytes_down += len(data)
         # One clock read per chunk serves the idle timer and the cast's offset.
         now = self.session.last_activity = time.monotonic()
-        if self._rec is not None and self.kind != "subsystem":
+        if self._rec is not None and self.kind != "subsystem" and not self._cut:
             t = now - self._started
             self._rec.data(t, "o", data)
             if self._cmds is not None:
@@ -509,6 +513,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self._flush_down()
         if message is not None:
             self.notice(message)
+        self._cut = True
         if self._up_chan is not None:
             self._up_chan.close()
         if self._opener is not None and not self._opener.done() and self._up_chan is None:

@@ -29,6 +29,17 @@ class Channel:
     def exit(self, status: int) -> None:
         self.sent.append(("exit", str(status)))
 
+    def write_stderr(self, data: bytes) -> None:
+        self.sent.append((1, data))
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.recorded: list[bytes] = []
+
+    def data(self, t: float, code: str, data: bytes) -> None:
+        self.recorded.append(data)
+
 
 def bridge() -> tuple[relay.ChannelBridge, Channel]:
     b = object.__new__(relay.ChannelBridge)
@@ -37,6 +48,7 @@ def bridge() -> tuple[relay.ChannelBridge, Channel]:
     b._chan = chan  # type: ignore[assignment]
     b._rec = b._cmds = b._tap = None
     b._closing = False
+    b._cut = False
     b._target_eof = False
     b._exit = (None, None)
     b._started = 0.0
@@ -119,3 +131,27 @@ def test_held_data_goes_before_what_follows_it(last: str) -> None:
 
     read(packets)
     assert len([s for s in chan.sent if s[1] == b"bye\r\n"]) == 1
+
+
+def test_once_the_proxy_cuts_a_channel_what_the_target_still_sends_is_not_recorded() -> None:
+    """A session cut at its recording limit (or its time limit, a kill) must not keep
+    growing its cast with what is still in flight from the target: the cast is what the
+    engineer saw. What was held from before the cut is recorded and sent first."""
+    b, chan = bridge()
+    rec = Recorder()
+    b._rec = rec  # type: ignore[assignment]
+    b.pty = None
+    b._opener = None
+    up_closed: list[bool] = []
+    b._up_chan = types.SimpleNamespace(close=lambda: up_closed.append(True))  # type: ignore[assignment]
+
+    def packets() -> None:
+        b.from_target(b"before the cut\n", None)
+        b.terminate("breakglass: limit reached; closing.")
+        b.from_target(b"in flight after the cut\n", None)
+
+    read(packets)
+    notice = b"\r\nbreakglass: limit reached; closing.\r\n"
+    assert rec.recorded == [b"before the cut\n", notice]
+    assert chan.sent == [(None, b"before the cut\n"), (1, notice), ("exit", "255")]
+    assert up_closed == [True]
