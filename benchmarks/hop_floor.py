@@ -16,8 +16,9 @@ recording. Paths, interleaved per run:
     .venv/bin/python benchmarks/hop_floor.py [--runs 3] [--levels 1,100] [--size 200M]
 
 Prints keystroke echo p50/p99 (the same open-loop OpenSSH-over-pipes measurement as
-``benchmarks/run``) and exec download throughput, each with its ratio to direct, and
-the middle process's CPU per GB. 127.0.0.1 only; every process it starts is stopped.
+``benchmarks/run``), exec download and sftp get throughput, each with its ratio to
+direct; the whole machine's busy cores over each measurement; the middle process's CPU
+per GB, and the proxy's per echo. 127.0.0.1 only; every process it starts is stopped.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -36,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import interactive, transfer  # noqa: E402
 from benchmarks.cli import parse_size  # noqa: E402
-from benchmarks.rig import Rig, busy_seconds, descendants, raise_nofile  # noqa: E402
+from benchmarks.rig import Rig, busy_seconds, cpu_seconds, descendants, raise_nofile  # noqa: E402
 from tests.integration.harness import LOOPBACK, free_port  # noqa: E402
 
 
@@ -53,8 +55,6 @@ class Hop:
             if self.process.stdout.readline().strip() != b"READY":
                 raise RuntimeError("forwarder did not start")
             return
-        import socket
-
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with socket.socket() as s:
@@ -65,7 +65,7 @@ class Hop:
 
     def cpu(self) -> float:
         pids = [self.process.pid, *descendants(self.process.pid)]
-        return sum(transfer._cpu(pid) or 0.0 for pid in pids)
+        return sum(cpu_seconds(pid) for pid in pids)
 
     def stop(self) -> None:
         self.process.terminate()
