@@ -140,7 +140,10 @@ def test_an_ansible_adhoc_command_runs_through_the_proxy(
         inventory = home / "hosts"
         inventory.write_text(
             f"db01 ansible_host={LOOPBACK} ansible_port={deployment.port} "
-            f"ansible_user={user_at(person, TARGET)}\n"
+            f"ansible_user={user_at(person, TARGET)} "
+            # The target is this machine: its modules run on the tests' own interpreter,
+            # not on whatever python3 a fresh machine may lack.
+            f"ansible_python_interpreter={sys.executable}\n"
         )
         # Ansible's own defaults (ControlMaster=auto, ControlPersist=60s) plus the
         # keyboard-interactive login; ssh keeps the first value given for an option.
