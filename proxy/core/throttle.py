@@ -64,3 +64,23 @@ class FailureCounter:
         if over < 0:
             return 0.0
         return float(min(self.rule.max_delay, self.rule.base_delay * 2**over))
+
+
+class LoginThrottle:
+    """The failure counters every connection's logins share: per source address and per
+    person. Later attempts under a key that failed a lot wait; nobody is locked out."""
+
+    def __init__(self, by_source: FailureCounter, by_person: FailureCounter) -> None:
+        self.by_source = by_source
+        self.by_person = by_person
+
+    def delay(self, source: str, person: str | None, now: float) -> float:
+        delay = self.by_source.delay(source, now)
+        if person is not None:
+            delay = max(delay, self.by_person.delay(person, now))
+        return delay
+
+    def record(self, source: str, person: str | None, now: float) -> None:
+        self.by_source.record(source, now)
+        if person is not None:
+            self.by_person.record(person, now)
