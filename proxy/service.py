@@ -27,8 +27,7 @@ from proxy.alerts.runtime import AlertRuntime
 from proxy.audit.checkpoint import checkpoint_loop, key_path, load_or_generate, write_checkpoint
 from proxy.config import Config, RateRule, RecordingConfig, TargetConfig, load_config
 from proxy.core.credentials import CodeHasher
-from proxy.core.policy import source_allowed
-from proxy.core.throttle import FailureCounter, ThrottleRule
+from proxy.core.throttle import FailureCounter, LoginThrottle, ThrottleRule
 from proxy.errors import ConfigError, StoreError
 from proxy.recovery import recover_unfinished
 from proxy.retention import retention_loop
@@ -112,6 +111,7 @@ class App:
         rules = config.alerts.rules
         self.failures_by_source = FailureCounter(_throttle(rules.failed_logins_per_source))
         self.failures_by_person = FailureCounter(_throttle(rules.failed_logins_per_person))
+        self.login_throttle = LoginThrottle(self.failures_by_source, self.failures_by_person)
         # One argon2 check at a time: each takes 64 MiB and most of a core, so a burst
         # of logins queues here instead of starving live sessions or the memory.
         self.hash_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argon2")
@@ -217,9 +217,6 @@ class App:
             self.tasks.spawn(
                 write_checkpoint(self.store, self.checkpoint_key, time.time()), "checkpoint"
             )
-
-    def source_allowed(self, address: str) -> bool:
-        return source_allowed(address, self.config.policy.allowed_sources)
 
     async def append_quietly(self, event: NewEvent) -> None:
         try:

@@ -1,11 +1,11 @@
-"""The engineer-facing SSH server: authentication and what a connection may ask for.
+"""The engineer-facing SSH server: authentication's I/O and what a connection may ask for.
 
-Owns the login flow (PRODUCT.md "Reaching a target"): parse PERSON[@LOGIN]@TARGET, ask
-for the code and the justification by keyboard-interactive, ask again for a bad
-justification only, check everything at a constant cost, count the code's use and commit
-the session start before the target is contacted. Identity is bound only when
-authentication completes. Every failure says "Access denied" to the client and the exact
-reason to the audit log. Every forwarding is refused and audited.
+The login is decided by proxy/core/login.py's ``LoginMachine``; this adapter does what it
+answers: shows the keyboard-interactive prompts, sleeps the throttles' and failures'
+delays, reads the credential row, runs argon2 off the loop, commits the session start
+(shielded) before the target is contacted, audits every refusal and ends a connection
+after too many. Identity is bound only when authentication completes. Every forwarding
+is refused and audited.
 """
 
 from __future__ import annotations
@@ -15,22 +15,25 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
 from proxy.alerts.payload import AlertContext
 from proxy.core import ids
-from proxy.core.credentials import UseDecision, check_use, parse_code
-from proxy.core.policy import (
-    check_justification,
-    describe_rule,
-    failure_delay,
-    login_for,
-    parse_username,
-    session_deadline,
+from proxy.core.credentials import UseDecision
+from proxy.core.login import (
+    Ask,
+    Commit,
+    LoginMachine,
+    LoginRules,
+    LoginStateError,
+    NeedCredential,
+    ProxyState,
+    Refuse,
+    SessionPlan,
 )
+from proxy.core.policy import parse_username
 from proxy.core.text import escape
 from proxy.errors import StoreError
 from proxy.ssh.relay import ChannelBridge
@@ -42,21 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("breakglass")
 
-CODE_PROMPT = "Break-glass code for {person}: "
-JUSTIFICATION_PROMPT = "Justification (ticket and reason): "
-MAX_FAILURES = 3
-MAX_JUSTIFICATION_TRIES = 3
 # How long a refused-after-proof connection stays open to deliver its message.
 REFUSAL_LINGER = 5.0
-
-
-@dataclass
-class _Pending:
-    """A code already typed in this connection while the justification is asked again."""
-
-    username: str
-    code: str
-    tries: int
 
 
 class RefusedChannel(asyncssh.SSHServerSession[bytes]):
@@ -94,8 +84,7 @@ class ConnectionHandler(asyncssh.SSHServer):
         self.source = "?"
         self.source_port = 0
         self.client_version = ""
-        self.failures = 0
-        self._pending: _Pending | None = None
+        self.login = self._login_machine()
         self._authed: tuple[str, SessionInfo | None] | None = None
         self.session: LiveSession | None = None
         self._admitted = False
@@ -110,6 +99,7 @@ class ConnectionHandler(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.source, self.source_port = str(peer[0]), int(peer[1])
+        self.login = self._login_machine()
         self._admitted = self.app.admit(self.source)
         if self._admitted:
             self.app.logins.add(self)
@@ -121,6 +111,16 @@ class ConnectionHandler(asyncssh.SSHServer):
             asyncio.get_running_loop().call_soon(
                 conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS, "Too many connections"
             )
+
+    def _login_machine(self) -> LoginMachine:
+        config = self.config
+        rules = LoginRules(
+            policy=config.policy,
+            targets=config.targets,
+            min_free=config.storage.min_free,
+            failure_delay_base=self.app.failure_delay_base,
+        )
+        return LoginMachine(rules, self.app.login_throttle, self.source)
 
     def _release(self) -> None:
         self.app.logins.discard(self)
@@ -177,7 +177,7 @@ class ConnectionHandler(asyncssh.SSHServer):
 
     def begin_auth(self, username: str) -> bool:
         # A new username restarts everything: nothing typed for another name carries over.
-        self._pending = None
+        self.login.challenge(username)
         self._authed = None
         return True
 
@@ -196,16 +196,8 @@ class ConnectionHandler(asyncssh.SSHServer):
     def get_kbdint_challenge(
         self, username: str, lang: str, submethods: str
     ) -> tuple[str, str, str, list[tuple[str, bool]]]:
-        self._pending = None
-        parsed = parse_username(username)
-        person = parsed.person if parsed else escape(username[:64])
-        instruction = "All activity is recorded and every use raises an alert."
-        return (
-            "Break-glass access",
-            instruction,
-            "",
-            [(CODE_PROMPT.format(person=person), False), (JUSTIFICATION_PROMPT, True)],
-        )
+        ask = self.login.challenge(username)
+        return (ask.name, ask.instruction, "", list(ask.prompts))
 
     async def validate_kbdint_response(
         self, username: str, responses: Sequence[str]
@@ -217,109 +209,65 @@ class ConnectionHandler(asyncssh.SSHServer):
         except Exception:
             # An exception here would kill the connection with no audit; fail closed.
             log.exception("login check failed unexpectedly")
-            await self._fail(username, "internal_error", None)
-            return False
+            return await self._refused(username, self.login.error(username, time.time()))
 
     async def _validate(
         self, username: str, responses: Sequence[str]
     ) -> bool | tuple[str, str, str, list[tuple[str, bool]]]:
-        pending = self._pending if self._pending and self._pending.username == username else None
-        self._pending = None
-        if pending is not None and len(responses) == 1:
-            code, justification, tries = pending.code, responses[0], pending.tries
-        elif pending is None and len(responses) == 2:
-            code, justification, tries = responses[0], responses[1], 0
-        else:
-            await self._fail(username, "bad_response", None)
-            return False
+        """Do what the login machine (proxy/core/login.py) answers, until it decides."""
+        step = self.login.answers(username, responses, time.time())
+        if isinstance(step, NeedCredential):
+            step = await self._check(step)
+        if isinstance(step, Ask):
+            if step.failure is not None:
+                failure = step.failure
+                self._audit_failure(username, failure.reason, failure.justification)
+            return (step.name, step.instruction, "", list(step.prompts))
+        if isinstance(step, Commit):
+            return await self._commit(username, step.plan)
+        if isinstance(step, Refuse):
+            return await self._refused(username, step)
+        raise LoginStateError(f"unexpected answer {type(step).__name__}")
 
-        rule = self.config.policy.justification
-        problem = check_justification(justification, rule)
-        if problem is not None:
-            tries += 1
-            self._audit_failure(username, problem, justification)
-            if tries >= MAX_JUSTIFICATION_TRIES:
-                await self._fail(username, problem, justification, audited=True)
-                return False
-            self._pending = _Pending(username, code, tries)
-            return (
-                "",
-                f"Justification rejected: it must have {describe_rule(rule)}.",
-                "",
-                [(JUSTIFICATION_PROMPT, True)],
-            )
-
-        # Exactly one argon2 check whatever is wrong, so the answer and its timing
-        # do not tell a wrong person from a wrong code from an unknown target.
-        parsed = parse_username(username)
-        await self._throttle(parsed.person if parsed else None)
-        code_parts = parse_code(code)
+    async def _check(self, need: NeedCredential) -> Refuse | Commit:
+        """One credential read and one argon2 check, whatever is wrong."""
+        if need.wait > 0:
+            log.warning("throttling a login attempt from %s by %.0fs", self.source, need.wait)
+            await asyncio.sleep(need.wait)
         found = None
         try:
-            # Input that is no code at all is looked up too (as an id nothing has), so it
-            # is not the one answer that skips the store's read.
-            found = await self.app.store.get_credential(code_parts[0] if code_parts else "")
+            found = await self.app.store.get_credential(need.cred_id)
         except StoreError as exc:
             log.critical("audit store unreadable at login: %s", exc)
-        if code_parts is None:
-            found = None
-        encoded = found[1] if found else None
-        cred_id, secret = code_parts if code_parts else ("", "")
-        code_ok = await self.app.verify_code(encoded, cred_id, secret)
+        cred, encoded = found if found else (None, None)
+        verified = await self.app.verify_code(encoded, need.cred_id, need.secret)
+        state = ProxyState(
+            live_sessions=len(self.app.sessions),
+            free_bytes=self.app.free_space(),
+            allowed_sources=self.app.config.policy.allowed_sources,
+        )
+        return self.login.credential(cred, verified, state, time.time())
 
-        reason: str | None = None
-        target = self.config.targets.get(parsed.target) if parsed else None
-        login = login_for(parsed.login, target.login, target.logins) if parsed and target else None
-        if parsed is None:
-            reason = "bad_username"
-        elif found is None:
-            reason = "unknown_code"
-        elif not code_ok:
-            reason = "wrong_code"
-        elif target is None:
-            reason = "unknown_target"
-        elif login is None:
-            reason = "login_not_allowed"
-        elif not self.app.source_allowed(self.source):
-            reason = "source_not_allowed"
-        else:
-            # What the commit would refuse (wrong person, revoked, expired, spent, target
-            # not allowed) is refused here, from the row already read: such an answer
-            # then costs what a wrong code costs instead of a transaction more
-            # (benchmarks/login_timing.py). The commit checks again under its lock.
-            early = check_use(found[0], parsed.person, target.name, time.time())
-            reason = None if early.ok else early.reason
-        if reason is not None or parsed is None or target is None or login is None:
-            await self._fail(username, reason or "denied", justification, cred_id=cred_id)
-            return False
-
-        refusal = self._capacity_refusal()
-        if refusal is not None:
-            # Not the engineer's fault: no throttling, no use counted, and they are told.
-            return self._refuse_served(username, refusal, justification, cred_id)
-
-        now = time.time()
-        cred = found[0] if found else None
-        assert cred is not None
+    async def _commit(self, username: str, plan: SessionPlan) -> bool:
+        """Commit the session start, shielded; the machine says what its outcome means."""
+        now = plan.started_at
         info = SessionInfo(
             id=ids.session_id(now, secrets.token_bytes(2)),
-            person=parsed.person,
-            credential_id=cred.cred_id,
+            person=plan.person,
+            credential_id=plan.credential.cred_id,
             source=self.source,
             client_version=self._client_version(),
-            target=target,
-            login=login,
-            justification=justification,
+            target=plan.target,
+            login=plan.login,
+            justification=plan.justification,
             started_at=now,
-            deadline=session_deadline(
-                now, self.config.policy.max_session, target.max_session, cred.max_session
-            ),
+            deadline=plan.deadline,
         )
         start = NewEvent("session_start", now, info.id, None, self._start_data(info))
         alerts = await self.app.alerts.for_event(start)
         commit = asyncio.ensure_future(
             self.app.store.start_session(
-                cred.cred_id, parsed.person, target.name, now, start, alerts=alerts
+                plan.credential.cred_id, plan.person, plan.target.name, now, start, alerts=alerts
             )
         )
         try:
@@ -334,22 +282,17 @@ class ConnectionHandler(asyncssh.SSHServer):
             self.app.alerts.store_failed(
                 f"cannot commit a session start: {exc}", AlertContext.of_data(start.data)
             )
-            refusal = (
-                "store_unavailable",
-                "the audit trail cannot be written, so break-glass access is refused; "
-                "tell the proxy's operators",
-            )
-            return self._refuse_served(username, refusal, justification, cred_id)
-        if not decision.ok:
-            await self._fail(username, decision.reason, justification, cred_id=cred_id)
-            return False
+            return await self._refused(username, self.login.commit_failed())
+        outcome = self.login.committed(decision, time.time())
+        if isinstance(outcome, Refuse):
+            return await self._refused(username, outcome)
         self.app.alerts.committed(alerts)
         log.warning(
             "break-glass session %s started: person=%s target=%s login=%s source=%s",
             info.id,
             info.person,
-            target.name,
-            login,
+            plan.target.name,
+            plan.login,
             self.source,
         )
         self._authed = (username, info)
@@ -371,41 +314,22 @@ class ConnectionHandler(asyncssh.SSHServer):
         data = {"reason": "client_exit", "detail": "left before authentication completed"}
         await self.app.append_quietly(NewEvent("session_end", time.time(), info.id, None, data))
 
-    def _refuse_served(
-        self, username: str, refusal: tuple[str, str], justification: str, cred_id: str
-    ) -> bool:
-        reason, message = refusal
-        self._audit_failure(username, reason, justification, cred_id)
-        self._refusal = message
-        self._authed = (username, None)
-        return True
-
-    def _capacity_refusal(self) -> tuple[str, str] | None:
-        """A reason to refuse that is the proxy's state, not the engineer's input."""
-        policy, storage = self.config.policy, self.config.storage
-        if len(self.app.sessions) >= policy.max_live_sessions:
-            return (
-                "too_many_sessions",
-                f"the proxy is at its limit of {policy.max_live_sessions} live sessions; "
-                "try again in a moment or tell the proxy's operators",
+    async def _refused(self, username: str, refusal: Refuse) -> bool:
+        """Audit a refusal and answer the client as the machine said."""
+        failure = refusal.failure
+        self._audit_failure(username, failure.reason, failure.justification, failure.cred_id)
+        if refusal.served:
+            # Refused after proof: authentication succeeds so that every channel is told
+            # why (on stderr, which every client shows whatever its LogLevel).
+            self._refusal = refusal.message
+            self._authed = (username, None)
+            return True
+        await asyncio.sleep(refusal.wait)
+        if refusal.disconnect and self.conn is not None:
+            self.conn.disconnect(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures"
             )
-        if self.app.free_space() < storage.min_free:
-            return (
-                "disk_full",
-                "the proxy's disk is almost full, so the session could not be recorded "
-                "and break-glass access is refused; tell the proxy's operators",
-            )
-        return None
-
-    async def _throttle(self, person: str | None) -> None:
-        """Slow attempts from a source or for a person that failed a lot lately."""
-        now = time.time()
-        delay = self.app.failures_by_source.delay(self.source, now)
-        if person is not None:
-            delay = max(delay, self.app.failures_by_person.delay(person, now))
-        if delay > 0:
-            log.warning("throttling a login attempt from %s by %.0fs", self.source, delay)
-            await asyncio.sleep(delay)
+        return False
 
     def _start_data(self, info: SessionInfo) -> dict[str, Any]:
         return {
@@ -445,29 +369,6 @@ class ConnectionHandler(asyncssh.SSHServer):
             escape(username[:128]),
             self.source,
         )
-
-    async def _fail(
-        self,
-        username: str,
-        reason: str,
-        justification: str | None,
-        *,
-        cred_id: str = "",
-        audited: bool = False,
-    ) -> None:
-        if not audited:
-            self._audit_failure(username, reason, justification, cred_id)
-        now = time.time()
-        self.app.failures_by_source.record(self.source, now)
-        parsed = parse_username(username)
-        if parsed is not None:
-            self.app.failures_by_person.record(parsed.person, now)
-        self.failures += 1
-        await asyncio.sleep(failure_delay(self.failures, base=self.app.failure_delay_base))
-        if self.failures >= MAX_FAILURES and self.conn is not None:
-            self.conn.disconnect(
-                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures"
-            )
 
     def auth_completed(self) -> None:
         assert self.conn is not None

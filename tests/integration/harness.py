@@ -50,7 +50,7 @@ T = TypeVar("T")
 class Reason:
     """Audit reasons the tests expect. INTERFACES.md fixes the event types and the end
     and upstream reasons but not every login_failed reason; those are kept here, in one
-    place (names as in proxy/ssh/server.py and proxy/core/credentials.py)."""
+    place (names as in proxy/core/login.py and proxy/core/credentials.py)."""
 
     # login_failed{reason}
     WRONG_CODE = "wrong_code"  # a well-formed code whose secret does not match

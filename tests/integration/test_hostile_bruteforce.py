@@ -63,7 +63,7 @@ async def test_failures_in_a_connection_wait_longer_each_time_and_the_third_ends
         asked.append(delay)
         return delay
 
-    monkeypatch.setattr("proxy.ssh.server.failure_delay", recording_delay)
+    monkeypatch.setattr("proxy.core.login.failure_delay", recording_delay)
 
     client, result = await login(
         proxy.port, [Step(user(person), WRONG, GOOD_JUSTIFICATION)] * 6, local_addr="127.0.0.3"

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,9 @@ import asyncssh
 import pytest
 from asyncssh.packet import String
 from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
+from proxy.core.login import LoginMachine, LoginRules
 from tests.integration.conftest import TARGET, standard_targets
 from tests.integration.harness import GOOD_JUSTIFICATION, SshdTarget, new_person, show
 from tests.integration.inproc import (
@@ -35,7 +39,7 @@ from tests.integration.inproc import (
     in_process_proxy,
     login,
 )
-from tests.integration.login_model import PEOPLE, Attempt, attempts, expected_person
+from tests.unit import loginsim
 
 SHORT = "too short"
 WRONG_SECRET = "BG-{id}-0000-0000-0000-0000-0000-0000"
@@ -296,7 +300,7 @@ async def test_a_login_refused_after_proof_reaches_nothing(
     tmp_path: Path, target: SshdTarget, other_target: SshdTarget
 ) -> None:
     # At its live-session limit the proxy lets a proven engineer in only to say why it
-    # cannot serve (proxy/ssh/server.py _refuse_served): such a connection must have no
+    # cannot serve (proxy/core/login.py: a served Refuse): such a connection must have no
     # session, no channel to anywhere, and its refusal must be audited.
     async with in_process_proxy(
         tmp_path / "proxy", standard_targets(target, other_target), policy={"max_live_sessions": 1}
@@ -331,8 +335,47 @@ async def test_a_login_refused_after_proof_reaches_nothing(
 # --------------------------------------------------------------- the property
 
 
+PEOPLE = 2
+
+
+@dataclass(frozen=True)
+class Attempt:
+    who: int  # index into the people; PEOPLE means an unparseable username
+    code: str  # "own", "wrong" (own id, wrong secret), "other" (someone else's code)
+    justification_ok: bool
+
+
+attempts = st.lists(
+    st.builds(
+        Attempt,
+        who=st.integers(0, PEOPLE),
+        code=st.sampled_from(["own", "wrong", "other"]),
+        justification_ok=st.booleans(),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
 def username_of(attempt: Attempt, people: Sequence[str]) -> str:
     return user(people[attempt.who]) if attempt.who < len(people) else "not a user name"
+
+
+async def expected_person(proxy: InProcessProxy, steps: list[Step], codes: list[str]) -> str | None:
+    """Whose session ``steps`` must end with, by the login machine itself
+    (proxy/core/login.py) fed the codes' rows as they are now in the store."""
+    fake = loginsim.FakeCodes()
+    for code in codes:
+        found = await proxy.app.store.get_credential(cred_id(code))
+        assert found is not None
+        fake.add(found[0], code.split("-", 2)[2].replace("-", ""))
+    config = proxy.app.config
+    rules = LoginRules(
+        policy=config.policy, targets=config.targets, min_free=config.storage.min_free
+    )
+    machine = LoginMachine(rules, loginsim.throttle(), "127.0.0.1")
+    script = [loginsim.Step(s.username, str(s.code), str(s.justification)) for s in steps]
+    return loginsim.drive(machine, script, fake, now=time.time()).person
 
 
 @pytest.fixture
@@ -364,13 +407,13 @@ async def test_the_session_belongs_to_whoever_succeeded_on_the_connection(
         }[attempt.code]
         justification = GOOD_JUSTIFICATION if attempt.justification_ok else SHORT
         steps.append(Step(username_of(attempt, people), code, justification))
+    want = await expected_person(proxy, steps, codes)
     before = await proxy.session_ids()
 
     _, result = await login(proxy.port, steps)
     if not isinstance(result, Exception):
         await close(result)
 
-    want = expected_person(script, people)
     event("a session" if want else "no session")
     started = [person for person, _ in await new_sessions(proxy, before)]
     assert started == ([want] if want else []), (script, result)
