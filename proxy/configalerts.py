@@ -1,8 +1,9 @@
 """The ``alerts`` section of the config: sinks and rules.
 
-Owns the checks on alert sinks (webhook URL and secret file, syslog address, command
-argv) and rules (rate limits, quiet hours). Part of the config loader (proxy.config);
-never sends anything and never reads a secret file's content into a message.
+Owns the checks on alert sinks (webhook URL and secret file, syslog address and
+``events``, command argv; the chat, paging and e-mail sinks' are proxy.configsinks')
+and rules (rate limits, quiet hours). Part of the config loader (proxy.config); never
+sends anything and never reads a secret file's content into a message.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from proxy.configmodel import (
     RateRule,
     SinkConfig,
 )
+from proxy.configsinks import NOTIFY_SINK_KEYS, NotifySinks
 from proxy.yamlnodes import (
-    Fields,
     MapView,
     describe,
     is_null,
@@ -38,9 +39,10 @@ from proxy.yamlnodes import (
 __all__ = ["AlertsReader"]
 
 _SINK_KEYS: dict[str, tuple[str, ...]] = {
-    "webhook": ("type", "url", "secret_file", "timeout"),
-    "syslog": ("type", "address", "timeout"),
+    "webhook": ("type", "url", "secret_file", "ca_file", "timeout"),
+    "syslog": ("type", "address", "events", "timeout"),
     "command": ("type", "argv", "timeout"),
+    **NOTIFY_SINK_KEYS,
 }
 _ANY_SINK_KEY = tuple(dict.fromkeys(k for keys in _SINK_KEYS.values() for k in keys))
 _RULES = (*DEFAULT_RULES, "quiet_hours")
@@ -49,7 +51,7 @@ _QUIET = ("from", "to", "tz")
 _CLOCK = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
 
 
-class AlertsReader(Fields):
+class AlertsReader(NotifySinks):
     def alerts(self, view: MapView) -> AlertsConfig:
         sinks: list[SinkConfig] = []
         node = view.get("sinks")
@@ -80,7 +82,7 @@ class AlertsReader(Fields):
         if kind not in _SINK_KEYS:
             self.p.add(
                 type_node,
-                f"{where}.type must be webhook, syslog or command, got {describe(type_node)}",
+                f"{where}.type must be one of {', '.join(_SINK_KEYS)}, got {describe(type_node)}",
                 suggest(kind or "", list(_SINK_KEYS)),
             )
             return None
@@ -89,7 +91,9 @@ class AlertsReader(Fields):
             return self.webhook(view, timeout)
         if kind == "syslog":
             return self.syslog(view, timeout)
-        return self.command(view, timeout)
+        if kind == "command":
+            return self.command(view, timeout)
+        return self.notify_sink(kind, view, timeout)
 
     def webhook(self, view: MapView, timeout: float) -> SinkConfig:
         self.require(view, "url", "secret_file")
@@ -104,7 +108,9 @@ class AlertsReader(Fields):
             issue = files.secret_file_issue(secret, view.path("secret_file"))
             if issue:
                 self.p.add(view.get("secret_file"), *issue)
-        return SinkConfig(type="webhook", url=url, secret_file=secret, timeout=timeout)
+        return SinkConfig(
+            type="webhook", url=url, secret_file=secret, ca_file=self.ca_file(view), timeout=timeout
+        )
 
     def syslog(self, view: MapView, timeout: float) -> SinkConfig:
         self.require(view, "address")
@@ -115,7 +121,19 @@ class AlertsReader(Fields):
                 f"{view.path('address')} {address!r} is not a syslog address",
                 "use a socket path like /dev/log, or udp://HOST:514, tcp://HOST:514",
             )
-        return SinkConfig(type="syslog", address=address, timeout=timeout)
+        events = self.text(view, "events") or "alerts"
+        if events not in ("alerts", "all"):
+            self.p.add(
+                view.get("events"),
+                f"{view.path('events')} must be alerts or all, got {events!r}",
+                "all: every audit event, read from the log by cursor",
+            )
+        return SinkConfig(
+            type="syslog",
+            address=address,
+            events="all" if events == "all" else "alerts",
+            timeout=timeout,
+        )
 
     def command(self, view: MapView, timeout: float) -> SinkConfig:
         self.require(view, "argv")

@@ -34,14 +34,18 @@ __all__ = [
     "RecordingConfig",
     "SinkConfig",
     "SinkType",
+    "SmtpTls",
     "StorageConfig",
+    "SyslogEvents",
     "TargetConfig",
     "all_sources",
     "default_justification",
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-SinkType = Literal["webhook", "syslog", "command"]
+SinkType = Literal["webhook", "syslog", "command", "slack", "teams", "pagerduty", "jsm", "email"]
+SmtpTls = Literal["starttls", "implicit", "none"]
+SyslogEvents = Literal["alerts", "all"]
 MAX_JUSTIFICATION_BYTES = 2048
 DEFAULT_SINK_TIMEOUT = 10.0
 
@@ -117,11 +121,23 @@ class TargetConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class SinkConfig:
+    """One entry of ``alerts.sinks``; each type uses the fields its docs name."""
+
     type: SinkType
-    url: str | None = None
-    secret_file: Path | None = None
-    address: str | None = None
-    argv: tuple[str, ...] = ()
+    url: str | None = None  # webhook; pagerduty / jsm: the endpoint (None: the service's)
+    secret_file: Path | None = None  # webhook's HMAC key
+    url_file: Path | None = None  # slack / teams: the webhook URL is a secret, kept in a file
+    key_file: Path | None = None  # pagerduty's routing_key_file, jsm's api_key_file
+    ca_file: Path | None = None  # a CA trusted on top of the system's (a private CA, tests)
+    address: str | None = None  # syslog
+    events: SyslogEvents = "alerts"  # syslog: "all" streams every audit event by cursor
+    argv: tuple[str, ...] = ()  # command
+    host: str | None = None  # email: the SMTP server
+    port: int | None = None  # email: None is 587 (starttls, none) or 465 (implicit)
+    tls: SmtpTls = "starttls"
+    auth_file: Path | None = None  # email: "USER" and "PASSWORD" lines
+    mail_from: str | None = None
+    mail_to: tuple[str, ...] = ()
     timeout: float = DEFAULT_SINK_TIMEOUT
 
 

@@ -1,16 +1,20 @@
-"""Alert sinks: a webhook, syslog, a command. Each sends one alert once, or says why not.
+"""Alert sinks: which sink each configured entry becomes, and the three plain ones (a
+webhook, syslog, a command). Each sends one alert once, or says why not.
 
-Owns the wire formats: the webhook is an HTTP/1.1 POST of the JSON payload with
-``X-Breakglass-Signature: sha256=<hex HMAC-SHA256 of the body keyed with the secret
-file's content>`` (TLS certificates and host names verified; redirects are not
-followed); syslog is RFC 5424 (facility authpriv, the JSON payload, ASCII only, as the
-message) to a local socket (datagram), ``udp://HOST[:514]`` or ``tcp://HOST[:514]`` with
-RFC 6587 octet counting; a command is run from its argv (never a shell) with the JSON
-payload and a newline on stdin, a minimal environment, and killed with its process
-group at the timeout. Every send is bounded by the sink's timeout.
+Owns the wire formats of the plain sinks: the webhook is an HTTP/1.1 POST of the JSON
+payload with ``X-Breakglass-Signature: sha256=<hex HMAC-SHA256 of the body keyed with
+the secret file's content>`` (TLS certificates and host names verified; redirects are
+not followed); syslog is RFC 5424 (facility authpriv, the JSON payload, ASCII only, as
+the message) to a local socket (datagram), ``udp://HOST[:514]`` or ``tcp://HOST[:514]``
+with RFC 6587 octet counting; a command is run from its argv (never a shell) with the
+JSON payload and a newline on stdin, a minimal environment, and killed with its process
+group at the timeout. Slack and Teams are proxy.alerts.chat's, PagerDuty and JSM
+proxy.alerts.paging's, e-mail proxy.alerts.mail's. Every send is bounded by the sink's
+timeout.
 
-Never retries (proxy.alerts.delivery does), never logs a webhook URL's path or query
-(they often carry a token), and never reads the secret into a message.
+Never retries (proxy.alerts.delivery does), never logs a URL's path or query (they
+often carry a token) and never reads a secret into a message: a sink's ``key`` names a
+secret by its file's path.
 """
 
 from __future__ import annotations
@@ -26,12 +30,34 @@ import signal
 import socket
 import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
+from proxy.alerts.base import Outgoing, Sink, SinkError, read_secret, tls_context
+from proxy.alerts.chat import ChatSink
+from proxy.alerts.http import check, post, where
+from proxy.alerts.mail import EmailSink
+from proxy.alerts.paging import JsmSink, PagerDutySink
 from proxy.configmodel import SinkConfig
+
+__all__ = [
+    "ALERT_ID_HEADER",
+    "SIGNATURE_HEADER",
+    "CommandSink",
+    "Outgoing",
+    "Sink",
+    "SinkError",
+    "SyslogSink",
+    "WebhookSink",
+    "make_event_sinks",
+    "make_sinks",
+    "octet_counted",
+    "read_secret",
+    "rfc5424",
+    "signature",
+    "sink_key",
+]
 
 SIGNATURE_HEADER = "X-Breakglass-Signature"
 ALERT_ID_HEADER = "X-Breakglass-Alert-Id"
@@ -40,75 +66,81 @@ FACILITY_AUTHPRIV = 10
 SEVERITY_ALERT = 1
 SEVERITY_CRIT = 2
 SEVERITY_WARNING = 4
+SEVERITY_INFO = 6
 _ROUTINE = frozenset({"session_start", "drill"})
-MAX_RESPONSE_LINE = 8192
-MAX_HEADERS = 100
 HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class SinkError(Exception):
-    """A send failed; the message says how (never a secret)."""
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """One alert as sent: ``body`` is the stored payload text, byte for byte."""
-
-    alert_id: str
-    rule: str
-    body: bytes
-
-    @classmethod
-    def of(cls, payload_json: str) -> Outgoing:
-        doc = json.loads(payload_json)
-        return cls(str(doc.get("alert_id", "")), str(doc.get("rule", "")), payload_json.encode())
-
-    def payload(self) -> dict[str, Any]:
-        doc: dict[str, Any] = json.loads(self.body)
-        return doc
-
-
-class Sink(Protocol):
-    key: str  # stable name recorded with each attempt, e.g. "syslog:udp://127.0.0.1:514"
-    timeout: float
-
-    async def send(self, alert: Outgoing) -> str:
-        """Deliver; return a short note on success ("HTTP 204"), raise SinkError."""
-        ...
-
-
 def sink_key(cfg: SinkConfig) -> str:
+    """The sink's stable name in the delivery records and the log: never a secret."""
     if cfg.type == "webhook":
         url = cfg.url or ""
-        parts = urlsplit(url)
         digest = hashlib.sha256(url.encode()).hexdigest()[:8]
-        return f"webhook:{parts.scheme}://{parts.hostname}:{_port(parts)}#{digest}"
+        return f"webhook:{where(url)}#{digest}"
     if cfg.type == "syslog":
-        return f"syslog:{cfg.address}"
+        suffix = "#events" if cfg.events == "all" else ""
+        return f"syslog:{cfg.address}{suffix}"
+    if cfg.type in ("slack", "teams"):
+        return f"{cfg.type}:{cfg.url_file}"
+    if cfg.type in ("pagerduty", "jsm"):
+        endpoint = f"@{where(cfg.url)}" if cfg.url else ""
+        return f"{cfg.type}:{cfg.key_file}{endpoint}"
+    if cfg.type == "email":
+        to = hashlib.sha256(",".join(cfg.mail_to).encode()).hexdigest()[:8]
+        return f"email:{cfg.host}:{cfg.port}#{to}"
     return f"command:{cfg.argv[0] if cfg.argv else '?'}"
 
 
-def make_sinks(configs: Sequence[SinkConfig]) -> list[Sink]:
-    """One sink per distinct configured sink (an exact duplicate is sent to once)."""
+def make_sink(cfg: SinkConfig, key: str) -> Sink:
+    if cfg.type == "webhook":
+        context = tls_context(cfg.ca_file) if cfg.ca_file else None
+        return WebhookSink(key, cfg.url or "", cfg.secret_file, cfg.timeout, context)
+    if cfg.type == "syslog":
+        return SyslogSink(key, cfg.address or "/dev/log", cfg.timeout)
+    if cfg.type in ("slack", "teams"):
+        assert cfg.url_file is not None  # the config requires it
+        return ChatSink(key, cfg.type, cfg.url_file, cfg.timeout, cfg.ca_file)
+    if cfg.type == "pagerduty":
+        assert cfg.key_file is not None
+        return PagerDutySink(key, cfg.key_file, cfg.timeout, cfg.url, cfg.ca_file)
+    if cfg.type == "jsm":
+        assert cfg.key_file is not None
+        return JsmSink(key, cfg.key_file, cfg.timeout, cfg.url, cfg.ca_file)
+    if cfg.type == "email":
+        return EmailSink(
+            key,
+            host=cfg.host or "localhost",
+            port=cfg.port or 587,
+            tls=cfg.tls,
+            sender=cfg.mail_from or "",
+            recipients=cfg.mail_to,
+            timeout=cfg.timeout,
+            auth_file=cfg.auth_file,
+            ca_file=cfg.ca_file,
+        )
+    return CommandSink(key, cfg.argv, cfg.timeout)
+
+
+def _distinct(configs: Sequence[SinkConfig]) -> list[Sink]:
     sinks: dict[str, Sink] = {}
     for cfg in configs:
         key = sink_key(cfg)
-        if key in sinks:
-            continue
-        if cfg.type == "webhook":
-            sinks[key] = WebhookSink(key, cfg.url or "", cfg.secret_file, cfg.timeout)
-        elif cfg.type == "syslog":
-            sinks[key] = SyslogSink(key, cfg.address or "/dev/log", cfg.timeout)
-        else:
-            sinks[key] = CommandSink(key, cfg.argv, cfg.timeout)
+        if key not in sinks:
+            sinks[key] = make_sink(cfg, key)
     return list(sinks.values())
 
 
-def _port(parts: Any) -> int:
-    port = parts.port
-    if port is not None:
-        return int(port)
-    return 443 if parts.scheme == "https" else 80
+def make_sinks(configs: Sequence[SinkConfig]) -> list[Sink]:
+    """The outbox's sinks: one per distinct configured sink (an exact duplicate is sent
+    to once). A syslog sink with ``events: all`` is not one of them: it reads the whole
+    log by cursor instead (``make_event_sinks``), alerts included."""
+    return _distinct([c for c in configs if not (c.type == "syslog" and c.events == "all")])
+
+
+def make_event_sinks(configs: Sequence[SinkConfig]) -> list[SyslogSink]:
+    """The syslog sinks that get every audit event (``events: all``)."""
+    sinks = _distinct([c for c in configs if c.type == "syslog" and c.events == "all"])
+    return [s for s in sinks if isinstance(s, SyslogSink)]
 
 
 # --------------------------------------------------------------------------- webhook
@@ -116,15 +148,6 @@ def _port(parts: Any) -> int:
 
 def signature(secret: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-
-
-def read_secret(path: Path) -> bytes:
-    """The file's content without its trailing newline (``echo s > file`` adds one).
-    Read at every send, so a rotated secret takes effect without a restart."""
-    try:
-        return path.read_bytes().rstrip(b"\r\n")
-    except OSError as exc:
-        raise SinkError(f"cannot read the webhook secret file: {exc.strerror}") from None
 
 
 class WebhookSink:
@@ -143,65 +166,14 @@ class WebhookSink:
         self._ssl = ssl_context
 
     async def send(self, alert: Outgoing) -> str:
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        port = _port(parts)
         secret = read_secret(self.secret_file) if self.secret_file else b""
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host_header = f"[{host}]" if ":" in host else host
-        if parts.port is not None:
-            host_header += f":{parts.port}"
-        head = (
-            f"POST {target} HTTP/1.1\r\n"
-            f"Host: {host_header}\r\n"
-            "User-Agent: breakglass-alerts\r\n"
-            "Content-Type: application/json; charset=utf-8\r\n"
-            f"Content-Length: {len(alert.body)}\r\n"
-            f"{SIGNATURE_HEADER}: {signature(secret, alert.body)}\r\n"
-            f"{ALERT_ID_HEADER}: {alert.alert_id}\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode("ascii")
-        tls: ssl.SSLContext | None = None
-        if parts.scheme == "https":
-            tls = self._ssl or ssl.create_default_context()  # verifies cert and host name
-        writer: asyncio.StreamWriter | None = None
-        try:
-            async with asyncio.timeout(self.timeout):
-                reader, writer = await asyncio.open_connection(
-                    host,
-                    port,
-                    ssl=tls,
-                    server_hostname=host if tls else None,
-                    limit=MAX_RESPONSE_LINE,
-                )
-                writer.write(head + alert.body)
-                await writer.drain()
-                status = await _read_status(reader)
-        except TimeoutError:
-            raise SinkError(f"no answer within {self.timeout:g}s") from None
-        except (OSError, ssl.SSLError, ValueError, asyncio.IncompleteReadError) as exc:
-            raise SinkError(f"HTTP request failed: {type(exc).__name__}: {exc}") from None
-        finally:
-            if writer is not None:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(1.0):
-                        await writer.wait_closed()
-        if not 200 <= status < 300:
-            raise SinkError(f"HTTP {status}")
-        return f"HTTP {status}"
-
-
-async def _read_status(reader: asyncio.StreamReader) -> int:
-    line = await reader.readline()
-    fields = line.decode("latin-1").split(None, 2)
-    if len(fields) < 2 or not fields[0].startswith("HTTP/1.") or not fields[1].isdigit():
-        raise ValueError(f"not an HTTP response: {line[:80]!r}")
-    for _ in range(MAX_HEADERS):  # read the headers so the server sees a clean close
-        header = await reader.readline()
-        if header in (b"\r\n", b"\n", b""):
-            break
-    return int(fields[1])
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            SIGNATURE_HEADER: signature(secret, alert.body),
+            ALERT_ID_HEADER: alert.alert_id,
+        }
+        response = await post(self.url, alert.body, headers, within=self.timeout, tls=self._ssl)
+        return check(response)
 
 
 # --------------------------------------------------------------------------- syslog

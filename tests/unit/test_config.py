@@ -1183,7 +1183,8 @@ def test_sink_with_unknown_type(site: Site) -> None:
     assert_problem(
         path,
         3,
-        "alerts.sinks[0].type must be webhook, syslog or command, got 'webhok'",
+        "alerts.sinks[0].type must be one of webhook, syslog, command, slack, teams, pagerduty,"
+        " jsm, email, got 'webhok'",
         "did you mean 'webhook'?",
     )
 
@@ -1193,7 +1194,7 @@ def test_sink_key_of_another_type(site: Site) -> None:
         "alerts:\n  sinks:\n    - type: syslog\n      address: /dev/log\n      url: https://x\n"
     )
     assert_problem(
-        path, 5, "unknown key 'alerts.sinks[0].url'", "expected one of: type, address, timeout"
+        path, 5, "unknown key 'alerts.sinks[0].url'", "expected one of: type, address, events, timeout"
     )
 
 
