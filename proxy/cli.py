@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from proxy import cli_care, cli_ops
+from proxy import cli_care, cli_events, cli_ops
 from proxy.audit.facts import SessionFacts, session_facts, with_recordings
 from proxy.audit.views import (
     rfc3339,
@@ -192,6 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     key.add_argument("--json", action="store_true")
     cli_ops.register(sub, common)
     cli_care.register(sub, common)
+    cli_events.register(sub, common, _when)
     return p
 
 
@@ -547,6 +548,7 @@ COMMANDS: dict[tuple[str, ...], Callable[[argparse.Namespace, Config], int]] = {
     ("checkpoint-key",): cmd_checkpoint_key,
     **cli_ops.COMMANDS,
     **cli_care.COMMANDS,
+    **cli_events.COMMANDS,
 }
 
 

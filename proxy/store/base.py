@@ -273,6 +273,23 @@ class Store(Protocol):
 
     async def last_seq(self) -> int: ...
 
+    # -- the event feed (proxy/store/feed.py) -----------------------------------------
+
+    async def event_page(
+        self,
+        after_seq: int,
+        limit: int,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[ChainRow]:
+        """Up to ``limit`` events with seq > ``after_seq`` and since <= time < until,
+        by seq, exactly as stored."""
+
+    async def feed_cursor(self, name: str) -> int:
+        """The last seq the forwarder ``name`` has sent (0: none yet)."""
+
+    async def save_feed_cursor(self, name: str, seq: int, now: float) -> None: ...
+
 
 @dataclass(frozen=True)
 class ActivityRows:

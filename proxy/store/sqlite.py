@@ -35,6 +35,7 @@ from proxy.store.base import (
     SessionRow,
     StoredEvent,
 )
+from proxy.store.feed import FEED_SCHEMA, EventFeed
 from proxy.store.outbox import ALERTS_SCHEMA, AlertOutbox
 from proxy.store.projection import apply_event
 from proxy.store.rows import (
@@ -130,14 +131,15 @@ CREATE TABLE IF NOT EXISTS channels (
 # add what the first release lacked (the search indexes, the alert outbox). Append a
 # migration, never edit one that has shipped: a store is upgraded in place, in one
 # transaction, by SQLiteStore.open, and the events (append-only) are never rewritten.
-MIGRATIONS: tuple[str, ...] = (SCHEMA + ALERTS_SCHEMA,)
+# Version 2 adds the event feed's cursors (proxy/store/feed.py).
+MIGRATIONS: tuple[str, ...] = (SCHEMA + ALERTS_SCHEMA, FEED_SCHEMA)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _SESSION_WIDTH = len(SESSION_COLS.split(","))
 _CHANNEL_COLS_OF_C = ", ".join("c." + col.strip() for col in CHANNEL_COLS.split(","))
 
 
-class SQLiteStore(AlertOutbox, AuditReads):
+class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
     """The audit store on one SQLite file. Create with ``await SQLiteStore.open(path)``."""
 
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
