@@ -211,10 +211,11 @@ def cmd_extend(args: argparse.Namespace, config: Config) -> int:
 async def _drill(config: Config) -> tuple[str, list[tuple[str, bool, str]], str | None]:
     from proxy.alerts.delivery import send_everywhere
     from proxy.alerts.payload import AlertContext, build
-    from proxy.alerts.sinks import Outgoing, make_sinks
+    from proxy.alerts.sinks import Outgoing, make_event_sinks, make_sinks
     from proxy.core import anomaly
 
     sinks = make_sinks(config.alerts.sinks)
+    event_sinks = make_event_sinks(config.alerts.sinks)
     now = time.time()
     who = operator()
     alert = build(
@@ -222,7 +223,10 @@ async def _drill(config: Config) -> tuple[str, list[tuple[str, bool, str]], str 
         AlertContext(person=who),
         now,
     )
-    results = await send_everywhere(sinks, Outgoing.of(chain.canonical(alert.payload)))
+    outgoing = Outgoing.of(chain.canonical(alert.payload))
+    # An events-all syslog sink is tried as well (the drill's events reach it by its
+    # forwarder in the running proxy too); only the outbox's sinks record a delivery.
+    results = await send_everywhere([*sinks, *event_sinks], outgoing)
     # Recorded after sending, so a running proxy does not deliver it a second time; a
     # sink that failed is retried from the outbox by the proxy like any other alert.
     problem = None
@@ -234,7 +238,7 @@ async def _drill(config: Config) -> tuple[str, list[tuple[str, bool, str]], str 
             )
             await store.append_with_alerts([event], [alert])
             keys = [s.key for s in sinks]
-            for r in results:
+            for r in results[: len(sinks)]:
                 await store.record_delivery(
                     alert.alert_id, r.sink, time.time(), r.ok, r.detail, keys
                 )

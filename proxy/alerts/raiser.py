@@ -20,7 +20,7 @@ from proxy.alerts.delivery import DEFAULT_BACKOFF, Backoff, Deliverer, send_ever
 from proxy.alerts.direct import RULE as STORE_FAILED
 from proxy.alerts.direct import alert_store_failure
 from proxy.alerts.payload import AlertContext, build
-from proxy.alerts.sinks import Outgoing, Sink, make_sinks
+from proxy.alerts.sinks import Outgoing, Sink, SyslogSink, make_event_sinks, make_sinks
 from proxy.configmodel import AlertsConfig
 from proxy.core import anomaly, chain
 from proxy.core.text import escape
@@ -51,6 +51,8 @@ class Alerts:
         self.rules = config.rules
         self.store = store
         self.sinks = list(make_sinks(config.sinks) if sinks is None else sinks)
+        # Every audit event, by cursor (proxy.alerts.forward), not through the outbox.
+        self.event_sinks: list[SyslogSink] = make_event_sinks(config.sinks)
         self.deliverer = Deliverer(store, self.sinks, backoff=backoff, poll=poll, clock=clock)
         self.clock = clock
         self.random_bytes = random_bytes
@@ -62,7 +64,10 @@ class Alerts:
         """A reload: new rules apply from the next event; sinks need a restart (their
         delivery workers, and the attempts recorded under their names, stay as they are)."""
         self.rules = config.rules
-        if [s.key for s in make_sinks(config.sinks)] != self.deliverer.keys:
+        new_events = [s.key for s in make_event_sinks(config.sinks)]
+        if [s.key for s in make_sinks(config.sinks)] != self.deliverer.keys or new_events != [
+            s.key for s in self.event_sinks
+        ]:
             log.warning("alerts.sinks changed: the new sinks take effect after a restart")
 
     # -- raising ---------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The alert machinery's tasks inside the running proxy: delivery and override watch.
+"""The alert machinery's tasks inside the running proxy: delivery, the event forwarders
+(``events: all`` syslog sinks) and the override watch.
 
 Owns their start and their stop: ``start()`` once the proxy is up (alerts left pending
 by an earlier run are delivered from then on), ``await stop()`` after the sessions have
@@ -11,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from proxy.alerts.forward import EventForwarder
 from proxy.alerts.overrides import Overridable, handlers, watch_overrides
 from proxy.alerts.raiser import Alerts
 from proxy.store.base import Store
@@ -43,6 +45,11 @@ class AlertRuntime:
                 name="alerts:overrides",
             ),
         ]
+        for sink in self.alerts.event_sinks:
+            forwarder = EventForwarder(self.store, sink)
+            self._tasks.append(
+                asyncio.create_task(forwarder.run(self._stop), name=f"events:{sink.key}")
+            )
 
     async def stop(self) -> None:
         self._stop.set()

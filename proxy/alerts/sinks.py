@@ -50,6 +50,7 @@ __all__ = [
     "SinkError",
     "SyslogSink",
     "WebhookSink",
+    "alert_severity",
     "make_event_sinks",
     "make_sinks",
     "octet_counted",
@@ -57,6 +58,7 @@ __all__ = [
     "rfc5424",
     "signature",
     "sink_key",
+    "syslog_line",
 ]
 
 SIGNATURE_HEADER = "X-Breakglass-Signature"
@@ -66,6 +68,7 @@ FACILITY_AUTHPRIV = 10
 SEVERITY_ALERT = 1
 SEVERITY_CRIT = 2
 SEVERITY_WARNING = 4
+SEVERITY_NOTICE = 5
 SEVERITY_INFO = 6
 _ROUTINE = frozenset({"session_start", "drill"})
 HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -184,23 +187,28 @@ def _printable(text: str, limit: int) -> str:
     return clean or "-"
 
 
+def alert_severity(rule: str) -> int:
+    if rule == "store_write_failed":
+        return SEVERITY_CRIT
+    return SEVERITY_WARNING if rule in _ROUTINE else SEVERITY_ALERT
+
+
+def syslog_line(severity: int, stamp: str, host: str, msgid: str, msg: str, pid: int) -> bytes:
+    """``<PRI>1 TIMESTAMP HOSTNAME breakglass PROCID MSGID - MSG`` (facility authpriv);
+    ``msg`` must already be one line of ASCII (JSON with ensure_ascii)."""
+    pri = FACILITY_AUTHPRIV * 8 + severity
+    header = f"<{pri}>1 {_printable(stamp, 32)} {_printable(host, 255)} breakglass {pid}"
+    return f"{header} {_printable(msgid, 32)} - {msg}".encode("ascii")
+
+
 def rfc5424(payload: Mapping[str, Any], *, pid: int, host: str | None = None) -> bytes:
     """One RFC 5424 message: the payload as single-line ASCII JSON is the MSG, so no
     field can forge a second record or reach a terminal as an escape sequence."""
     rule = str(payload.get("rule", ""))
-    if rule == "store_write_failed":
-        severity = SEVERITY_CRIT
-    elif rule in _ROUTINE:
-        severity = SEVERITY_WARNING
-    else:
-        severity = SEVERITY_ALERT
-    pri = FACILITY_AUTHPRIV * 8 + severity
-    stamp = _printable(str(payload.get("time") or "-"), 32)
-    hostname = _printable(host if host is not None else str(payload.get("proxy") or "-"), 255)
     msg = json.dumps(payload, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
-    return f"<{pri}>1 {stamp} {hostname} breakglass {pid} {_printable(rule, 32)} - {msg}".encode(
-        "ascii"
-    )
+    hostname = host if host is not None else str(payload.get("proxy") or "-")
+    stamp = str(payload.get("time") or "-")
+    return syslog_line(alert_severity(rule), stamp, hostname, rule, msg, pid)
 
 
 def octet_counted(message: bytes) -> bytes:
@@ -219,7 +227,10 @@ class SyslogSink:
         self.timeout = timeout
 
     async def send(self, alert: Outgoing) -> str:
-        message = rfc5424(alert.payload(), pid=os.getpid())
+        return await self.send_message(rfc5424(alert.payload(), pid=os.getpid()))
+
+    async def send_message(self, message: bytes) -> str:
+        """One ready RFC 5424 message (the event forwarder's way in)."""
         try:
             async with asyncio.timeout(self.timeout):
                 return await self._send(message)

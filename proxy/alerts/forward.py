@@ -1,0 +1,128 @@
+"""Every audit event to syslog: the ``{type: syslog, events: all}`` sink.
+
+Owns the forwarding loop for one such sink. It reads the event log itself, by cursor,
+not the alert outbox: a flood of failed logins adds events to read, never rows to a
+queue. Each event is one RFC 5424 message whose MSG is the event's ASCII JSON line
+(proxy.audit.feed, the same as ``breakglass events --json``) and whose MSGID is its type;
+an ``alert`` event is sent at its rule's severity, refusals at notice, the rest at
+info. The cursor is saved in the store (``feed_cursors``) after each page sent, so a
+restart resumes there: at least once, and a crash repeats at most one page. A sink
+that fails is retried from the same event with the outbox's backoff, for as long as it
+takes. The first run starts at the log's first event (the SIEM gets the history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+
+from proxy.alerts.base import SinkError
+from proxy.alerts.delivery import DEFAULT_BACKOFF, Backoff
+from proxy.alerts.payload import hostname
+from proxy.alerts.sinks import (
+    SEVERITY_INFO,
+    SEVERITY_NOTICE,
+    SyslogSink,
+    alert_severity,
+    syslog_line,
+)
+from proxy.audit.feed import event_line
+from proxy.audit.views import rfc3339
+from proxy.core.chaincheck import ChainRow
+from proxy.errors import StoreError
+from proxy.store.base import Store
+
+log = logging.getLogger("breakglass")
+
+_NOTICE = frozenset({"login_failed", "request_refused", "flag", "operator_kill"})
+
+
+def event_message(row: ChainRow, *, pid: int, host: str) -> bytes:
+    severity = SEVERITY_INFO
+    if row.type == "alert":
+        severity = alert_severity(str(json.loads(row.data_json).get("rule", "")))
+    elif row.type in _NOTICE:
+        severity = SEVERITY_NOTICE
+    return syslog_line(severity, rfc3339(row.time) or "-", host, row.type, event_line(row), pid)
+
+
+class EventForwarder:
+    def __init__(
+        self,
+        store: Store,
+        sink: SyslogSink,
+        *,
+        poll: float = 0.5,
+        page: int = 200,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.name = sink.key
+        self.poll = poll
+        self.page = page
+        self.backoff = backoff
+        self.clock = clock
+        self.failures = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Forward until ``stop``; a send under way finishes (it is bounded by the
+        sink's timeout)."""
+        cursor: int | None = None
+        while not stop.is_set():
+            try:
+                if cursor is None:
+                    cursor = await self.store.feed_cursor(self.name)
+                cursor, more = await self.step(cursor)
+            except StoreError as exc:
+                self.failures += 1
+                log.error("event forwarding to %s paused: %s", self.name, exc)
+                more = False
+            except Exception:  # a bug here must not end forwarding, nor the proxy
+                self.failures += 1
+                log.exception("event forwarding to %s failed; retrying", self.name)
+                more = False
+            if more:
+                continue
+            pause = self.backoff.delay(self.failures) if self.failures else self.poll
+            await _sleep(stop, pause)
+
+    async def step(self, cursor: int) -> tuple[int, bool]:
+        """Send one page after ``cursor``; return the new cursor and whether more are
+        waiting. A failed send leaves the cursor on the last event sent."""
+        rows = await self.store.event_page(cursor, self.page)
+        sent = cursor
+        pid, host = os.getpid(), hostname()
+        try:
+            for row in rows:
+                await self.sink.send_message(event_message(row, pid=pid, host=host))
+                sent = row.seq
+        except SinkError as exc:
+            self.failures += 1
+            if self.failures == 1 or self.failures % 10 == 0:
+                log.warning(
+                    "events to %s stopped at seq %d (attempt %d): %s",
+                    self.name,
+                    sent + 1,
+                    self.failures,
+                    exc,
+                )
+        else:
+            if self.failures:
+                log.info("events to %s flow again from seq %d", self.name, cursor + 1)
+            self.failures = 0
+        if sent != cursor:
+            await self.store.save_feed_cursor(self.name, sent, self.clock())
+        return sent, self.failures == 0 and len(rows) == self.page
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, seconds)):
+            await stop.wait()
