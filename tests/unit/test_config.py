@@ -1194,7 +1194,10 @@ def test_sink_key_of_another_type(site: Site) -> None:
         "alerts:\n  sinks:\n    - type: syslog\n      address: /dev/log\n      url: https://x\n"
     )
     assert_problem(
-        path, 5, "unknown key 'alerts.sinks[0].url'", "expected one of: type, address, events, timeout"
+        path,
+        5,
+        "unknown key 'alerts.sinks[0].url'",
+        "expected one of: type, address, events, timeout",
     )
 
 
