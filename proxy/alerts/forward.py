@@ -6,7 +6,8 @@ queue. Each event is one RFC 5424 message whose MSG is the event's ASCII JSON li
 (proxy.audit.feed, the same as ``breakglass events --json``) and whose MSGID is its type;
 an ``alert`` event is sent at its rule's severity, refusals at notice, the rest at
 info. The cursor is saved in the store (``feed_cursors``) after each page sent, so a
-restart resumes there: at least once, and a crash repeats at most one page. A sink
+restart resumes there: at least once, and a crash or a failed send repeats at most one
+page (a page goes over one connection, in order). A sink
 that fails is retried from the same event with the outbox's backoff, for as long as it
 takes. The first run starts at the log's first event (the SIEM gets the history).
 """
@@ -94,22 +95,23 @@ class EventForwarder:
             await _sleep(stop, pause)
 
     async def step(self, cursor: int) -> tuple[int, bool]:
-        """Send one page after ``cursor``; return the new cursor and whether more are
-        waiting. A failed send leaves the cursor on the last event sent."""
+        """Send one page after ``cursor`` (one connection, in order); return the new
+        cursor and whether more are waiting. A failed send leaves the cursor where it
+        was: the page is sent again, whole."""
         rows = await self.store.event_page(cursor, self.page)
         sent = cursor
         pid, host = os.getpid(), hostname()
         try:
-            for row in rows:
-                await self.sink.send_message(event_message(row, pid=pid, host=host))
-                sent = row.seq
+            if rows:
+                await self.sink.send_messages([event_message(r, pid=pid, host=host) for r in rows])
+                sent = rows[-1].seq
         except SinkError as exc:
             self.failures += 1
             if self.failures == 1 or self.failures % 10 == 0:
                 log.warning(
                     "events to %s stopped at seq %d (attempt %d): %s",
                     self.name,
-                    sent + 1,
+                    cursor + 1,
                     self.failures,
                     exc,
                 )

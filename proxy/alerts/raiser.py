@@ -161,7 +161,10 @@ class Alerts:
         """The delivery loop, until ``stop``; then direct sends still running finish
         (each is bounded by its sink's timeout)."""
         try:
-            await self.deliverer.run(stop)
+            if self.sinks or not self.event_sinks:
+                await self.deliverer.run(stop)
+            else:  # alerts reach the events-all syslog sinks as their alert events
+                await stop.wait()
         finally:
             await self.tasks.wait()
 

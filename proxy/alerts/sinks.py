@@ -230,31 +230,38 @@ class SyslogSink:
         return await self.send_message(rfc5424(alert.payload(), pid=os.getpid()))
 
     async def send_message(self, message: bytes) -> str:
-        """One ready RFC 5424 message (the event forwarder's way in)."""
+        return await self.send_messages([message])
+
+    async def send_messages(self, messages: Sequence[bytes]) -> str:
+        """Ready RFC 5424 messages, in order, over one connection (the event
+        forwarder's way in: a page of events). All or, for the caller, none: a failure
+        part way means the whole page is sent again."""
         try:
             async with asyncio.timeout(self.timeout):
-                return await self._send(message)
+                return await self._send(messages)
         except TimeoutError:
             raise SinkError(f"syslog did not take the message within {self.timeout:g}s") from None
         except OSError as exc:
             raise SinkError(f"syslog send failed: {type(exc).__name__}: {exc}") from None
 
-    async def _send(self, message: bytes) -> str:
+    async def _send(self, messages: Sequence[bytes]) -> str:
         loop = asyncio.get_running_loop()
         if self.address.startswith("/"):
-            return await send_unix(self.address, message)
+            notes = [await send_unix(self.address, m) for m in messages]
+            return notes[-1] if notes else "nothing to send"
         parts = urlsplit(self.address)
         host, port = parts.hostname or "", parts.port or SYSLOG_PORT
         if parts.scheme == "udp":
             transport, _ = await loop.create_datagram_endpoint(_Udp, remote_addr=(host, port))
             try:
-                transport.sendto(message)
+                for message in messages:
+                    transport.sendto(message)
             finally:
                 transport.close()
             return "sent (udp: no acknowledgement)"
         _, writer = await asyncio.open_connection(host, port)
         try:
-            writer.write(octet_counted(message))
+            writer.write(b"".join(octet_counted(m) for m in messages))
             await writer.drain()
         finally:
             writer.close()

@@ -18,7 +18,7 @@ from typing import Any
 from proxy.audit.views import rfc3339
 from proxy.core.chaincheck import ChainRow
 from proxy.core.cursor import Cursor
-from proxy.core.text import escape
+from proxy.core.text import escape, json_terminal_safe
 
 
 def event_doc(row: ChainRow) -> dict[str, Any]:
@@ -47,4 +47,5 @@ def event_text(row: ChainRow) -> str:
     if row.session_id and row.channel is not None:
         where = f"{row.session_id}/{row.channel}"
     stamp = rfc3339(row.time)
-    return f"{row.seq:>8}  {stamp}  {row.type:<22} {escape(where)}  {escape(row.data_json)}"
+    data = json_terminal_safe(row.data_json)  # stored JSON: C0 escaped, the rest made safe
+    return f"{row.seq:>8}  {stamp}  {row.type:<22} {escape(where)}  {data}"
