@@ -179,8 +179,9 @@ class Follower:
 
     def _read(self) -> None:
         assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
         pending = b""
-        while chunk := self.process.stdout.read1(65536):
+        while chunk := os.read(fd, 65536):
             now = time.time()
             with self._lock:
                 self.raw += chunk
