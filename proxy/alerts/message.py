@@ -36,7 +36,7 @@ TITLES: dict[str, str] = {
     "operator_kill": "Break-glass session killed by an operator",
     "operator_extend": "Break-glass session extended by an operator",
     "config_reload_failed": "Break-glass config reload refused",
-    "drill": "Break-glass alert drill (a test, nothing to do)",
+    "drill": "Break-glass alert drill (a test)",
 }
 _CRITICAL = frozenset({"store_write_failed", "audit_write_failed"})
 _ROUTINE = frozenset({"session_start"})

@@ -9,6 +9,7 @@ log line or a delivery record."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,6 +28,15 @@ from proxy.configmodel import SinkConfig
 from proxy.core import anomaly, chain
 from proxy.store.base import NewAlert, NewEvent
 from proxy.store.sqlite import SQLiteStore
+from tests.integration.alertkit import (
+    SECRET,
+    SyslogListener,
+    WebhookReceiver,
+    command_hook,
+    hook_payloads,
+    syslog_json,
+)
+from tests.integration.harness import free_port, run_cli, write_proxy_config
 from tests.integration.servicekit import (
     HttpsReceiver,
     LocalCA,
@@ -537,3 +547,91 @@ async def eventually(check: Any, *, what: str, bound: float = 20.0) -> Any:
         if loop.time() >= deadline:
             raise AssertionError(f"timed out after {bound:g}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+# ------------------------------------------------------------------ drill, every type
+
+
+def test_drill_reaches_every_sink_type(ca: LocalCA, tmp_path: Path) -> None:
+    https = {kind: HttpsReceiver(ca).start() for kind in ("slack", "teams", "pagerduty", "jsm")}
+    mail = SmtpReceiver(ca, password=SMTP_PASSWORD).start()
+    webhook = WebhookReceiver().start()
+    udp, tcp_all = SyslogListener("udp").start(), SyslogListener("tcp").start()
+    script, hook_out = command_hook(tmp_path / "hook")
+    ca_file = str(ca.ca)
+    sinks: list[dict[str, object]] = [
+        {
+            "type": "webhook",
+            "url": webhook.url,
+            "secret_file": str(write_secret(tmp_path / "hook.secret", SECRET.decode())),
+        },
+        {"type": "syslog", "address": udp.address},
+        {"type": "syslog", "address": tcp_all.address, "events": "all"},
+        {"type": "command", "argv": [str(script)]},
+        {
+            "type": "slack",
+            "url_file": str(write_secret(tmp_path / "s.url", https["slack"].url("/s/T/B/X"))),
+            "ca_file": ca_file,
+        },
+        {
+            "type": "teams",
+            "url_file": str(write_secret(tmp_path / "t.url", https["teams"].url("/t"))),
+            "ca_file": ca_file,
+        },
+        {
+            "type": "pagerduty",
+            "routing_key_file": str(write_secret(tmp_path / "pd.key", ROUTING_KEY)),
+            "url": https["pagerduty"].url("/v2/enqueue"),
+            "ca_file": ca_file,
+        },
+        {
+            "type": "jsm",
+            "api_key_file": str(write_secret(tmp_path / "jsm.key", API_KEY)),
+            "url": https["jsm"].url("/jsm/ops/integration/v2/alerts"),
+            "ca_file": ca_file,
+        },
+        {
+            "type": "email",
+            "host": "127.0.0.1",
+            "port": mail.port,
+            "auth_file": str(write_secret(tmp_path / "smtp.auth", f"alerts\n{SMTP_PASSWORD}")),
+            "from": "breakglass@example.com",
+            "to": ["oncall@example.com"],
+            "ca_file": ca_file,
+        },
+    ]
+    config = write_proxy_config(tmp_path / "proxy", free_port(), {}, alerts={"sinks": sinks})
+    try:
+        assert run_cli(config, "config", "check").returncode == 0
+        result = run_cli(config, "drill", "--json")
+        assert result.returncode == 0, result.stdout + result.stderr
+        doc = json.loads(result.stdout)
+        assert doc["ok"] is True
+        assert len(doc["sinks"]) == len(sinks)
+        assert all(s["ok"] for s in doc["sinks"])
+        aid = doc["alert_id"]
+        (slack,) = https["slack"].received()
+        check_slack_drill = [t for t, _, _ in strings(slack.json())]
+        assert any(aid in t for t in check_slack_drill)
+        (teams,) = https["teams"].received()
+        assert any(aid in t for t, _, _ in strings(teams.json()))
+        (pd,) = https["pagerduty"].received()
+        assert pd.json()["dedup_key"] == aid
+        assert pd.json()["payload"]["severity"] == "info"
+        (jsm,) = https["jsm"].received()
+        assert jsm.json()["alias"] == aid
+        assert "test" in jsm.json()["tags"]
+        (msg,) = mail.messages
+        assert msg["X-Breakglass-Alert-Id"] == aid
+        assert str(msg["Subject"]).strip().startswith("[breakglass TEST] ")
+        assert webhook.wait_for(lambda d: d["alert_id"] == aid).doc()["test"] is True
+        assert syslog_json(udp.wait_for(aid))["alert_id"] == aid
+        assert syslog_json(tcp_all.wait_for(aid))["alert_id"] == aid
+        assert [d["alert_id"] for d in hook_payloads(hook_out)] == [aid]
+    finally:
+        for r in https.values():
+            r.stop()
+        mail.stop()
+        webhook.stop()
+        udp.stop()
+        tcp_all.stop()

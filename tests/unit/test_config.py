@@ -1412,3 +1412,90 @@ def test_justification_rule_is_the_one_policy_checks(site: Site) -> None:
     assert isinstance(rule, JustificationRule)
     assert check_justification("1234", rule) == "justification_too_short"
     assert check_justification("12345", rule) is None
+
+
+# ------------------------------------------------- chat, paging and e-mail sinks
+
+
+def test_service_sinks_load_with_their_defaults(site: Site, secret: Path) -> None:
+    path = site.write(
+        """
+        alerts:
+          sinks:
+            - {type: slack, url_file: hook.secret}
+            - {type: teams, url_file: hook.secret, timeout: 3s}
+            - {type: pagerduty, routing_key_file: hook.secret}
+            - {type: jsm, api_key_file: hook.secret, url: "https://proxy.example/jsm"}
+            - type: email
+              host: smtp.example.com
+              auth_file: hook.secret
+              from: breakglass@example.com
+              to: [oncall@example.com, sec@example.com]
+            - {type: email, host: mail.example, tls: implicit, from: a@b.example, to: [c@d.example]}
+            - {type: email, host: localhost, tls: none, from: a@b.example, to: [c@d.example]}
+            - {type: syslog, address: "tcp://siem.example:514", events: all}
+        """
+    )
+    sinks = load_config(path).alerts.sinks
+    assert sinks[0] == SinkConfig(type="slack", url_file=secret)
+    assert sinks[1] == SinkConfig(type="teams", url_file=secret, timeout=3)
+    assert sinks[2] == SinkConfig(type="pagerduty", key_file=secret)
+    assert sinks[3] == SinkConfig(type="jsm", key_file=secret, url="https://proxy.example/jsm")
+    assert sinks[4] == SinkConfig(
+        type="email",
+        host="smtp.example.com",
+        port=587,
+        tls="starttls",
+        auth_file=secret,
+        mail_from="breakglass@example.com",
+        mail_to=("oncall@example.com", "sec@example.com"),
+    )
+    assert (sinks[5].port, sinks[5].tls) == (465, "implicit")
+    assert (sinks[6].port, sinks[6].tls, sinks[6].auth_file) == (587, "none", None)
+    assert sinks[7].events == "all"
+
+
+def test_a_service_secret_file_must_be_private(site: Site, secret: Path) -> None:
+    secret.chmod(0o644)
+    path = site.write("alerts:\n  sinks:\n    - {type: pagerduty, routing_key_file: hook.secret}\n")
+    if os.geteuid() == 0:
+        pytest.skip("root reads files whatever their mode")
+    assert_problem(
+        path,
+        3,
+        f"alerts.sinks[0].routing_key_file {secret} is accessible by group or others (mode 0644)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("sink", "message"),
+    [
+        ("{type: slack}", "alerts.sinks[0].url_file is required"),
+        ("{type: jsm, api_key_file: hook.secret, url: 'http://x/y'}", "is not an https URL"),
+        ("{type: teams, url_file: hook.secret, ca_file: missing.pem}", "not a readable PEM"),
+        (
+            "{type: email, host: smtp.example, tls: none, from: a@b.example, to: [c@d.example]}",
+            "none is only for a relay on this host",
+        ),
+        (
+            "{type: email, host: localhost, tls: none, auth_file: hook.secret,"
+            " from: a@b.example, to: [c@d.example]}",
+            "the password would travel in clear",
+        ),
+        (
+            "{type: email, host: h.example, from: 'Eve <e@x.example>', to: [c@d.example]}",
+            "is not an e-mail address",
+        ),
+        (
+            "{type: email, host: h.example, from: a@b.example, to: ['c@d.example\\nBcc: x@y']}",
+            "is not an e-mail address",
+        ),
+        ("{type: email, host: h.example, from: a@b.example, to: []}", "at least one address"),
+        ("{type: email, host: h.example, tls: ssl, from: a@b.example, to: [c@d.example]}", "tls"),
+        ("{type: syslog, address: /dev/log, events: some}", "must be alerts or all"),
+    ],
+)
+def test_service_sink_mistakes(site: Site, secret: Path, sink: str, message: str) -> None:
+    path = site.write(f"alerts:\n  sinks:\n    - {sink}\n")
+    problems = problems_of(path)
+    assert any(message in p.message for p in problems), problems
