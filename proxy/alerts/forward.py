@@ -7,9 +7,9 @@ queue. Each event is one RFC 5424 message whose MSG is the event's ASCII JSON li
 an ``alert`` event is sent at its rule's severity, refusals at notice, the rest at
 info. The cursor is saved in the store (``feed_cursors``) after each page sent, so a
 restart resumes there: at least once, and a crash or a failed send repeats at most one
-page (a page goes over one connection, in order). A sink
-that fails is retried from the same event with the outbox's backoff, for as long as it
-takes. The first run starts at the log's first event (the SIEM gets the history).
+page (a page goes over one connection, in order). A sink that fails is retried from the
+same event with the outbox's backoff, for as long as it takes. The first run starts at
+the log's first event (the SIEM gets the history).
 """
 
 from __future__ import annotations

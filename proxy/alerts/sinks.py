@@ -96,8 +96,7 @@ def sink_key(cfg: SinkConfig) -> str:
 
 def make_sink(cfg: SinkConfig, key: str) -> Sink:
     if cfg.type == "webhook":
-        context = tls_context(cfg.ca_file) if cfg.ca_file else None
-        return WebhookSink(key, cfg.url or "", cfg.secret_file, cfg.timeout, context)
+        return WebhookSink(key, cfg.url or "", cfg.secret_file, cfg.timeout, ca_file=cfg.ca_file)
     if cfg.type == "syslog":
         return SyslogSink(key, cfg.address or "/dev/log", cfg.timeout)
     if cfg.type in ("slack", "teams"):
@@ -161,12 +160,15 @@ class WebhookSink:
         secret_file: Path | None,
         timeout: float,
         ssl_context: ssl.SSLContext | None = None,
+        *,
+        ca_file: Path | None = None,
     ) -> None:
         self.key = key
         self.url = url
         self.secret_file = secret_file
         self.timeout = timeout
         self._ssl = ssl_context
+        self.ca_file = ca_file
 
     async def send(self, alert: Outgoing) -> str:
         secret = read_secret(self.secret_file) if self.secret_file else b""
@@ -175,7 +177,8 @@ class WebhookSink:
             SIGNATURE_HEADER: signature(secret, alert.body),
             ALERT_ID_HEADER: alert.alert_id,
         }
-        response = await post(self.url, alert.body, headers, within=self.timeout, tls=self._ssl)
+        tls = self._ssl or (tls_context(self.ca_file) if self.ca_file else None)
+        response = await post(self.url, alert.body, headers, within=self.timeout, tls=tls)
         return check(response)
 
 

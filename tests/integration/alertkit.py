@@ -1,11 +1,13 @@
 """Real alert receivers on 127.0.0.1 for the alert tests: an HTTP server that checks the
 webhook signature, UDP and TCP syslog listeners, and a command hook that appends to a
 file. Each runs in its own thread, so both async tests and tests driving the proxy as a
-subprocess can use them. Loopback only; every wait is bounded.
+subprocess can use them; and ``eventually``, an async bounded wait for a condition.
+Loopback only; every wait is bounded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -14,15 +16,16 @@ import socketserver
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.integration.harness import LOOPBACK, free_port, wait_until
 
 SECRET = b"s3cret-for-tests"
+T = TypeVar("T")
 
 
 @dataclass
@@ -267,3 +270,17 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     )
     key_path.chmod(0o600)
     return cert_path, key_path
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], *, what: str, bound: float = 20.0
+) -> T:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    while True:
+        value = await check()
+        if value:
+            return value
+        if loop.time() >= deadline:
+            raise AssertionError(f"timed out after {bound:g}s waiting for {what}")
+        await asyncio.sleep(0.05)

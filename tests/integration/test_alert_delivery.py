@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,6 +27,7 @@ from tests.integration.alertkit import (
     SyslogListener,
     WebhookReceiver,
     command_hook,
+    eventually,
     hook_payloads,
     syslog_json,
     unused_loopback_port,
@@ -35,20 +36,6 @@ from tests.integration.alertkit import (
 T = TypeVar("T")
 FAST = Backoff(base=0.05, factor=2.0, cap=0.4)
 NOW = 1_700_000_000.0
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T | None]], *, what: str, bound: float = 20.0
-) -> T:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + bound
-    while True:
-        value = await check()
-        if value:
-            return value
-        if loop.time() >= deadline:
-            raise AssertionError(f"timed out after {bound:g}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from tests.integration.alertkit import (
     SyslogListener,
     WebhookReceiver,
     command_hook,
+    eventually,
     hook_payloads,
     syslog_json,
 )
@@ -535,18 +536,6 @@ async def test_every_sink_down_then_up_receives_every_alert_and_no_secret_is_log
     for secret in SECRETS:
         assert secret not in logged
         assert not any(secret in r for r in records)
-
-
-async def eventually(check: Any, *, what: str, bound: float = 20.0) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + bound
-    while True:
-        value = await check()
-        if value:
-            return value
-        if loop.time() >= deadline:
-            raise AssertionError(f"timed out after {bound:g}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 # ------------------------------------------------------------------ drill, every type
