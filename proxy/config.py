@@ -88,6 +88,7 @@ _POLICY = (
     "login_timeout",
     "max_live_sessions",
     "shutdown_grace",
+    "max_channels",
 )
 _JUSTIFICATION = ("min_length", "pattern")
 _RECORDING = ("input", "max_channel_bytes", "max_session_bytes")
@@ -206,6 +207,7 @@ class _Loader(AlertsReader):
             login_timeout=self.duration(view, "login_timeout", 120.0),
             max_live_sessions=self.integer(view, "max_live_sessions", 200, 1, 100_000),
             shutdown_grace=self.duration(view, "shutdown_grace", 10.0),
+            max_channels=self.integer(view, "max_channels", PolicyConfig().max_channels, 1, 1000),
         )
 
     def justification(self, view: MapView) -> JustificationRule:

@@ -90,6 +90,9 @@ class PolicyConfig:
     login_timeout: float = 120.0
     max_live_sessions: int = 200
     shutdown_grace: float = 10.0
+    # Channels open at once in one session: room for a ControlMaster's multiplexed
+    # clients and Ansible's parallel channels (sshd's own MaxSessions is 10 by default).
+    max_channels: int = 32
 
 
 @dataclass(frozen=True, kw_only=True)

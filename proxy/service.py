@@ -193,6 +193,10 @@ class App:
     def idle_timeout(self) -> float | None:
         return self.config.policy.idle_timeout
 
+    @property
+    def max_channels(self) -> int:
+        return self.config.policy.max_channels
+
     def upstream_keys(self, target: TargetConfig) -> upstream.UpstreamKeys:
         keys = self._keys.get(target.name)
         if keys is None:

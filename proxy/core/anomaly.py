@@ -22,6 +22,9 @@ rules are data (``AlertRules`` from the config) plus a fixed set that always app
 - ``at_capacity``: a proven engineer refused because the proxy is at its session limit;
 - ``operator_kill`` / ``operator_extend``: an operator's override;
 - ``disk_space``: the disk holding the audit trail crossed into low or critical;
+- ``extraction_failed``: the command extractor or a file-transfer parser gave up on a
+  channel (its transcript keeps recording, but the index of what was done has a gap:
+  breaking a parser must not be a quiet way to dodge the audit);
 - ``drill``: a test alert.
 
 Pure: events and history in, ``Firing`` values out. Time is passed in as ``now`` (unix
@@ -91,6 +94,11 @@ END_RULES = {
 }
 DISK_EVENTS = {"disk_space_low": "low", "disk_space_critical": "critical"}
 OPERATOR_RULES = {"operator_kill": "operator_kill", "operator_extend": "operator_extend"}
+EXTRACTION_FAILURES = {
+    "command_extraction_error": "commands",
+    "sftp_parse_error": "SFTP file operations",
+    "scp_parse_error": "scp file operations",
+}
 
 
 def counts_as_guess(reason: str) -> bool:
@@ -349,6 +357,11 @@ def evaluate(
         return on_session_end(str(data.get("reason") or ""), str(detail) if detail else None)
     if type_ in OPERATOR_RULES:
         return on_operator(type_, str(data.get("operator") or "?"), str(data.get("reason") or ""))
+    if type_ in EXTRACTION_FAILURES:
+        what = EXTRACTION_FAILURES[type_]
+        text = f"{what} can no longer be read on a channel; its recording continues"
+        detail = data.get("detail")
+        return [Firing("extraction_failed", f"{text}: {detail}" if detail else text)]
     if type_ == "drill":
         return [Firing("drill", "test alert (breakglass drill)", flag=False)]
     if type_ == "config_reload_failed":

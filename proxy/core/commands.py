@@ -30,6 +30,8 @@ from typing import Any
 
 import pyte
 
+from proxy.core.limits import clamp_size
+
 TAIL_BYTES = 16 * 1024
 # A typing phase that sees this much output without an Enter being echoed (typing ahead
 # while a command floods the terminal) is dropped, so pyte never parses bulk output.
@@ -118,8 +120,9 @@ class CommandExtractor:
     """Fed a PTY channel's output, input and resizes; returns ``command`` events."""
 
     def __init__(self, columns: int, lines: int, *, source: str = "pty") -> None:
-        self.columns = columns if columns > 0 else 80
-        self.lines = lines if lines > 0 else 24
+        # The client picks the size: the screen's work and memory grow with it, so it is
+        # clamped (proxy.core.limits); a wider terminal's lines wrap here, joined again.
+        self.columns, self.lines = clamp_size(columns, lines)
         self.source = source
         self.disabled = False
         self._tail = bytearray()
@@ -364,8 +367,7 @@ class CommandExtractor:
 
     def _resize(self, columns: int, lines: int, t: float) -> list[dict[str, Any]]:
         events = self._expire(t)
-        self.columns = columns if columns > 0 else self.columns
-        self.lines = lines if lines > 0 else self.lines
+        self.columns, self.lines = clamp_size(columns, lines, (self.columns, self.lines))
         if self._screen is not None:
             self._screen.resize(self.lines, self.columns)
         return events

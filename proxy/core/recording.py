@@ -21,6 +21,8 @@ import math
 from collections.abc import Mapping
 from json.encoder import encode_basestring
 
+from proxy.core.limits import clamp_size
+
 # Characters that str.splitlines() (and so codecs.StreamReader.readline, which
 # asciinema uses for casts fetched over HTTP) treats as line ends. json.dumps with
 # ensure_ascii=False leaves them raw inside strings; escaping them keeps one event per
@@ -113,6 +115,8 @@ class CastEncoder:
     ) -> None:
         if width < 1 or height < 1:
             raise ValueError(f"terminal size must be positive, got {width}x{height}")
+        # A player sizes its screen from these: a client's 16M columns must not reach it.
+        width, height = clamp_size(width, height)
         if max_bytes < 0:
             raise ValueError("max_bytes must not be negative")
         header: dict[str, object] = {
@@ -156,7 +160,9 @@ class CastEncoder:
         return self._data(t, "i", data)
 
     def resize(self, t: float, cols: int, rows: int) -> bytes:
-        return self._event(t, "r", f"{int(cols)}x{int(rows)}")
+        """An ``"r"`` event, clamped like the header (0, unknown, becomes 80x24)."""
+        cols, rows = clamp_size(int(cols), int(rows))
+        return self._event(t, "r", f"{cols}x{rows}")
 
     def marker(self, t: float, label: str) -> bytes:
         return self._event(t, "m", label)

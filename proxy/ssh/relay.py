@@ -19,6 +19,15 @@ from typing import Any
 import asyncssh
 
 from proxy.core.commands import CommandExtractor
+from proxy.core.limits import (
+    MAX_SIGNAL_NAME,
+    MAX_TERM_TYPE,
+    RESIZE_INTERVAL,
+    clamp_size,
+    cut,
+    env_refusal_detail,
+    target_size,
+)
 from proxy.core.recording import CastEncoder
 from proxy.errors import RecordingError, StoreError, UpstreamError
 from proxy.recorder import CastFile, ChannelRecorder, make_private_dirs, recording_path
@@ -30,7 +39,10 @@ from proxy.store.base import NewEvent
 log = logging.getLogger("breakglass")
 
 ALLOWED_SUBSYSTEMS = frozenset({"sftp"})
+# The events of a channel tap or the command extractor that gave up (see ``resource``).
+EXTRACTION_FAILURES = frozenset({"command_extraction_error", "sftp_parse_error", "scp_parse_error"})
 _ENV_ALLOWED = re.compile(r"(LANG|LC_[A-Z_]+)\Z")
+_SIGNAL_NAME = re.compile(rf"[A-Z0-9]{{1,{MAX_SIGNAL_NAME}}}\Z")
 # Input that arrives before the target channel exists is held, up to this much.
 EARLY_INPUT_LIMIT = 256 * 1024
 # Target output held to the end of a socket read, at most: OpenSSH's packet size.
@@ -91,6 +103,12 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self._pending_eof = False
         self._target_eof = False
         self._pending_size: tuple[int, int, int, int] | None = None
+        # Window changes: at most one per RESIZE_INTERVAL takes effect, the last one
+        # asked wins; ``_resizes`` counts those asked, for the channel's end event.
+        self._size_due: asyncio.TimerHandle | None = None
+        self._size_at = -RESIZE_INTERVAL
+        self._resizes = 0
+        self._resizes_applied = 0
         self._closing = False
         # Closed from the proxy's side: what the target still sends is neither shown nor
         # recorded. The cast is what the engineer saw, and a session cut at its recording
@@ -140,10 +158,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
 
         setattr(chan, "_report_response", report)  # noqa: B010 - a private seam, see above
 
-    def _refused(self, request: str, detail: str) -> None:
-        self.session.audit(
-            "request_refused", {"request": request, "detail": detail}, channel=self.n
-        )
+    def _refused(self, request: str, detail: str, **extra: Any) -> None:
+        self.session.refused(request, detail, channel=self.n, **extra)
 
     def pty_requested(
         self,
@@ -151,7 +167,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         term_size: tuple[int, int, int, int],
         term_modes: Mapping[int, int],
     ) -> bool:
-        self.pty = (term_type, term_size, dict(term_modes))
+        self.pty = (term_type, target_size(term_size), dict(term_modes))
         return True
 
     def shell_requested(self) -> bool:
@@ -200,7 +216,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         kept, dropped = allowed_env(chan.get_environment())
         env: dict[bytes | str, bytes | str] = {k: v for k, v in kept.items()}
         if dropped:
-            self._refused("env", ",".join(dropped))
+            refusal = env_refusal_detail(dropped)
+            self._refused("env", refusal.pop("detail"), **refusal)
         try:
             up_chan, _ = await up_conn.create_session(
                 lambda: UpstreamSession(self),
@@ -237,7 +254,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             # programs are skipped by the extractor itself.
             if self.kind in ("shell", "exec") and self._tap is None:
                 size = self._pending_size or self.pty[1]
-                self._cmds = CommandExtractor(size[0], size[1])
+                self._cmds = CommandExtractor(size[0], size[1])  # clamps the size itself
         for t, data, datatype in self._early:
             self._record_input(t, data)
             if self._tap is not None and not datatype:
@@ -250,7 +267,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             chan.resume_reading()
         self._early_bytes = 0
         if self._pending_size is not None:
-            up_chan.change_terminal_size(*self._pending_size)
+            self._apply_size()
         if self._pending_eof:
             up_chan.write_eof()
 
@@ -260,11 +277,11 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             "kind": self.kind,
             "command": self.command if self.kind == "exec" else self.subsystem,
             "pty": self.pty is not None,
-            "term": self.pty[0] if self.pty else None,
+            "term": cut(self.pty[0], MAX_TERM_TYPE) if self.pty else None,
             "recording": str(self._cast.path) if self._cast else None,
         }
         if self.pty is not None:
-            data["size"] = [self.pty[1][0], self.pty[1][1]]
+            data["size"] = list(clamp_size(self.pty[1][0], self.pty[1][1]))
         return NewEvent("channel_start", self.session.clock(), info.id, self.n, data)
 
     def _start_recording(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
@@ -275,11 +292,11 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         except OSError as exc:
             raise RecordingError(f"cannot create recordings folder: {exc.strerror}") from exc
         self._cast = CastFile(path, self._recording_failed, self.session.recorded)
-        width, height = (self.pty[1][0], self.pty[1][1]) if self.pty else (80, 24)
-        env = {"TERM": self.pty[0]} if self.pty else {}
+        width, height = clamp_size(*self.pty[1][:2]) if self.pty else (80, 24)
+        env = {"TERM": cut(self.pty[0], MAX_TERM_TYPE)} if self.pty else {}
         self._enc = CastEncoder(
-            width=width or 80,
-            height=height or 24,
+            width=width,
+            height=height,
             timestamp=int(info.started_at),
             max_bytes=self.session.host.recording.max_channel_bytes,
             title=f"{info.person}@{info.login}@{info.target.name} {self.name}",
@@ -311,7 +328,14 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         t = float(event.get("offset", self._t()))
         data = {k: v for k, v in event.items() if k != "kind"}
         data["offset"] = round(t, 6)
-        self.session.audit(str(event["kind"]), data, channel=self.n)
+        kind = str(event["kind"])
+        if kind in EXTRACTION_FAILURES:
+            # A parser gave up on this channel: what is typed or transferred from now on
+            # is only in the transcript, which keeps recording. Breaking the parser is a
+            # way to dodge the audit's index, so it alerts and flags the session.
+            self.session.audit_alerting(kind, data, channel=self.n)
+        else:
+            self.session.audit(kind, data, channel=self.n)
         if self._rec is not None and self._enc is not None:
             self._rec.flush_batch()
             self._rec.write(self._enc.marker(t, marker_text(event)))
@@ -376,18 +400,40 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         return True
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        # A flood of window changes (10,000 of them) must not become 10,000 screen
+        # resizes, cast events and target requests: the last size asked within
+        # RESIZE_INTERVAL of the previous one waits for it, and replaces any waiting.
+        self._resizes += 1
+        self._pending_size = target_size((width, height, pixwidth, pixheight))
+        if self._up_chan is None or self._size_due is not None:
+            return
+        wait = self._size_at + RESIZE_INTERVAL - time.monotonic()
+        if wait > 0:
+            self._size_due = asyncio.get_running_loop().call_later(wait, self._apply_size)
+        else:
+            self._apply_size()
+
+    def _apply_size(self) -> None:
+        """The size last asked takes effect: cast, command extractor, target."""
+        self._size_due = None
+        size, self._pending_size = self._pending_size, None
+        if size is None or self._up_chan is None or self._closing:
+            return
+        self._size_at = time.monotonic()
+        self._resizes_applied += 1
         self._flush_down()
-        if self._rec is not None and self._enc is not None:
+        width, height = size[0], size[1]
+        if self._rec is not None and self._enc is not None and not self._cut:
             self._rec.flush_batch()
             self._rec.write(self._enc.resize(self._t(), width, height))
         if self._cmds is not None:
             self._audit_commands(self._cmds.resize(width, height, self._t()))
-        if self._up_chan is not None:
-            self._up_chan.change_terminal_size(width, height, pixwidth, pixheight)
-        else:
-            self._pending_size = (width, height, pixwidth, pixheight)
+        self._up_chan.change_terminal_size(*size)
 
     def signal_received(self, signal: str) -> None:
+        if not _SIGNAL_NAME.match(signal):
+            self._refused("signal", signal)  # not a signal any target knows
+            return
         if self._up_chan is not None:
             self._up_chan.send_signal(signal)
 
@@ -533,6 +579,9 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         if self._cmds is not None:
             self._audit_commands(self._cmds.flush(self._t()))
             self._cmds = None
+        if self._size_due is not None:
+            self._size_due.cancel()
+            self._size_due = None
         if self._up_chan is not None:
             self._up_chan.close()
         if self._opener is not None and not self._opener.done():
@@ -565,6 +614,9 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
                 "bytes_up": self.bytes_up,
                 "bytes_down": self.bytes_down,
             }
+            if self._resizes > self._resizes_applied:
+                data["resizes"] = self._resizes
+                data["resizes_applied"] = self._resizes_applied
             if self._enc.capped:
                 data["omitted_bytes"] = self._enc.omitted_bytes
                 data["omitted_sha256"] = self._enc.omitted_sha256()

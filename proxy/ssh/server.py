@@ -400,11 +400,14 @@ class ConnectionHandler(asyncssh.SSHServer):
             return RefusedChannel(self._refusal)
         if self.session is None:
             return False
+        refusal = self.session.channel_refusal()
+        if refusal is not None:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, refusal)
         return ChannelBridge(self.session)
 
     def _refuse(self, request: str, detail: str) -> bool:
         if self.session is not None:
-            self.session.audit("request_refused", {"request": request, "detail": detail})
+            self.session.refused(request, detail)
         return False
 
     def connection_requested(

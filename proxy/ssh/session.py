@@ -21,6 +21,7 @@ import asyncssh
 
 from proxy.alerts.payload import AlertContext
 from proxy.config import RecordingConfig, TargetConfig
+from proxy.core.limits import RefusalTally, cut
 from proxy.core.policy import warning_times
 from proxy.core.units import format_duration, format_size
 from proxy.errors import StoreError, UpstreamError
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     from proxy.ssh.relay import ChannelBridge
 
 log = logging.getLogger("breakglass")
+
+# While refusals keep coming, their counts are written at most this often (and at the end).
+REFUSAL_SUMMARY_INTERVAL = 10.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class SessionHost(Protocol):
     @property
     def idle_timeout(self) -> float | None: ...
 
+    @property
+    def max_channels(self) -> int: ...
+
     def upstream_keys(self, target: TargetConfig) -> upstream.UpstreamKeys: ...
 
     def session_ended(self, session: LiveSession) -> None: ...
@@ -101,6 +108,8 @@ class LiveSession:
         self._finished = asyncio.Event()
         self._finishing = False
         self.recorded_bytes = 0
+        self._refusals = RefusalTally()
+        self._refusal_summary: asyncio.TimerHandle | None = None
         # Monotonic time of the last byte in either direction, for the idle timeout.
         self.last_activity = time.monotonic()
 
@@ -150,6 +159,19 @@ class LiveSession:
         self._next_channel += 1
         return self._next_channel
 
+    def channel_refusal(self) -> str | None:
+        """Why a new channel cannot be opened now (None: it can). Past the limit the
+        channel costs nothing: no cast, no target channel, one event for the first."""
+        limit = self.host.max_channels
+        if len(self.channels) < limit:
+            return None
+        # One event says the limit was hit; the channels refused after it are counted.
+        self.refused("session", f"channel limit: {limit} open", full=1, limit=limit)
+        return (
+            f"breakglass: this session already has {limit} channels open, its limit"
+            " (policy.max_channels); close one and retry"
+        )
+
     def set_end(self, reason: str, detail: str | None = None) -> None:
         """The first reason given wins: it is the cause, the rest are consequences."""
         if self.end_reason is None:
@@ -161,19 +183,67 @@ class LiveSession:
     def audit(self, type_: str, data: dict[str, Any], channel: int | None = None) -> None:
         """Append an event from a synchronous callback, in call order."""
         event = NewEvent(type_, self.clock(), self.info.id, channel, data)
+        self._in_order(type_, lambda: self.append(event))
+
+    def _in_order(self, type_: str, write: Callable[[], Awaitable[None]]) -> None:
         prev = self._audit_chain
 
-        async def write() -> None:
+        async def chained() -> None:
             if prev is not None:
                 await asyncio.wait([prev])
-            await self.append(event)
+            await write()
 
-        self._audit_chain = self.tasks.spawn(write(), f"audit {type_}")
+        self._audit_chain = self.tasks.spawn(chained(), f"audit {type_}")
+
+    def refused(
+        self,
+        request: str,
+        detail: str,
+        channel: int | None = None,
+        *,
+        full: int = RefusalTally.FULL_PER_KIND,
+        **extra: Any,
+    ) -> None:
+        """A request refused: the first ``full`` of its kind are events with their
+        detail; the rest are counted into one ``request_refused`` event with counts."""
+        request = cut(request, 64)
+        if self._refusals.note(request, full):
+            data = {"request": request, "detail": cut(detail), **extra}
+            self.audit("request_refused", data, channel=channel)
+        elif self._refusal_summary is None and not self._finishing:
+            loop = asyncio.get_running_loop()
+            self._refusal_summary = loop.call_later(
+                REFUSAL_SUMMARY_INTERVAL, self._write_refusal_summary
+            )
+
+    def _write_refusal_summary(self) -> None:
+        self._refusal_summary = None
+        counts = self._refusals.drain()
+        if counts:
+            text = ", ".join(f"{k} x{n}" for k, n in sorted(counts.items()))
+            self.audit(
+                "request_refused",
+                {"request": "repeated", "detail": cut(text), "counts": counts},
+            )
+
+    def audit_alerting(self, type_: str, data: dict[str, Any], channel: int | None = None) -> None:
+        """Append an event with the alerts it raises (and the flag they set), in order."""
+        event = NewEvent(type_, self.clock(), self.info.id, channel, data)
+        alerts = self.host.alerts.fixed_for(event, self.context())
+
+        async def write() -> None:
+            await self._write(self.host.store.append_with_alerts([event], alerts))
+            self.host.alerts.committed(alerts)
+
+        self._in_order(type_, write)
 
     async def append(self, *events: NewEvent) -> None:
         """Write now; on failure the session fails closed."""
+        await self._write(self.host.store.append(events))
+
+    async def _write(self, op: Awaitable[None]) -> None:
         try:
-            await asyncio.shield(self.host.store.append(events))
+            await asyncio.shield(op)
         except StoreError as exc:
             log.critical("audit store write failed for session %s: %s", self.info.id, exc)
             self.host.alerts.store_failed(f"cannot write session events: {exc}", self.context())
@@ -259,11 +329,12 @@ class LiveSession:
         self._finishing = True
         for bridge in list(self.channels.values()):
             bridge.terminate(None)
-        for timer in (self._timer, self._idle):
+        for timer in (self._timer, self._idle, self._refusal_summary):
             if timer is not None:
                 timer.cancel()
         try:
             await self._wait_channels()
+            self._write_refusal_summary()
             await self.flush_audit()
         finally:
             await self._close_upstream()

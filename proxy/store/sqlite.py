@@ -12,6 +12,7 @@ serialises the proxy against CLI processes writing to the same file.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sqlite3
@@ -25,6 +26,7 @@ import aiosqlite
 from proxy.core import chain
 from proxy.core.chaincheck import FLAG_TYPES, ChainRow
 from proxy.core.credentials import Credential, UseDecision, check_use
+from proxy.core.limits import bound_data
 from proxy.errors import StoreError
 from proxy.store.auditreads import AuditReads
 from proxy.store.base import (
@@ -198,7 +200,11 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
         seq, prev = (int(row[0]), str(row[1])) if row else (0, chain.GENESIS)
         for ev in events:
             seq += 1
-            data_json = chain.canonical(ev.data)
+            # No event may make the store (and every report) pay for what a client sent:
+            # past MAX_EVENT_DATA its long texts are cut, with the whole's hash kept.
+            data, data_json = bound_data(ev.data)
+            if data is not ev.data:
+                ev = dataclasses.replace(ev, data=data)
             digest = chain.link(prev, seq, ev.time, ev.type, ev.session_id, ev.channel, data_json)
             await db.execute(
                 "INSERT INTO events (seq, time, type, session_id, channel, data, prev_hash, hash)"

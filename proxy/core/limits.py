@@ -1,0 +1,149 @@
+"""Bounds on what a logged-in user controls, and what the proxy spends on it.
+
+Owns the numbers and the small pure helpers that keep one user's requests from costing
+everyone else: terminal sizes the proxy itself uses (the command extractor's screen,
+the cast's header and ``"r"`` events) and those it forwards to the target, the size of
+one audit event's data, the pace of window changes, and the tally of repeated refusals.
+Pure: no I/O, no clock (callers pass ``now``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from proxy.core.chain import canonical
+
+# The proxy's own view of a terminal (the command extractor's screen, the cast) is at
+# most this big. The screen's work and memory grow with its area: a 16,000,000-column
+# terminal blocked the event loop for 33 s, and 4,294,967,295 lines ran out of memory.
+# 512x256 is more than a 4K monitor with a small font shows; a wider terminal's lines
+# wrap on the extractor's screen, which joins soft-wrapped rows anyway.
+MAX_COLUMNS = 512
+MAX_LINES = 256
+# What sshd can apply: struct winsize holds unsigned shorts, so the target gets what the
+# client asked up to this (sshd would otherwise truncate the value modulo 65536).
+TARGET_MAX_SIZE = 0xFFFF
+# A terminal type longer than any terminfo name is cut where the proxy records it.
+MAX_TERM_TYPE = 64
+
+# One audit event's data, as stored (canonical JSON, UTF-8 bytes). Past it, long texts
+# and lists are cut and the event says how big the whole was and its SHA-256.
+MAX_EVENT_DATA = 16 * 1024
+# A refusal's detail (an unknown subsystem's name, a forwarding address) is cut here.
+MAX_DETAIL = 256
+# Refused environment variables named in one event; the rest are counted.
+MAX_ENV_NAMES = 32
+
+# Window changes take effect at most this often per channel; the last size asked in
+# between wins (10,000 of them stalled every other session for 1-2 s).
+RESIZE_INTERVAL = 0.1
+
+# A signal name as RFC 4254 defines them ("INT", "TERM", "USR1"): anything else is refused.
+MAX_SIGNAL_NAME = 16
+
+
+def clamp_size(columns: int, lines: int, fallback: tuple[int, int] = (80, 24)) -> tuple[int, int]:
+    """The terminal size the proxy itself uses: zero (unknown) becomes ``fallback``."""
+    cols = columns if columns > 0 else fallback[0]
+    rows = lines if lines > 0 else fallback[1]
+    return min(cols, MAX_COLUMNS), min(rows, MAX_LINES)
+
+
+def target_size(size: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """What the target gets: the client's numbers, within what sshd can apply."""
+    width, height, pixwidth, pixheight = size
+    return (
+        min(max(width, 0), TARGET_MAX_SIZE),
+        min(max(height, 0), TARGET_MAX_SIZE),
+        min(max(pixwidth, 0), TARGET_MAX_SIZE),
+        min(max(pixheight, 0), TARGET_MAX_SIZE),
+    )
+
+
+def cut(text: str, limit: int = MAX_DETAIL) -> str:
+    """``text`` at most ``limit`` characters, ending in "…" when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def env_refusal_detail(names: list[str]) -> dict[str, Any]:
+    """The refused variables' names (at most MAX_ENV_NAMES, each cut) and their count."""
+    shown = [cut(n, 64) for n in names[:MAX_ENV_NAMES]]
+    detail: dict[str, Any] = {"detail": ",".join(shown)}
+    if len(names) > len(shown):
+        detail["count"] = len(names)
+    return detail
+
+
+def bound_data(
+    data: Mapping[str, Any], limit: int = MAX_EVENT_DATA
+) -> tuple[Mapping[str, Any], str]:
+    """``data`` and its canonical JSON, as stored: ``data`` itself when the JSON fits in
+    ``limit`` bytes; otherwise a copy with long texts and lists cut, plus ``truncated``:
+    the size and SHA-256 of the whole (the keys stay, so every reader still finds them)."""
+    text = canonical(data)
+    if len(text) * 4 <= limit or len(text.encode()) <= limit:
+        return data, text
+    whole = text.encode()
+    mark = {"bytes": len(whole), "sha256": hashlib.sha256(whole).hexdigest()}
+    keep = limit // 2
+    while keep >= 1:
+        out = {str(k): _shrink(v, keep) for k, v in list(data.items())[:64]}
+        out["truncated"] = mark
+        text = canonical(out)
+        if len(text.encode()) <= limit:
+            return out, text
+        keep //= 2
+    out = {"truncated": mark}
+    return out, canonical(out)
+
+
+def _shrink(value: Any, keep: int) -> Any:
+    if isinstance(value, str):
+        if len(value) > keep:
+            value = cut(value, keep)
+        # Characters, not bytes: a cut never splits one; 4 bytes each at worst.
+        return cut(value, max(1, keep // 4)) if len(value.encode()) > keep else value
+    if isinstance(value, list | tuple):
+        return [_shrink(v, keep // 2) for v in list(value)[: max(1, keep // 64)]]
+    if isinstance(value, Mapping):
+        pairs = list(value.items())[: max(1, keep // 64)]
+        return {cut(str(k), 64): _shrink(v, keep // 2) for k, v in pairs}
+    return value
+
+
+class RefusalTally:
+    """Repeated refusals in one session, written as one event with counts.
+
+    The first ``FULL_PER_KIND`` refusals of each kind are written in full (their detail
+    is the evidence); the rest are counted, and ``drain`` hands the counts over once (at
+    the session's end, or when the caller writes a summary while a flood goes on).
+    """
+
+    FULL_PER_KIND = 10
+    MAX_KINDS = 64  # kinds are names the client picks: bounded too
+
+    def __init__(self) -> None:
+        self._written: dict[str, int] = {}
+        self._counts: dict[str, int] = {}
+
+    def note(self, kind: str, full: int = FULL_PER_KIND) -> bool:
+        """Count one refusal; True when it is to be written out in full (the first
+        ``full`` of its kind)."""
+        written = self._written.get(kind)
+        if written is None and len(self._written) >= self.MAX_KINDS:
+            kind, written = "other", full
+        if written is None or written < full:
+            self._written[kind] = (written or 0) + 1
+            return True
+        self._counts[kind] = self._counts.get(kind, 0) + 1
+        return False
+
+    @property
+    def pending(self) -> int:
+        return sum(self._counts.values())
+
+    def drain(self) -> dict[str, int]:
+        counts, self._counts = self._counts, {}
+        return counts
