@@ -37,6 +37,10 @@ TAIL_BYTES = 16 * 1024
 # while a command floods the terminal) is dropped, so pyte never parses bulk output.
 TYPING_OUTPUT_LIMIT = 256 * 1024
 ECHO_WAIT = 1.0  # seconds to wait for the echoed newline after Enter
+# Lines of one input chunk (a paste) read one by one, at most: each costs a screen read,
+# and a 32 KiB paste of empty lines would otherwise hold every session for ~0.3 s. The
+# rest are in the transcript and counted in ``lines_not_read``.
+MAX_PASTE_LINES = 200
 _ALT_MODES = (1049, 1047, 47)
 _ALT_SWITCH = re.compile(rb"\x1b\[\?(?:1049|1047|47)([hl])")
 _ALT_CARRY = 8  # longest switch is 8 bytes: keep 7 from the previous chunk
@@ -125,6 +129,7 @@ class CommandExtractor:
         self.columns, self.lines = clamp_size(columns, lines)
         self.source = source
         self.disabled = False
+        self.lines_not_read = 0
         self._tail = bytearray()
         self._carry = b""
         self.alt = False
@@ -136,6 +141,7 @@ class CommandExtractor:
         self._prompt_row = 0
         self._prompt_scrolled = 0
         self._typed: list[str] = []  # printable keystrokes of the current line
+        self._typed_size = 0
         self._echo: list[str] = []  # printable output since the first keystroke
         self._echo_size = 0
         self._fed = 0
@@ -307,16 +313,29 @@ class CommandExtractor:
             self._capture_prompt(self._screen)
         self._output_since_input = False
         if not enters:
-            self._typed.append(_printable(text, _INPUT_ESCAPE))
+            self._type(_printable(text, _INPUT_ESCAPE))
             return events
         parts = re.split(r"\r\n|\r|\n", text) if b"\x1b[200~" not in data else [text, ""]
-        self._typed.append(_printable(parts[0], _INPUT_ESCAPE))
+        self._type(_printable(parts[0], _INPUT_ESCAPE))
+        if self._screen is None:
+            return events
         self._echo_at_enter = "".join(self._echo)
         self._pending = [(t, None)]
-        self._pending.extend((t, _printable(p, _INPUT_ESCAPE)) for p in parts[1:-1])
+        more = parts[1:-1]
+        self.lines_not_read += max(0, len(more) - MAX_PASTE_LINES)
+        self._pending.extend((t, _printable(p, _INPUT_ESCAPE)) for p in more[:MAX_PASTE_LINES])
         self._pending_since = t
         self._typed_done = True
         return events
+
+    def _type(self, printable: str) -> None:
+        # A line longer than anything the screen could echo back is not a command line
+        # to read (and must not grow without bound when the program echoes nothing).
+        self._typed_size += len(printable)
+        if self._typed_size > TYPING_OUTPUT_LIMIT:
+            self._stop_typing()
+        else:
+            self._typed.append(printable)
 
     def _start_typing(self) -> None:
         screen = TrackingScreen(self.columns, self.lines)
@@ -348,6 +367,7 @@ class CommandExtractor:
         self._prompt_row = screen.cursor.y
         self._prompt_scrolled = screen.scrolled
         self._typed = []
+        self._typed_size = 0
         self._echo = []
         self._echo_size = 0
         self._echo_at_enter = None

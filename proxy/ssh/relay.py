@@ -109,6 +109,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self._size_at = -RESIZE_INTERVAL
         self._resizes = 0
         self._resizes_applied = 0
+        self._lines_not_read = 0  # pasted lines the command extractor left to the cast
         self._closing = False
         # Closed from the proxy's side: what the target still sends is neither shown nor
         # recorded. The cast is what the engineer saw, and a session cut at its recording
@@ -578,6 +579,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self._flush_down()  # recorded; not sent
         if self._cmds is not None:
             self._audit_commands(self._cmds.flush(self._t()))
+            self._lines_not_read = self._cmds.lines_not_read
             self._cmds = None
         if self._size_due is not None:
             self._size_due.cancel()
@@ -614,6 +616,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
                 "bytes_up": self.bytes_up,
                 "bytes_down": self.bytes_down,
             }
+            if self._lines_not_read:
+                data["lines_not_read"] = self._lines_not_read
             if self._resizes > self._resizes_applied:
                 data["resizes"] = self._resizes
                 data["resizes_applied"] = self._resizes_applied
