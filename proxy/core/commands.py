@@ -33,9 +33,12 @@ import pyte
 from proxy.core.limits import clamp_size
 
 TAIL_BYTES = 16 * 1024
-# A typing phase that sees this much output without an Enter being echoed (typing ahead
-# while a command floods the terminal) is dropped, so pyte never parses bulk output.
-TYPING_OUTPUT_LIMIT = 256 * 1024
+# A typing phase that would see more output than this without an Enter being echoed
+# (typing ahead while a command floods the terminal) is dropped, so pyte never parses bulk
+# output: line-dense output costs it ~6 us a byte, and every session waits meanwhile
+# (256 KiB was 2 s). The line is still read if a key follows: typing starts again from
+# the last screenful of output, which holds it.
+TYPING_OUTPUT_LIMIT = 16 * 1024
 ECHO_WAIT = 1.0  # seconds to wait for the echoed newline after Enter
 # Lines of one input chunk (a paste) read one by one, at most: each costs a screen read,
 # and a 32 KiB paste of empty lines would otherwise hold every session for ~0.3 s. The
@@ -204,6 +207,9 @@ class CommandExtractor:
             events += self._feed_typing(before, t)
             events += self._commit_all(t, echoed=bool(self._pending))
             self._stop_typing()
+            return events
+        if not self._pending and self._fed + len(data) > TYPING_OUTPUT_LIMIT:
+            self._stop_typing()  # before pyte parses it, not after
             return events
         events += self._feed_typing(data, t)
         if self._screen is not None and self._fed > TYPING_OUTPUT_LIMIT:

@@ -23,6 +23,11 @@ act on exactly as asyncssh would produce them:
    of all the packets one read brought as one packet (proxy/ssh/relay.py).
 5. The per-packet log line (name lookup, byte count, f-strings) is only built when
    asyncssh's debug level (3) would print it.
+6. One connection parses at most ``PACKETS_PER_TURN`` packets per turn of the event
+   loop; the rest of what one socket read brought waits for the next turn, with that
+   connection's reading paused meanwhile. asyncssh parses a whole read (up to 256 KiB)
+   in one go: 10,000 window changes or signals, a few dozen bytes each, held every
+   other session for a second. Bulk data (32 KiB packets) never reaches the bound.
 
 Everything else (key exchange, rekeying, authentication, other ciphers, compression)
 takes asyncssh's own code. The changes rely on asyncssh internals, so they are only
@@ -54,6 +59,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 log = logging.getLogger(__name__)
 TESTED = ("2.24.1",)
+# Packets (two handler calls each: header, then body) one connection parses per turn.
+PACKETS_PER_TURN = 64
 _AEAD = (GCMEncryption, ChachaEncryption)
 _EMPTY_STRING = b"\x00\x00\x00\x00"  # asyncssh.packet.String(b"")
 _TAG = 16  # AES-GCM tag size
@@ -259,19 +266,36 @@ def _fast_receive() -> None:
 
     recv_data = SSHConnection._recv_data
 
+    def next_turn(self: Any) -> None:
+        """The packets a previous turn left: parse (some of) them, then read again."""
+        self._bg_next_turn = None
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        data_received_fast(self, b"")
+        if getattr(self, "_bg_next_turn", None) is None and self._transport is not None:
+            self._transport.resume_reading()
+
     def recv_data_fast(self: Any) -> None:
         if type(self._inpbuf) is not memoryview:
             recv_data(self)
             return
-        # asyncssh's _recv_data, stopping where a rekey leaves AES-GCM mid-buffer.
+        # asyncssh's _recv_data, stopping where a rekey leaves AES-GCM mid-buffer, and
+        # after PACKETS_PER_TURN packets (6.).
         self._reset_keepalive_timer()
+        budget = 2 * PACKETS_PER_TURN
         try:
             while (
                 self._inpbuf
                 and type(self._recv_encryption) is GCMEncryption
                 and self._recv_handler()
             ):
-                pass
+                budget -= 1
+                if budget <= 0 and self._inpbuf and self._transport is not None:
+                    if getattr(self, "_bg_next_turn", None) is None:
+                        self._transport.pause_reading()
+                        self._bg_next_turn = self._loop.call_soon(next_turn, self)
+                    return
         except DisconnectError as exc:
             self._send_disconnect(exc.code, exc.reason, exc.lang)
             self._force_close(exc)

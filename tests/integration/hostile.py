@@ -22,18 +22,20 @@ from dataclasses import dataclass, field
 
 import asyncssh
 
-from tests.integration.conftest import TARGET
 from tests.integration.harness import GOOD_JUSTIFICATION
-from tests.integration.inproc import ScriptedClient, Step, close, connect
+from tests.integration.inproc import ScriptedClient, Step, connect
 
+TARGET = "db01"  # the standard config's sshd target (tests/integration/conftest.py)
 KEY_INTERVAL = 0.05  # the probe types a key this often
 ECHO_TIMEOUT = 60.0  # a key not echoed within this fails the probe (bounded)
 
 
-async def log_in(port: int, person: str, code: str) -> asyncssh.SSHClientConnection:
-    """A session of ``person`` at the standard target, over the proxy on ``port``."""
+async def log_in(
+    port: int, person: str, code: str, target: str = TARGET
+) -> asyncssh.SSHClientConnection:
+    """A session of ``person`` at ``target``, over the proxy on ``port``."""
     return await connect(
-        port, ScriptedClient([Step(f"{person}@{TARGET}", code, GOOD_JUSTIFICATION)])
+        port, ScriptedClient([Step(f"{person}@{target}", code, GOOD_JUSTIFICATION)])
     )
 
 
@@ -108,8 +110,7 @@ async def typing_at_a_pty(
             seen += await process.stdout.read(4096)
     process.stdin.write(b"x")
     async with asyncio.timeout(ECHO_TIMEOUT):
-        while (await process.stdout.read(1)) != b"x":
-            pass
+        await process.stdout.readuntil(b"x")
     return process
 
 
@@ -200,18 +201,17 @@ async def signal_flood(conn: asyncssh.SSHClientConnection, count: int = 10_000) 
     await process.wait(check=False)
 
 
+async def paste_flood(conn: asyncssh.SSHClientConnection, lines: int = 16_000) -> None:
+    """A paste of ``lines`` short lines at a PTY, in one go (OpenSSH sends it in 32 KiB
+    packets): every line is an Enter the command extractor could read one by one."""
+    process = await typing_at_a_pty(conn)
+    process.stdin.write(b"ab\r" * lines)
+    await _round_trip(process)
+    process.close()
+
+
 async def _round_trip(process: asyncssh.SSHClientProcess[bytes]) -> None:
     """Everything sent before has been handled by the proxy: a key comes back."""
     process.stdin.write(b"!")
     async with asyncio.timeout(ECHO_TIMEOUT):
-        while (await process.stdout.read(1)) != b"!":
-            pass
-
-
-async def with_attacker(port: int, person: str, code: str, attack: Attack) -> object:
-    """Run ``attack`` in a session of its own, then end that session."""
-    conn = await log_in(port, person, code)
-    try:
-        return await attack(conn)
-    finally:
-        await close(conn)
+        await process.stdout.readuntil(b"!")
