@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import asyncssh
 import pytest
 
 from proxy.core.limits import MAX_COLUMNS, MAX_EVENT_DATA
+from proxy.ssh import wire
+from proxy.ssh.relay import ChannelBridge
 from tests.integration.conftest import standard_targets
 from tests.integration.harness import (
     Deployment,
@@ -125,6 +128,43 @@ async def test_a_flood_of_window_changes_is_coalesced(proxy: InProcessProxy) -> 
     _, events = cast_events(cast)
     resizes = [e for e in events if e[1] == "r"]
     assert len(resizes) == end.data["resizes_applied"], len(resizes)
+
+
+async def test_a_flood_of_requests_is_parsed_a_slice_per_turn_of_the_event_loop(
+    proxy: InProcessProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stall is bounded by construction, not only measured: while 5,000 window
+    changes are parsed, every other task gets a turn at least every PACKETS_PER_TURN
+    packets. (One socket read holds thousands of them; asyncssh parsed them all in one go.)"""
+    turn = 0
+    turns: list[int] = []
+    running = True
+
+    async def ticker() -> None:
+        nonlocal turn
+        while running:
+            turn += 1
+            await asyncio.sleep(0)
+
+    seen = ChannelBridge.terminal_size_changed
+
+    def observed(self: ChannelBridge, *size: int) -> None:
+        turns.append(turn)
+        seen(self, *size)
+
+    monkeypatch.setattr(ChannelBridge, "terminal_size_changed", observed)
+    person = new_person("turns")
+    conn = await log_in(proxy.port, person, await proxy.quick_code(person))
+    task = asyncio.create_task(ticker())
+    try:
+        await resize_flood(conn, 5000)
+    finally:
+        running = False
+        await task
+        await close(conn)
+    assert len(turns) == 5000
+    per_turn = max(Counter(turns).values())
+    assert per_turn <= wire.PACKETS_PER_TURN, per_turn
 
 
 async def test_the_channel_limit_holds_with_one_event(proxy: InProcessProxy) -> None:
