@@ -55,6 +55,7 @@ STALL_BAR = 0.100
 RSS_BAR = 64 * 1024  # KiB
 STORE_BAR = 1024 * 1024  # bytes per session
 
+
 async def baseline(conn: asyncssh.SSHClientConnection) -> None:
     """No attack: a session that logs in and idles 2 s (the machine's noise floor)."""
     await asyncio.sleep(2)

@@ -171,6 +171,7 @@ def test_empty_mapping_gives_every_default(site: Site) -> None:
     assert policy.justification.pattern is None
     assert (policy.max_session, policy.warn_before, policy.idle_timeout) == (3600, (300, 60), 900)
     assert policy.login_timeout == 120
+    assert policy.max_channels == 32
     assert policy.allowed_sources == (
         ipaddress.ip_network("0.0.0.0/0"),
         ipaddress.ip_network("::/0"),
@@ -468,6 +469,12 @@ def test_durations(site: Site) -> None:
     assert policy.warn_before == (600, 60, 30)  # sorted, largest first, no repeats
     assert policy.idle_timeout == 300
     assert policy.login_timeout == 90
+
+
+def test_max_channels_is_a_policy_setting_within_bounds(site: Site) -> None:
+    assert load_config(site.write("policy:\n  max_channels: 4\n")).policy.max_channels == 4
+    problem = one_problem(site.write("policy:\n  max_channels: 0\n"))
+    assert "policy.max_channels" in str(problem)
 
 
 @pytest.mark.parametrize("value", ["0", "0s", "null", "~", ""])
