@@ -30,7 +30,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,7 +60,7 @@ async def baseline(conn: asyncssh.SSHClientConnection) -> None:
     await asyncio.sleep(2)
 
 
-ATTACKS: dict[str, Callable[[asyncssh.SSHClientConnection], object]] = {
+ATTACKS: dict[str, hostile.Attack] = {
     "baseline": baseline,
     "huge_columns": hostile.huge_columns,
     "huge_lines": hostile.huge_lines,
