@@ -4,7 +4,7 @@ Owns the numbers and the small pure helpers that keep one user's requests from c
 everyone else: terminal sizes the proxy itself uses (the command extractor's screen,
 the cast's header and ``"r"`` events) and those it forwards to the target, the size of
 one audit event's data, the pace of window changes, and the tally of repeated refusals.
-Pure: no I/O, no clock (callers pass ``now``).
+Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from proxy.core.chain import canonical
+from proxy.core.text import truncate
 
 # The proxy's own view of a terminal (the command extractor's screen, the cast) is at
 # most this big. The screen's work and memory grow with its area: a 16,000,000-column
@@ -62,14 +63,9 @@ def target_size(size: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     )
 
 
-def cut(text: str, limit: int = MAX_DETAIL) -> str:
-    """``text`` at most ``limit`` characters, ending in "…" when cut."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def env_refusal_detail(names: list[str]) -> dict[str, Any]:
     """The refused variables' names (at most MAX_ENV_NAMES, each cut) and their count."""
-    shown = [cut(n, 64) for n in names[:MAX_ENV_NAMES]]
+    shown = [truncate(n, 64) for n in names[:MAX_ENV_NAMES]]
     detail: dict[str, Any] = {"detail": ",".join(shown)}
     if len(names) > len(shown):
         detail["count"] = len(names)
@@ -102,14 +98,14 @@ def bound_data(
 def _shrink(value: Any, keep: int) -> Any:
     if isinstance(value, str):
         if len(value) > keep:
-            value = cut(value, keep)
+            value = truncate(value, keep)
         # Characters, not bytes: a cut never splits one; 4 bytes each at worst.
-        return cut(value, max(1, keep // 4)) if len(value.encode()) > keep else value
+        return truncate(value, max(1, keep // 4)) if len(value.encode()) > keep else value
     if isinstance(value, list | tuple):
         return [_shrink(v, keep // 2) for v in list(value)[: max(1, keep // 64)]]
     if isinstance(value, Mapping):
         pairs = list(value.items())[: max(1, keep // 64)]
-        return {cut(str(k), 64): _shrink(v, keep // 2) for k, v in pairs}
+        return {truncate(str(k), 64): _shrink(v, keep // 2) for k, v in pairs}
     return value
 
 
@@ -139,10 +135,6 @@ class RefusalTally:
             return True
         self._counts[kind] = self._counts.get(kind, 0) + 1
         return False
-
-    @property
-    def pending(self) -> int:
-        return sum(self._counts.values())
 
     def drain(self) -> dict[str, int]:
         counts, self._counts = self._counts, {}

@@ -24,11 +24,11 @@ from proxy.core.limits import (
     MAX_TERM_TYPE,
     RESIZE_INTERVAL,
     clamp_size,
-    cut,
     env_refusal_detail,
     target_size,
 )
 from proxy.core.recording import CastEncoder
+from proxy.core.text import truncate
 from proxy.errors import RecordingError, StoreError, UpstreamError
 from proxy.recorder import CastFile, ChannelRecorder, make_private_dirs, recording_path
 from proxy.ssh import wire
@@ -278,7 +278,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             "kind": self.kind,
             "command": self.command if self.kind == "exec" else self.subsystem,
             "pty": self.pty is not None,
-            "term": cut(self.pty[0], MAX_TERM_TYPE) if self.pty else None,
+            "term": truncate(self.pty[0], MAX_TERM_TYPE) if self.pty else None,
             "recording": str(self._cast.path) if self._cast else None,
         }
         if self.pty is not None:
@@ -294,7 +294,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             raise RecordingError(f"cannot create recordings folder: {exc.strerror}") from exc
         self._cast = CastFile(path, self._recording_failed, self.session.recorded)
         width, height = clamp_size(*self.pty[1][:2]) if self.pty else (80, 24)
-        env = {"TERM": cut(self.pty[0], MAX_TERM_TYPE)} if self.pty else {}
+        env = {"TERM": truncate(self.pty[0], MAX_TERM_TYPE)} if self.pty else {}
         self._enc = CastEncoder(
             width=width,
             height=height,

@@ -21,8 +21,9 @@ import asyncssh
 
 from proxy.alerts.payload import AlertContext
 from proxy.config import RecordingConfig, TargetConfig
-from proxy.core.limits import RefusalTally, cut
+from proxy.core.limits import MAX_DETAIL, RefusalTally
 from proxy.core.policy import warning_times
+from proxy.core.text import truncate
 from proxy.core.units import format_duration, format_size
 from proxy.errors import StoreError, UpstreamError
 from proxy.ssh import upstream
@@ -206,9 +207,9 @@ class LiveSession:
     ) -> None:
         """A request refused: the first ``full`` of its kind are events with their
         detail; the rest are counted into one ``request_refused`` event with counts."""
-        request = cut(request, 64)
+        request = truncate(request, 64)
         if self._refusals.note(request, full):
-            data = {"request": request, "detail": cut(detail), **extra}
+            data = {"request": request, "detail": truncate(detail, MAX_DETAIL), **extra}
             self.audit("request_refused", data, channel=channel)
         elif self._refusal_summary is None and not self._finishing:
             loop = asyncio.get_running_loop()
@@ -223,7 +224,7 @@ class LiveSession:
             text = ", ".join(f"{k} x{n}" for k, n in sorted(counts.items()))
             self.audit(
                 "request_refused",
-                {"request": "repeated", "detail": cut(text), "counts": counts},
+                {"request": "repeated", "detail": truncate(text, MAX_DETAIL), "counts": counts},
             )
 
     def audit_alerting(self, type_: str, data: dict[str, Any], channel: int | None = None) -> None:
