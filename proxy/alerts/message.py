@@ -35,6 +35,7 @@ TITLES: dict[str, str] = {
     "at_capacity": "Break-glass login refused at the session limit",
     "operator_kill": "Break-glass session killed by an operator",
     "operator_extend": "Break-glass session extended by an operator",
+    "extraction_failed": "Break-glass commands or files no longer indexed (recording goes on)",
     "config_reload_failed": "Break-glass config reload refused",
     "drill": "Break-glass alert drill (a test)",
 }
