@@ -78,7 +78,7 @@ DEFAULT_RECORDINGS = "../recordings"
 # Keys of each mapping, in the order the example config shows them.
 _TOP = ("listen", "storage", "policy", "recording", "targets", "alerts")
 _LISTEN = ("host", "port", "host_key")
-_STORAGE = ("database", "recordings", "min_free", "warn_free", "retention")
+_STORAGE = ("database", "recordings", "min_free", "warn_free", "failure_reserve", "retention")
 _POLICY = (
     "justification",
     "max_session",
@@ -86,6 +86,9 @@ _POLICY = (
     "idle_timeout",
     "allowed_sources",
     "login_timeout",
+    "preauth_timeout",
+    "max_unauthenticated",
+    "max_unauthenticated_per_source",
     "max_live_sessions",
     "shutdown_grace",
     "max_channels",
@@ -194,6 +197,7 @@ class _Loader(AlertsReader):
             recordings=self.path(view, "recordings", DEFAULT_RECORDINGS),
             min_free=self.size(view, "min_free", default.min_free),
             warn_free=self.size(view, "warn_free", default.warn_free),
+            failure_reserve=self.size(view, "failure_reserve", default.failure_reserve),
             retention=self.optional_duration(view, "retention", default.retention),
         )
 
@@ -205,6 +209,11 @@ class _Loader(AlertsReader):
             idle_timeout=self.optional_duration(view, "idle_timeout", 900.0),
             allowed_sources=self.allowed_sources(view),
             login_timeout=self.duration(view, "login_timeout", 120.0),
+            preauth_timeout=self.duration(view, "preauth_timeout", 10.0),
+            max_unauthenticated=self.integer(view, "max_unauthenticated", 256, 1, 100_000),
+            max_unauthenticated_per_source=self.integer(
+                view, "max_unauthenticated_per_source", 64, 1, 100_000
+            ),
             max_live_sessions=self.integer(view, "max_live_sessions", 200, 1, 100_000),
             shutdown_grace=self.duration(view, "shutdown_grace", 10.0),
             max_channels=self.integer(view, "max_channels", PolicyConfig().max_channels, 1, 1000),

@@ -66,6 +66,10 @@ class StorageConfig:
     # proxy warns, like auditd's space_left.
     min_free: int = 256 * 1024 * 1024
     warn_free: int = 1024 * 1024 * 1024
+    # Above min_free, this much more is kept for authenticated sessions: below
+    # min_free + failure_reserve failed logins are only counted in memory (and written
+    # as one summary when there is room), so strangers cannot use up the last space.
+    failure_reserve: int = 64 * 1024 * 1024
     # Casts of sessions that ended longer ago than this are deleted by ``breakglass
     # prune`` (the chain keeps their hashes and records the pruning); None: kept forever.
     retention: float | None = None
@@ -88,6 +92,13 @@ class PolicyConfig:
     idle_timeout: float | None = 900.0  # None: no idle limit
     allowed_sources: tuple[IPNetwork, ...] = field(default_factory=all_sources)
     login_timeout: float = 120.0
+    # Before the prompts (version line, key exchange, user-auth request): a connection
+    # that has not reached the prompts by then is cut. login_timeout is for typing.
+    preauth_timeout: float = 10.0
+    # Unauthenticated connections, all together and per source address. When all are
+    # taken, the oldest connection of the source holding the most is cut for a newcomer.
+    max_unauthenticated: int = 256
+    max_unauthenticated_per_source: int = 64
     max_live_sessions: int = 200
     shutdown_grace: float = 10.0
     # Channels open at once in one session: room for a ControlMaster's multiplexed

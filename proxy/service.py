@@ -29,6 +29,8 @@ from proxy.config import Config, RateRule, RecordingConfig, TargetConfig, load_c
 from proxy.core.credentials import CodeHasher
 from proxy.core.throttle import FailureCounter, LoginThrottle, ThrottleRule
 from proxy.errors import ConfigError, StoreError
+from proxy.failurelog import FailureLog
+from proxy.loginslots import LoginSlots
 from proxy.recovery import recover_unfinished
 from proxy.retention import retention_loop
 from proxy.sdnotify import Notifier, watchdog_interval
@@ -55,11 +57,6 @@ KEX_ALGS = [
 # AEAD only (issue: no CTR/CBC); GCM costs half of chacha20's CPU in asyncssh.
 SERVER_ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
 SERVER_MAC_ALGS = ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com"]
-# Connections that have not authenticated yet hold a slot each until login_timeout;
-# caps keep a flood or a slowloris from one source from starving everyone else.
-# An Ansible control node fanning out with forks=50 is one source: the caps leave it room.
-MAX_UNAUTHENTICATED = 256
-MAX_UNAUTHENTICATED_PER_SOURCE = 64
 # New TCP connections per source before the SSH handshake: a flood from one address is
 # cut at the door (a human opens a few a minute, Ansible tens at once, not hundreds).
 CONNECTION_RATE = ThrottleRule(count=120, window=10.0)
@@ -115,12 +112,27 @@ class App:
         # One argon2 check at a time: each takes 64 MiB and most of a core, so a burst
         # of logins queues here instead of starving live sessions or the memory.
         self.hash_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="argon2")
-        self._unauthenticated: dict[str, int] = {}
         # Connections still logging in: cut first at shutdown, before the store closes.
         self.logins: set[ConnectionHandler] = set()
         self.connections_by_source = FailureCounter(CONNECTION_RATE)
         self._rate_refused = 0
         self._alerts = Alerts(config.alerts, store)
+        # Unauthenticated slots (fair share when full) and argon2 turns between sources.
+        # An Ansible control node fanning out with forks=50 is one source: the per-source
+        # share leaves it room. Sizes are fixed at start, like the listener.
+        self.slots = LoginSlots(
+            lambda: self._alerts,
+            self.tasks,
+            self.hash_executor,
+            config.policy.max_unauthenticated,
+            config.policy.max_unauthenticated_per_source,
+        )
+        self.failure_log = FailureLog(
+            lambda: self._alerts,
+            self.tasks,
+            self.free_space,
+            lambda: self.config.storage.min_free + self.config.storage.failure_reserve,
+        )
 
     def free_space(self) -> int:
         """Bytes free for us on the store's and the recordings' filesystems (the lower)."""
@@ -140,8 +152,10 @@ class App:
         self._keys.clear()
         self._alerts.apply_config(config.alerts)
 
-    def admit(self, source: str) -> bool:
-        """Take an unauthenticated slot for ``source``; False when over a cap or rate."""
+    def admit(self, source: str, conn: ConnectionHandler) -> bool:
+        """Take an unauthenticated slot for ``conn``; False when over the per-source rate
+        or share. When every slot is taken, the heaviest source's oldest connection is
+        cut to make room."""
         if self.connections_by_source.record(source, time.monotonic()) > CONNECTION_RATE.count:
             # Counted, not audited one by one: a flood must not flood the store too.
             self._rate_refused += 1
@@ -152,25 +166,19 @@ class App:
                     source,
                 )
             return False
-        total = sum(self._unauthenticated.values())
-        mine = self._unauthenticated.get(source, 0)
-        if total >= MAX_UNAUTHENTICATED or mine >= MAX_UNAUTHENTICATED_PER_SOURCE:
-            return False
-        self._unauthenticated[source] = mine + 1
-        return True
+        ok, evict = self.slots.admit(source, conn, time.monotonic())
+        if isinstance(evict, ConnectionHandler):
+            evict.cut_for_room()
+        return ok
 
-    def release(self, source: str) -> None:
-        left = self._unauthenticated.get(source, 0) - 1
-        if left > 0:
-            self._unauthenticated[source] = left
-        else:
-            self._unauthenticated.pop(source, None)
+    def release(self, conn: ConnectionHandler) -> None:
+        self.slots.release(conn)
 
-    async def verify_code(self, encoded: str | None, cred_id: str, secret: str) -> bool:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.hash_executor, self.hasher.verify, encoded, cred_id, secret
-        )
+    async def verify_code(
+        self, encoded: str | None, cred_id: str, secret: str, source: str = ""
+    ) -> bool:
+        """One argon2 check, in turn with the other sources' checks."""
+        return await self.slots.check(source, lambda: self.hasher.verify(encoded, cred_id, secret))
 
     # SessionHost -----------------------------------------------------------------------
     @property
@@ -298,6 +306,8 @@ async def serve(
             checkpoint_loop(store, checkpoint_key, CHECKPOINT_INTERVAL, stop), "checkpoints"
         )
         app.tasks.spawn(retention_loop(store, lambda: app.config.storage, stop), "retention")
+        app.tasks.spawn(app.failure_log.run(stop), "failure summaries")
+        app.tasks.spawn(app.slots.run(stop), "login slots")
         interval = watchdog_interval()
         if interval is not None:
             app.tasks.spawn(_watchdog(notifier, interval, stop), "watchdog")
@@ -316,6 +326,7 @@ async def serve(
                 login.cut("the proxy is shutting down")
             await asyncio.sleep(0)  # let asyncssh report each cut connection lost
             await stop_sessions(app, "proxy_shutdown", "the proxy is shutting down")
+            await app.failure_log.close()
             await app.append_quietly(NewEvent("proxy_stopped", time.time(), data={}))
             await write_checkpoint(store, checkpoint_key, time.time())
             await alert_tasks.stop()

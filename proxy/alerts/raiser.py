@@ -95,7 +95,12 @@ class Alerts:
     async def for_event(self, event: NewEvent, ctx: AlertContext | None = None) -> list[NewAlert]:
         """The alerts ``event`` raises (rate rules included), to commit with it."""
         now = self.clock()
-        needs_history = event.type in ("session_start", "login_failed")
+        needs_history = event.type in (
+            "session_start",
+            "login_failed",
+            anomaly.SUMMARY_EVENT,
+            anomaly.SLOTS_FULL_EVENT,
+        )
         history = await self.history(now) if needs_history else anomaly.History()
         firings = anomaly.evaluate(event.type, event.data, self.rules, history, now)
         return self.build(firings, ctx or AlertContext.of_data(event.data, event.session_id), now)

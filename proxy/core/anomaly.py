@@ -19,7 +19,11 @@ rules are data (``AlertRules`` from the config) plus a fixed set that always app
 - ``time_limit`` / ``idle_timeout``: a session closed by its deadline or for silence;
 - ``audit_write_failed``: a session closed because its audit trail or recording could not
   be written, or a login refused because the store or the disk could not take it;
-- ``at_capacity``: a proven engineer refused because the proxy is at its session limit;
+- ``at_capacity``: a proven engineer refused because the proxy is at its session limit,
+  or (``login_slots_full``) connections cut or refused because every unauthenticated
+  slot was taken: at most once per ``CAPACITY_QUIET``;
+- summaries of failed logins (``login_failures_summarised``) count towards the rate
+  rules attempt by attempt, exactly as the single ``login_failed`` events would;
 - ``operator_kill`` / ``operator_extend``: an operator's override;
 - ``disk_space``: the disk holding the audit trail crossed into low or critical;
 - ``extraction_failed``: the command extractor or a file-transfer parser gave up on a
@@ -77,6 +81,7 @@ _NOT_A_GUESS = frozenset(
         "internal_error",
         "disk_full",
         "too_many_sessions",
+        "login_aborted",  # cut during login (a timeout, a protocol error): in summaries
     }
 )
 # login_failed reasons that are the proxy refusing a proven engineer for its own state.
@@ -99,6 +104,12 @@ EXTRACTION_FAILURES = {
     "sftp_parse_error": "SFTP file operations",
     "scp_parse_error": "scp file operations",
 }
+SUMMARY_EVENT = "login_failures_summarised"
+SLOTS_FULL_EVENT = "login_slots_full"
+HELD_EVENT = "login_failures_held"
+# login_slots_full raises at_capacity at most once in this many seconds: a flood that
+# lasts an hour is one page, and the events say how it went on.
+CAPACITY_QUIET = 600.0
 
 
 def counts_as_guess(reason: str) -> bool:
@@ -123,6 +134,7 @@ class Failure:
     source: str
     person: str | None
     reason: str
+    count: int = 1  # a row of a summary stands for this many attempts
 
 
 @dataclass(frozen=True)
@@ -271,40 +283,94 @@ def on_login_failure(
         fired.append(Firing("unusable_code", f"{code} was used but is {reason}", flag=False))
     if not counts_as_guess(reason):
         return fired
+    return fired + _bursts(rules, history, {source: 1}, {person: 1} if person else {}, now)
+
+
+def _bursts(
+    rules: AlertRules,
+    history: History,
+    sources: Mapping[str, int],
+    persons: Mapping[str, int],
+    now: float,
+) -> list[Firing]:
+    """The failed-login rate rules, for ``sources`` and ``persons`` that just failed this
+    many times more (guesses only)."""
     counted = [f for f in history.failures if counts_as_guess(f.reason)]
-    by_source = rules.failed_logins_per_source
-    if by_source is not None:
-        n = 1 + sum(
-            1 for f in counted if f.source == source and _within(f.time, now, by_source.window)
-        )
-        hit = _burst(
-            "failed_logins_per_source",
-            by_source,
-            f"source:{source}",
-            n,
-            f"failed logins from {source}",
-            history,
-            now,
-        )
-        if hit:
-            fired.append(hit)
-    by_person = rules.failed_logins_per_person
-    if by_person is not None and person:
-        n = 1 + sum(
-            1 for f in counted if f.person == person and _within(f.time, now, by_person.window)
-        )
-        hit = _burst(
-            "failed_logins_per_person",
-            by_person,
-            f"person:{person}",
-            n,
-            f"failed logins for {person}",
-            history,
-            now,
-        )
-        if hit:
-            fired.append(hit)
+    fired: list[Firing] = []
+    for rule_name, rule, more_by, key, what in (
+        ("failed_logins_per_source", rules.failed_logins_per_source, sources, "source", "from"),
+        ("failed_logins_per_person", rules.failed_logins_per_person, persons, "person", "for"),
+    ):
+        if rule is None:
+            continue
+        for subject, more in sorted(more_by.items()):
+            n = more + sum(
+                f.count
+                for f in counted
+                if getattr(f, key) == subject and _within(f.time, now, rule.window)
+            )
+            hit = _burst(
+                rule_name,
+                rule,
+                f"{key}:{subject}",
+                n,
+                f"failed logins {what} {subject}",
+                history,
+                now,
+            )
+            if hit:
+                fired.append(hit)
     return fired
+
+
+def summary_failures(data: Mapping[str, Any], time: float) -> list[Failure]:
+    """The itemised attempts of a ``login_failures_summarised`` event, as failures at
+    ``time`` (its last attempt), each weighing its count."""
+    out: list[Failure] = []
+    for row in data.get("attempts") or ():
+        try:
+            source, person, reason, count = row
+            out.append(
+                Failure(time, str(source), str(person) if person else None, str(reason), int(count))
+            )
+        except (TypeError, ValueError):
+            continue  # a malformed row counts as nothing rather than breaking the rules
+    return out
+
+
+def on_failure_summary(
+    rules: AlertRules, history: History, data: Mapping[str, Any], now: float
+) -> list[Firing]:
+    """A summary of failed logins: the rate rules as if each attempt came one by one,
+    and ``not_allowed`` once for the attempts at something not allowed."""
+    fired: list[Firing] = []
+    failures = summary_failures(data, now)
+    refused = sum(f.count for f in failures if f.reason in DISALLOWED_REASONS)
+    if refused:
+        network = data.get("network")
+        fired.append(
+            Firing("not_allowed", f"refused: {refused} attempt(s) from {network}", flag=False)
+        )
+    sources: dict[str, int] = {}
+    persons: dict[str, int] = {}
+    for f in failures:
+        if counts_as_guess(f.reason):
+            sources[f.source] = sources.get(f.source, 0) + f.count
+            if f.person:
+                persons[f.person] = persons.get(f.person, 0) + f.count
+    return fired + _bursts(rules, history, sources, persons, now)
+
+
+def on_slots_full(data: Mapping[str, Any], history: History, now: float) -> list[Firing]:
+    last = history.last_fired.get(("at_capacity", "unauthenticated"))
+    if last is not None and _within(last, now, CAPACITY_QUIET):
+        return []
+    detail = (
+        "every unauthenticated login slot was taken: "
+        f"{data.get('dropped', 0)} connection(s) cut to make room, "
+        f"{data.get('refused', 0)} refused"
+    )
+    return [Firing("at_capacity", detail, subject="unauthenticated", flag=False)]
 
 
 def on_session_end(reason: str, detail: str | None = None) -> list[Firing]:
@@ -352,6 +418,18 @@ def evaluate(
             now=now,
             credential_id=str(cred) if cred else None,
         )
+    if type_ == SUMMARY_EVENT:
+        return on_failure_summary(rules, history, data, now)
+    if type_ == SLOTS_FULL_EVENT:
+        return on_slots_full(data, history, now)
+    if type_ == HELD_EVENT:
+        free = data.get("free_bytes")
+        mib = f" ({int(free) >> 20} MiB free)" if isinstance(free, int) else ""
+        text = (
+            f"disk inside the reserve kept for sessions{mib}: failed logins are only "
+            "counted in memory until there is room"
+        )
+        return [Firing("disk_space", text, flag=False)]
     if type_ == "session_end":
         detail = data.get("detail")
         return on_session_end(str(data.get("reason") or ""), str(detail) if detail else None)

@@ -22,6 +22,7 @@ import asyncssh
 from proxy.alerts.payload import AlertContext
 from proxy.core import ids
 from proxy.core.credentials import UseDecision
+from proxy.core.failsummary import Attempt
 from proxy.core.login import (
     Ask,
     Commit,
@@ -34,6 +35,7 @@ from proxy.core.login import (
     SessionPlan,
 )
 from proxy.core.policy import parse_username
+from proxy.core.preauth import MAX_USERNAME, kept_code_id, kept_text
 from proxy.core.text import escape
 from proxy.errors import StoreError
 from proxy.ssh.relay import ChannelBridge
@@ -89,6 +91,7 @@ class ConnectionHandler(asyncssh.SSHServer):
         self.session: LiveSession | None = None
         self._admitted = False
         self._aborted_audited = False
+        self._preauth_timer: asyncio.TimerHandle | None = None
         # Why a proven engineer cannot be served (disk full, store down, at capacity):
         # told on the channel's stderr, which every client shows whatever its LogLevel.
         self._refusal: str | None = None
@@ -100,9 +103,15 @@ class ConnectionHandler(asyncssh.SSHServer):
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.source, self.source_port = str(peer[0]), int(peer[1])
         self.login = self._login_machine()
-        self._admitted = self.app.admit(self.source)
+        self._admitted = self.app.admit(self.source, self)
         if self._admitted:
             self.app.logins.add(self)
+            # Until the prompts are shown only the short pre-auth timeout applies: a
+            # silent or half-handshaken connection must not hold a slot for the whole
+            # login_timeout, which is for a person typing.
+            self._preauth_timer = asyncio.get_running_loop().call_later(
+                self.config.policy.preauth_timeout, self._preauth_expired
+            )
         else:
             log.warning("refused a connection from %s: too many unauthenticated", self.source)
             # After asyncssh has sent its version line (it does, right after this
@@ -124,9 +133,35 @@ class ConnectionHandler(asyncssh.SSHServer):
 
     def _release(self) -> None:
         self.app.logins.discard(self)
+        self._stop_preauth_timer()
         if self._admitted:
             self._admitted = False
-            self.app.release(self.source)
+            self.app.release(self)
+
+    def _stop_preauth_timer(self) -> None:
+        if self._preauth_timer is not None:
+            self._preauth_timer.cancel()
+            self._preauth_timer = None
+
+    def _preauth_expired(self) -> None:
+        self._preauth_timer = None
+        if self.conn is None or self._authed is not None:
+            return
+        log.info("cut a connection from %s: no user-auth request in time", self.source)
+        if self._client_version_or_none():
+            self._audit_aborted("no user-auth request within preauth_timeout")
+        self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "Login timeout")
+
+    def cut_for_room(self) -> None:
+        """Every unauthenticated slot is taken and this is the oldest connection of the
+        source holding the most: it makes room (counted in ``login_slots_full``, not
+        audited one by one)."""
+        self._admitted = False  # the slot table has already given the slot away
+        self._aborted_audited = True
+        self.app.logins.discard(self)
+        self._stop_preauth_timer()
+        if self.conn is not None:
+            self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "Too many connections")
 
     def cut(self, message: str) -> None:
         """End a connection that has not logged in yet (the proxy is stopping): its
@@ -139,20 +174,15 @@ class ConnectionHandler(asyncssh.SSHServer):
         if self._aborted_audited:
             return
         self._aborted_audited = True
-        self.app.tasks.spawn(
-            self.app.append_quietly(
-                NewEvent(
-                    "login_aborted",
-                    time.time(),
-                    data={
-                        "source": self.source,
-                        "client_version": self._client_version(),
-                        "detail": detail[:200],
-                    },
-                )
-            ),
-            "audit login_aborted",
-        )
+        now = time.time()
+        data = {
+            "source": self.source,
+            "client_version": self._client_version(),
+            "detail": detail[:200],
+        }
+        # Like a failed login: written singly, or counted into a summary in a flood.
+        attempt = Attempt(now, self.source, None, "login_aborted", None)
+        self.app.failure_log.failed(data, attempt, verified=False, event_type="login_aborted")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
@@ -196,6 +226,7 @@ class ConnectionHandler(asyncssh.SSHServer):
     def get_kbdint_challenge(
         self, username: str, lang: str, submethods: str
     ) -> tuple[str, str, str, list[tuple[str, bool]]]:
+        self._stop_preauth_timer()  # a person is at the prompts: login_timeout applies
         ask = self.login.challenge(username)
         return (ask.name, ask.instruction, "", list(ask.prompts))
 
@@ -240,7 +271,7 @@ class ConnectionHandler(asyncssh.SSHServer):
         except StoreError as exc:
             log.critical("audit store unreadable at login: %s", exc)
         cred, encoded = found if found else (None, None)
-        verified = await self.app.verify_code(encoded, need.cred_id, need.secret)
+        verified = await self.app.verify_code(encoded, need.cred_id, need.secret, self.source)
         state = ProxyState(
             live_sessions=len(self.app.sessions),
             free_bytes=self.app.free_space(),
@@ -317,7 +348,13 @@ class ConnectionHandler(asyncssh.SSHServer):
     async def _refused(self, username: str, refusal: Refuse) -> bool:
         """Audit a refusal and answer the client as the machine said."""
         failure = refusal.failure
-        self._audit_failure(username, failure.reason, failure.justification, failure.cred_id)
+        self._audit_failure(
+            username,
+            failure.reason,
+            failure.justification,
+            failure.cred_id,
+            verified=failure.verified,
+        )
         if refusal.served:
             # Refused after proof: authentication succeeds so that every channel is told
             # why (on stderr, which every client shows whatever its LogLevel).
@@ -345,24 +382,40 @@ class ConnectionHandler(asyncssh.SSHServer):
         }
 
     def _audit_failure(
-        self, username: str, reason: str, justification: str | None, cred_id: str = ""
+        self,
+        username: str,
+        reason: str,
+        justification: str | None,
+        cred_id: str = "",
+        *,
+        verified: bool = False,
     ) -> None:
+        """One failed login into the audit trail: unauthenticated text cut to its policy
+        maximum (full length kept) and any code in it reduced to its public id; written
+        singly, or counted into a summary when its source or everyone fails too often
+        (``proxy.failurelog``). ``verified``: the secret was right (never summarised)."""
         parsed = parse_username(username)
-        data = {
+        kept_username, username_length = kept_text(username, MAX_USERNAME)
+        data: dict[str, Any] = {
             "reason": reason,
-            "username": username[:256],
+            "username": kept_username,
+            "username_length": username_length,
             "person": parsed.person if parsed else None,
             "target": parsed.target if parsed else None,
             "login": parsed.login if parsed else None,
-            "credential_id": cred_id or None,
+            "credential_id": kept_code_id(cred_id),
             "source": self.source,
             "client_version": self._client_version(),
-            "justification": justification,
+            "justification": None,
         }
-        self.app.tasks.spawn(
-            self.app.alerts.record(NewEvent("login_failed", time.time(), data=data)),
-            "audit login_failed",
+        if justification is not None:
+            limit = self.config.policy.justification.max_bytes
+            data["justification"], data["justification_length"] = kept_text(justification, limit)
+        now = time.time()
+        attempt = Attempt(
+            now, self.source, parsed.person if parsed else None, reason, kept_code_id(cred_id)
         )
+        self.app.failure_log.failed(data, attempt, verified=verified)
         log.warning(
             "login failed: reason=%s username=%s source=%s",
             reason,

@@ -294,8 +294,9 @@ class Store(Protocol):
 @dataclass(frozen=True)
 class ActivityRows:
     """Raw recent history for the alert rules (proxy.core.anomaly.History is built
-    from it): (time, person); (time, source, person, reason); (rule, subject, time)."""
+    from it): (time, person); (time, source, person, reason, count: a summarised row
+    weighs its count, a single failure 1); (rule, subject, time)."""
 
     session_starts: tuple[tuple[float, str], ...] = ()
-    failures: tuple[tuple[float, str, str | None, str], ...] = ()
+    failures: tuple[tuple[float, str, str | None, str, int], ...] = ()
     fired: tuple[tuple[str, str, float], ...] = ()

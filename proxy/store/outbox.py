@@ -23,6 +23,7 @@ from contextlib import AbstractAsyncContextManager
 import aiosqlite
 
 from proxy.core import chain
+from proxy.core.anomaly import SUMMARY_EVENT, summary_failures
 from proxy.errors import StoreError
 from proxy.store.base import ActivityRows, NewAlert, NewEvent, PendingAlert, StoredEvent
 
@@ -206,22 +207,35 @@ class AlertOutbox:
                 "SELECT started_at, person FROM sessions WHERE started_at > ?", (since,)
             ) as cur:
                 starts = tuple((float(r[0]), str(r[1])) for r in await cur.fetchall())
+            # json_extract, not json.loads in Python: a failure may carry a 2 KiB
+            # justification, and this runs at every failed login.
             async with self._db.execute(
-                "SELECT time, data FROM events WHERE type = 'login_failed' AND time > ?",
+                "SELECT time, json_extract(data, '$.source'), json_extract(data, '$.person'),"
+                " json_extract(data, '$.reason') FROM events"
+                " WHERE type = 'login_failed' AND time > ?",
                 (since,),
             ) as cur:
-                failures = []
-                for t, data in await cur.fetchall():
-                    d = json.loads(data)
-                    person = d.get("person")
-                    failures.append(
-                        (
-                            float(t),
-                            str(d.get("source") or ""),
-                            str(person) if person else None,
-                            str(d.get("reason") or ""),
-                        )
+                failures = [
+                    (
+                        float(t),
+                        str(source or ""),
+                        str(person) if person else None,
+                        str(reason or ""),
+                        1,
                     )
+                    for t, source, person, reason in await cur.fetchall()
+                ]
+            # Summarised failures count attempt by attempt (each row weighs its count).
+            async with self._db.execute(
+                "SELECT json_extract(data, '$.last'), json_extract(data, '$.attempts') FROM events"
+                " WHERE type = ? AND time > ?",
+                (SUMMARY_EVENT, since),
+            ) as cur:
+                for last, attempts in await cur.fetchall():
+                    for f in summary_failures(
+                        {"attempts": json.loads(attempts or "[]")}, float(last)
+                    ):
+                        failures.append((f.time, f.source, f.person, f.reason, f.count))
             async with self._db.execute(
                 "SELECT rule, subject, MAX(created) FROM alerts"
                 " WHERE subject IS NOT NULL AND created > ? GROUP BY rule, subject",

@@ -47,6 +47,7 @@ from asyncssh.saslprep import SASLPrepError, saslprep
 
 from proxy.config import load_config
 from proxy.core.credentials import Credential, generate_code, parse_code
+from proxy.core.failsummary import FailureSummariser, SummaryLimits
 from proxy.service import App, serve
 from proxy.store.base import NewEvent, SessionFilter, SessionRow
 from tests.integration.harness import (
@@ -68,6 +69,9 @@ NO_THROTTLE = {
     }
 }
 FAST_FAILURE_DELAY = 0.01  # App.failure_delay_base in tests: 10, 20, 40 ms
+# Every failure written as its own event, unless a test is about the summaries: the
+# other tests count login_failed events from one loopback address.
+UNSUMMARISED = SummaryLimits(per_source=100_000, total=100_000)
 
 
 # --------------------------------------------------------------------------- the proxy
@@ -195,12 +199,14 @@ async def in_process_proxy(
     *,
     failure_delay_base: float = FAST_FAILURE_DELAY,
     alerts: Mapping[str, object] | None = None,
+    failure_limits: SummaryLimits = UNSUMMARISED,
     **config_options: Any,
 ) -> AsyncIterator[InProcessProxy]:
     """``serve()`` in this event loop until the block ends (then a clean stop, bounded).
 
     Failure counters are off unless ``alerts`` says otherwise; the per-connection delay
-    after a failure is ``failure_delay_base`` (the product's default is 1 s).
+    after a failure is ``failure_delay_base`` (the product's default is 1 s); failures
+    are summarised past ``failure_limits`` (by default never).
     """
     for attempt in range(3):
         config_path = write_proxy_config(
@@ -223,6 +229,7 @@ async def in_process_proxy(
         raise AssertionError("serve() was not ready within 20s")
     app = ready.result()
     app.failure_delay_base = failure_delay_base
+    app.failure_log.summariser = FailureSummariser(failure_limits)
     try:
         yield InProcessProxy(app, config_path, config.listen.port)
     finally:

@@ -235,7 +235,7 @@ async def test_recent_activity_feeds_the_rules(store: SQLiteStore) -> None:
         [alert("failed_logins_per_source", session=None)],
     )
     rows_ = await store.recent_activity(NOW - 100)
-    assert rows_.failures == ((NOW - 5, "10.0.0.1", "bob", "wrong_code"),)
+    assert rows_.failures == ((NOW - 5, "10.0.0.1", "bob", "wrong_code", 1),)
     assert rows_.fired == (("failed_logins_per_source", "person:alice", NOW),)
 
 

@@ -38,7 +38,7 @@ from asyncssh.constants import (
 )
 from asyncssh.packet import Boolean, SSHPacket, String, UInt32
 
-from proxy.service import MAX_UNAUTHENTICATED_PER_SOURCE
+from proxy.configmodel import PolicyConfig
 from tests.integration.conftest import TARGET, standard_targets
 from tests.integration.harness import GOOD_JUSTIFICATION, AuditEvent, SshdTarget, new_person
 from tests.integration.inproc import (
@@ -53,6 +53,7 @@ from tests.integration.inproc import (
 )
 
 LOGIN_TIMEOUT = 3.0
+MAX_UNAUTHENTICATED_PER_SOURCE = PolicyConfig().max_unauthenticated_per_source
 WRONG = "BG-ZZZZZZ-0000-0000-0000-0000-0000-0000"
 
 
