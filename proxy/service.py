@@ -130,7 +130,7 @@ class App:
         self.failure_log = FailureLog(
             lambda: self._alerts,
             self.tasks,
-            self.free_space,
+            lambda: self.free_space(),
             lambda: self.config.storage.min_free + self.config.storage.failure_reserve,
         )
 

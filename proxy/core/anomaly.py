@@ -366,9 +366,9 @@ def on_slots_full(data: Mapping[str, Any], history: History, now: float) -> list
     if last is not None and _within(last, now, CAPACITY_QUIET):
         return []
     detail = (
-        "every unauthenticated login slot was taken: "
+        "unauthenticated login slots at their limit: "
         f"{data.get('dropped', 0)} connection(s) cut to make room, "
-        f"{data.get('refused', 0)} refused"
+        f"{data.get('refused', 0)} refused over their source's share"
     )
     return [Firing("at_capacity", detail, subject="unauthenticated", flag=False)]
 

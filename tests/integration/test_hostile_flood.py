@@ -250,3 +250,34 @@ async def test_no_typed_secret_or_hash_of_it_ever_reaches_the_store(
     for form in forms:
         assert form.encode() not in stored, form
     assert any(REDACTED in (f.data.get("justification") or "") for f in failures)
+
+
+async def test_inside_the_reserve_failures_are_counted_in_memory_and_sessions_still_start(
+    proxy: InProcessProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = proxy.app.config.storage
+    # Free space between min_free and min_free + failure_reserve: room for sessions only.
+    inside = storage.min_free + storage.failure_reserve // 2
+    monkeypatch.setattr(proxy.app, "free_space", lambda: inside)
+    victim = new_person("victim")
+    await asyncio.gather(*(attack(proxy.port, f"127.0.27.{i}", victim) for i in range(1, 6)))
+    # A real session still starts.
+    engineer = new_person("engineer")
+    code = await proxy.quick_code(engineer)
+    _, conn = await login(proxy.port, [Step(f"{engineer}@{TARGET}", code, GOOD_JUSTIFICATION)])
+    assert not isinstance(conn, Exception), conn
+    await close(conn)
+    await proxy.app.failure_log.flush(time.time() + 120)  # still no room: held
+    assert [e for e in proxy.events("login_failed") if e.data.get("person") == victim] == []
+    assert proxy.events(SUMMARY_EVENT) == []
+    [held] = await proxy.wait_events("login_failures_held")
+    assert held.data["free_bytes"] == inside
+    # Space is back: one summary holds every attempt.
+    monkeypatch.setattr(proxy.app, "free_space", lambda: storage.min_free * 100)
+    await proxy.app.failure_log.flush(time.time() + 240)
+    [summary] = proxy.events(SUMMARY_EVENT)
+    assert summary.data["degraded"] is True
+    assert summary.data["reasons"]["justification_too_long"] == 5 * ANSWERS
+    with sqlite3.connect(f"file:{proxy.database}?mode=ro", uri=True) as db:
+        rules = [r for (r,) in db.execute("SELECT rule FROM alerts")]
+    assert "disk_space" in rules
