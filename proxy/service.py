@@ -166,7 +166,7 @@ class App:
                     source,
                 )
             return False
-        ok, evict = self.slots.admit(source, conn, time.monotonic())
+        ok, evict = self.slots.admit(source, conn, time.time())
         if isinstance(evict, ConnectionHandler):
             evict.cut_for_room()
         return ok

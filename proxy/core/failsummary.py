@@ -37,7 +37,7 @@ OTHER_NETWORK = "*"
 @dataclass(frozen=True)
 class SummaryLimits:
     per_source: int = 5  # failures a source may have written one by one per window
-    total: int = 60  # failures all sources together may have written one by one per window
+    total: int = 30  # failures all sources together may have written one by one per window
     window: float = MINUTE
     max_networks: int = 32  # summaries a minute; further networks share one
     max_rows: int = 64  # itemised (source, person, reason) rows per summary

@@ -163,6 +163,11 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA busy_timeout=10000")
+            # The WAL is checkpointed every 256 pages (1 MiB) and cut back to 1 MiB after:
+            # by default it grows to 4 MiB and keeps that size, which on a small disk is
+            # space a flood of failed logins takes from the sessions (issue 15).
+            await db.execute("PRAGMA wal_autocheckpoint=256")
+            await db.execute(f"PRAGMA journal_size_limit={1 << 20}")
             await _migrate(db, path)
         except sqlite3.Error as exc:
             await db.close()
