@@ -40,6 +40,7 @@ from proxy.core.policy import (
     session_deadline,
     source_allowed,
 )
+from proxy.core.preauth import kept_code_id, kept_text
 from proxy.core.text import escape
 from proxy.core.throttle import LoginThrottle
 
@@ -123,14 +124,33 @@ class NeedCredential:
 
 @dataclass(frozen=True)
 class Failure:
-    """What one ``login_failed`` event says."""
+    """What one ``login_failed`` event says. Build it with ``Failure.of``: the text kept
+    is what proxy.core.preauth allows (cut to the policy maximum, any code in it reduced
+    to its public id), so no typed secret outlives the attempt, not even in the audit."""
 
     reason: str
     justification: str | None
     cred_id: str = ""
     # The typed secret verified against the row read: whoever typed it holds the code,
-    # so enumeration protection no longer applies to what they are told.
+    # so enumeration protection no longer applies to what they are told. Such failures
+    # are never summarised.
     verified: bool = False
+    justification_length: int | None = None  # as typed, before the cut
+
+    @classmethod
+    def of(
+        cls,
+        reason: str,
+        justification: str | None,
+        max_bytes: int,
+        cred_id: str = "",
+        verified: bool = False,
+    ) -> Failure:
+        code_id = kept_code_id(cred_id) or ""
+        if justification is None:
+            return cls(reason, None, code_id, verified)
+        kept, length = kept_text(justification, max_bytes)
+        return cls(reason, kept, code_id, verified, length)
 
 
 @dataclass(frozen=True)
@@ -268,7 +288,7 @@ class LoginMachine:
         elif pending is None and len(responses) == 2 and self.phase is not Phase.CLOSED:
             attempt = _Attempt(username, code=responses[0])
         else:
-            return self._fail("answers", username, Failure("bad_response", None), now)
+            return self._fail("answers", username, self._failure("bad_response", None), now)
         attempt.justification = responses[-1]
         self._attempt = attempt
 
@@ -276,7 +296,7 @@ class LoginMachine:
         problem = check_justification(attempt.justification, rule)
         if problem is not None:
             attempt.tries += 1
-            failure = Failure(problem, attempt.justification)
+            failure = self._failure(problem, attempt.justification)
             if attempt.tries >= self.rules.max_justification_tries:
                 return self._fail("answers", username, failure, now)
             self._enter("answers", Phase.REASKING)
@@ -326,7 +346,7 @@ class LoginMachine:
             reason = None if early.ok else early.reason
         proven = verified and cred is not None and bool(cred_id)
         if reason is not None or not (parsed and cred and target and login):
-            failure = Failure(reason or "denied", justification, cred_id, proven)
+            failure = self._failure(reason or "denied", justification, cred_id, proven)
             return self._fail("credential", username, failure, now)
 
         refusal = self._capacity_refusal(state)
@@ -334,7 +354,7 @@ class LoginMachine:
             # Not the engineer's fault: no throttling, no failure counted, and they are told.
             self._enter("credential", Phase.ADMITTED)
             reason, message = refusal
-            failure = Failure(reason, justification, cred_id, verified=True)
+            failure = self._failure(reason, justification, cred_id, verified=True)
             return Refuse(failure, message, served=True)
 
         self._enter("credential", Phase.COMMITTING)
@@ -360,7 +380,7 @@ class LoginMachine:
         assert plan is not None
         assert attempt is not None
         if not decision.ok:
-            failure = Failure(
+            failure = self._failure(
                 decision.reason, plan.justification, plan.credential.cred_id, verified=True
             )
             return self._fail("committed", attempt.username, failure, now)
@@ -374,7 +394,9 @@ class LoginMachine:
         assert plan is not None  # set by the Commit
         self._enter("commit_failed", Phase.ADMITTED)
         return Refuse(
-            Failure("store_unavailable", plan.justification, plan.credential.cred_id, True),
+            self._failure(
+                "store_unavailable", plan.justification, plan.credential.cred_id, verified=True
+            ),
             "the audit trail cannot be written, so break-glass access is refused; "
             "tell the proxy's operators",
             served=True,
@@ -382,9 +404,19 @@ class LoginMachine:
 
     def error(self, username: str, now: float) -> Refuse:
         """The caller failed unexpectedly while checking: fail closed, as one failure."""
-        return self._fail("error", username, Failure("internal_error", None), now)
+        return self._fail("error", username, self._failure("internal_error", None), now)
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _failure(
+        self,
+        reason: str,
+        justification: str | None,
+        cred_id: str = "",
+        verified: bool = False,
+    ) -> Failure:
+        limit = self.rules.policy.justification.max_bytes
+        return Failure.of(reason, justification, limit, cred_id, verified)
 
     def _fail(self, event: str, username: str, failure: Failure, now: float) -> Refuse:
         """One failed attempt: counted for this connection and by the throttles."""

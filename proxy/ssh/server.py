@@ -26,6 +26,7 @@ from proxy.core.failsummary import Attempt
 from proxy.core.login import (
     Ask,
     Commit,
+    Failure,
     LoginMachine,
     LoginRules,
     LoginStateError,
@@ -35,7 +36,7 @@ from proxy.core.login import (
     SessionPlan,
 )
 from proxy.core.policy import parse_username
-from proxy.core.preauth import MAX_USERNAME, kept_code_id, kept_text
+from proxy.core.preauth import MAX_USERNAME, kept_text
 from proxy.core.text import escape
 from proxy.errors import StoreError
 from proxy.ssh.relay import ChannelBridge
@@ -251,8 +252,7 @@ class ConnectionHandler(asyncssh.SSHServer):
             step = await self._check(step)
         if isinstance(step, Ask):
             if step.failure is not None:
-                failure = step.failure
-                self._audit_failure(username, failure.reason, failure.justification)
+                self._audit_failure(username, step.failure)
             return (step.name, step.instruction, "", list(step.prompts))
         if isinstance(step, Commit):
             return await self._commit(username, step.plan)
@@ -347,14 +347,7 @@ class ConnectionHandler(asyncssh.SSHServer):
 
     async def _refused(self, username: str, refusal: Refuse) -> bool:
         """Audit a refusal and answer the client as the machine said."""
-        failure = refusal.failure
-        self._audit_failure(
-            username,
-            failure.reason,
-            failure.justification,
-            failure.cred_id,
-            verified=failure.verified,
-        )
+        self._audit_failure(username, refusal.failure)
         if refusal.served:
             # Refused after proof: authentication succeeds so that every channel is told
             # why (on stderr, which every client shows whatever its LogLevel).
@@ -381,44 +374,33 @@ class ConnectionHandler(asyncssh.SSHServer):
             "deadline": info.deadline,
         }
 
-    def _audit_failure(
-        self,
-        username: str,
-        reason: str,
-        justification: str | None,
-        cred_id: str = "",
-        *,
-        verified: bool = False,
-    ) -> None:
-        """One failed login into the audit trail: unauthenticated text cut to its policy
-        maximum (full length kept) and any code in it reduced to its public id; written
-        singly, or counted into a summary when its source or everyone fails too often
-        (``proxy.failurelog``). ``verified``: the secret was right (never summarised)."""
+    def _audit_failure(self, username: str, failure: Failure) -> None:
+        """One failed login into the audit trail (the machine has already cut its text
+        and removed any code from it; the username is cut here, to its longest valid
+        shape): written singly, or counted into a summary when its source or everyone
+        fails too often (``proxy.failurelog``). Verified failures are always single."""
         parsed = parse_username(username)
+        person = parsed.person if parsed else None
         kept_username, username_length = kept_text(username, MAX_USERNAME)
         data: dict[str, Any] = {
-            "reason": reason,
+            "reason": failure.reason,
             "username": kept_username,
             "username_length": username_length,
-            "person": parsed.person if parsed else None,
+            "person": person,
             "target": parsed.target if parsed else None,
             "login": parsed.login if parsed else None,
-            "credential_id": kept_code_id(cred_id),
+            "credential_id": failure.cred_id or None,
             "source": self.source,
             "client_version": self._client_version(),
-            "justification": None,
+            "justification": failure.justification,
         }
-        if justification is not None:
-            limit = self.config.policy.justification.max_bytes
-            data["justification"], data["justification_length"] = kept_text(justification, limit)
-        now = time.time()
-        attempt = Attempt(
-            now, self.source, parsed.person if parsed else None, reason, kept_code_id(cred_id)
-        )
-        self.app.failure_log.failed(data, attempt, verified=verified)
+        if failure.justification_length is not None:
+            data["justification_length"] = failure.justification_length
+        attempt = Attempt(time.time(), self.source, person, failure.reason, failure.cred_id or None)
+        self.app.failure_log.failed(data, attempt, verified=failure.verified)
         log.warning(
             "login failed: reason=%s username=%s source=%s",
-            reason,
+            failure.reason,
             escape(username[:128]),
             self.source,
         )

@@ -498,6 +498,7 @@ def test_each_failure_is_audited_once_with_the_typed_id() -> None:
         "justification": GOOD,
         "cred_id": "A00000",
         "verified": False,
+        "justification_length": len(GOOD),
     }
 
 

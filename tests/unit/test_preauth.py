@@ -7,6 +7,7 @@ import secrets
 import pytest
 
 from proxy.core.credentials import generate_code
+from proxy.core.login import Failure
 from proxy.core.preauth import (
     MAX_CODE_ID,
     MAX_USERNAME,
@@ -91,3 +92,15 @@ def test_code_ids_and_usernames_have_caps() -> None:
     assert kept_code_id("A" * 100) == "A" * MAX_CODE_ID
     assert kept_code_id("") is None
     assert MAX_USERNAME == 194
+
+
+def test_the_login_machines_failures_keep_no_secret_and_no_more_than_the_policy() -> None:
+    code, cred_id, secret = a_code()
+    swapped = Failure.of("unknown_code", f"INC-1 {code}", 2048)
+    assert swapped.justification == f"INC-1 BG-{cred_id}-{REDACTED}"
+    assert secret not in repr(swapped)
+    huge = Failure.of("justification_too_long", "x" * 200_000, 2048, cred_id="Z" * 40)
+    assert huge.justification == "x" * 2048
+    assert huge.justification_length == 200_000
+    assert huge.cred_id == "Z" * MAX_CODE_ID
+    assert Failure.of("bad_response", None, 2048).justification_length is None
