@@ -477,6 +477,36 @@ def test_max_channels_is_a_policy_setting_within_bounds(site: Site) -> None:
     assert "policy.max_channels" in str(problem)
 
 
+def test_preauth_limits_and_the_reserve_for_sessions(site: Site) -> None:
+    defaults = load_config(site.write("policy: {}\n"))
+    assert defaults.policy.preauth_timeout == 10
+    assert (
+        defaults.policy.max_unauthenticated,
+        defaults.policy.max_unauthenticated_per_source,
+    ) == (
+        256,
+        64,
+    )
+    assert defaults.storage.failure_reserve == 64 * 1024 * 1024
+    path = site.write(
+        """
+        storage:
+          failure_reserve: 1GiB
+        policy:
+          preauth_timeout: 3s
+          max_unauthenticated: 40
+          max_unauthenticated_per_source: 8
+        """
+    )
+    config = load_config(path)
+    assert config.policy.preauth_timeout == 3
+    assert (config.policy.max_unauthenticated, config.policy.max_unauthenticated_per_source) == (
+        40,
+        8,
+    )
+    assert config.storage.failure_reserve == 1 << 30
+
+
 @pytest.mark.parametrize("value", ["0", "0s", "null", "~", ""])
 def test_idle_timeout_zero_or_null_turns_it_off(site: Site, value: str) -> None:
     config = load_config(site.write(f"policy:\n  idle_timeout: {value}\n"))
