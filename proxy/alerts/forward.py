@@ -40,7 +40,9 @@ from proxy.store.base import Store
 
 log = logging.getLogger("breakglass")
 
-_NOTICE = frozenset({"login_failed", "request_refused", "flag", "operator_kill"})
+_NOTICE = frozenset(
+    {"login_failed", "login_failures_summarised", "request_refused", "flag", "operator_kill"}
+)
 
 
 def event_message(row: ChainRow, *, pid: int, host: str) -> bytes:
