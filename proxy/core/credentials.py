@@ -83,17 +83,19 @@ def parse_code(text: str) -> tuple[str, str] | None:
     """Return ``(cred_id, secret)`` in canonical upper case, or None if ``text`` is no code.
 
     Tolerant of typing: surrounding or embedded whitespace and dashes anywhere, any case,
-    O read as 0 and I/L read as 1. Strict about everything else: the ``BG`` prefix, then
-    exactly 6 + 24 alphabet characters. Never raises; input over ``MAX_CODE_INPUT``
-    characters or with any non-ASCII character is refused before any other work (this
-    also stops ``upper()`` tricks such as U+0131 dotless i becoming "I").
+    O read as 0 and I/L read as 1, the ``BG`` prefix left out. Strict about everything
+    else: exactly 6 + 24 alphabet characters, after the prefix when there is one. Never
+    raises; input over ``MAX_CODE_INPUT`` characters or with any non-ASCII character is
+    refused before any other work (this also stops ``upper()`` tricks such as U+0131
+    dotless i becoming "I").
     """
     if not isinstance(text, str) or len(text) > MAX_CODE_INPUT or not text.isascii():
         return None
     cleaned = text.translate(_SEPARATORS).upper()
-    if not cleaned.startswith(PREFIX):
-        return None
-    body = cleaned[len(PREFIX) :].translate(_CONFUSABLES)
+    # The prefix may be left out: its length tells (an id may itself begin with "BG").
+    if len(cleaned) == len(PREFIX) + ID_LEN + SECRET_LEN and cleaned.startswith(PREFIX):
+        cleaned = cleaned[len(PREFIX) :]
+    body = cleaned.translate(_CONFUSABLES)
     if len(body) != ID_LEN + SECRET_LEN or not _ALPHABET_SET.issuperset(body):
         return None
     return body[:ID_LEN], body[ID_LEN:]

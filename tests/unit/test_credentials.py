@@ -154,6 +154,9 @@ def test_new_code_repr_hides_the_secret() -> None:
         "-BG-7KQ2MX-ABCD-EFGH-JKMN-PQRS-TVWX-YZ12",
         "Bg-7Kq2Mx-AbCd-EfGh-JkMn-PqRs-TvWx-Yz12",
         "BG-7KQ2MX-ABCD-EFGH-JKMN-PQRS-TVWX-YZ\x0b12\x0c",
+        EXAMPLE[3:],  # no prefix
+        EXAMPLE[3:].lower().replace("-", " "),
+        EXAMPLE[2:],
     ],
 )
 def test_parse_code_tolerates_typing(typed: str) -> None:
@@ -172,6 +175,12 @@ def test_parse_code_maps_crockford_confusables(typed: str, expected: tuple[str, 
     assert parse_code(typed) == expected
 
 
+def test_an_id_beginning_with_bg_is_read_with_or_without_the_prefix() -> None:
+    parts = ("BG7KQ2", "ABCDEFGHJKMNPQRSTVWXYZ12")
+    assert parse_code("BG-BG7KQ2-ABCD-EFGH-JKMN-PQRS-TVWX-YZ12") == parts
+    assert parse_code("BG7KQ2-ABCD-EFGH-JKMN-PQRS-TVWX-YZ12") == parts
+
+
 @pytest.mark.parametrize(
     "typed",
     [
@@ -180,7 +189,6 @@ def test_parse_code_maps_crockford_confusables(typed: str, expected: tuple[str, 
         "-",
         "BG",
         "BG-",
-        EXAMPLE[3:],  # no prefix
         "XG" + EXAMPLE[2:],
         "BH" + EXAMPLE[2:],
         "B" + EXAMPLE[2:],
