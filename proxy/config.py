@@ -23,6 +23,7 @@ import yaml
 from proxy import configfiles as files
 from proxy.configalerts import AlertsReader
 from proxy.configmodel import (
+    DEFAULT_JUSTIFICATION_BYTES,
     MAX_JUSTIFICATION_BYTES,
     AlertRules,
     AlertsConfig,
@@ -93,7 +94,7 @@ _POLICY = (
     "shutdown_grace",
     "max_channels",
 )
-_JUSTIFICATION = ("min_length", "pattern")
+_JUSTIFICATION = ("min_length", "max_bytes", "pattern")
 _RECORDING = ("input", "max_channel_bytes", "max_session_bytes")
 _TARGET = (
     "host",
@@ -220,25 +221,30 @@ class _Loader(AlertsReader):
         )
 
     def justification(self, view: MapView) -> JustificationRule:
+        max_bytes = self.integer(
+            view, "max_bytes", DEFAULT_JUSTIFICATION_BYTES, 1, MAX_JUSTIFICATION_BYTES
+        )
         min_length = self.integer(view, "min_length", 15, 1, MAX_JUSTIFICATION_BYTES)
-        node = view.get("pattern")
-        if node is None or is_null(node):
-            return JustificationRule(
-                min_length=min_length, max_bytes=MAX_JUSTIFICATION_BYTES, pattern=None
-            )
-        text = read_text(node, view.path("pattern"), self.p)
-        pattern = None
-        try:
-            pattern = re.compile(text) if text is not None else None
-        except re.error as exc:
+        node = view.get("min_length")
+        if node is not None and min_length > max_bytes:
             self.p.add(
                 node,
-                f"{view.path('pattern')} is not a valid regular expression: {exc}",
-                "in YAML, single-quote a pattern with backslashes: 'INC-\\d+'",
+                f"{view.path('min_length')} ({min_length}) is more than "
+                f"{view.path('max_bytes')} ({max_bytes}): no justification could pass",
             )
-        return JustificationRule(
-            min_length=min_length, max_bytes=MAX_JUSTIFICATION_BYTES, pattern=pattern
-        )
+        node = view.get("pattern")
+        pattern = None
+        if node is not None and not is_null(node):
+            text = read_text(node, view.path("pattern"), self.p)
+            try:
+                pattern = re.compile(text) if text is not None else None
+            except re.error as exc:
+                self.p.add(
+                    node,
+                    f"{view.path('pattern')} is not a valid regular expression: {exc}",
+                    "in YAML, single-quote a pattern with backslashes: 'INC-\\d+'",
+                )
+        return JustificationRule(min_length=min_length, max_bytes=max_bytes, pattern=pattern)
 
     def warn_before(self, view: MapView) -> tuple[float, ...]:
         node = view.get("warn_before")

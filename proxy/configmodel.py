@@ -19,6 +19,7 @@ from typing import Literal
 from proxy.core.policy import JustificationRule
 
 __all__ = [
+    "DEFAULT_JUSTIFICATION_BYTES",
     "DEFAULT_RULES",
     "DEFAULT_SINK_TIMEOUT",
     "MAX_JUSTIFICATION_BYTES",
@@ -46,7 +47,10 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SinkType = Literal["webhook", "syslog", "command", "slack", "teams", "pagerduty", "jsm", "email"]
 SmtpTls = Literal["starttls", "implicit", "none"]
 SyslogEvents = Literal["alerts", "all"]
-MAX_JUSTIFICATION_BYTES = 2048
+# OpenSSH sends at most 1023 bytes per answer and cuts longer ones silently: a limit
+# below that makes every cut answer too long, so it is refused instead of stored cut.
+MAX_JUSTIFICATION_BYTES = 1022
+DEFAULT_JUSTIFICATION_BYTES = 1000
 DEFAULT_SINK_TIMEOUT = 10.0
 
 
@@ -76,8 +80,8 @@ class StorageConfig:
 
 
 def default_justification() -> JustificationRule:
-    """At least 15 characters, at most 2 KiB, no pattern."""
-    return JustificationRule(min_length=15, max_bytes=MAX_JUSTIFICATION_BYTES, pattern=None)
+    """At least 15 characters, at most 1000 bytes, no pattern."""
+    return JustificationRule(min_length=15, max_bytes=DEFAULT_JUSTIFICATION_BYTES, pattern=None)
 
 
 def all_sources() -> tuple[IPNetwork, ...]:

@@ -69,8 +69,8 @@ def user(person: str) -> str:
     ("bad", "reason", "rule"),
     [
         ("INC-1 short", "justification_too_short", "at least 15 characters"),
-        # 1025 two-byte characters: 1025 characters but 2050 bytes, over 2 KiB.
-        ("INC-1 " + "é" * 1025, "justification_too_long", "at most 2048 bytes"),
+        # 501 two-byte characters: 507 characters but 1008 bytes, over the 1000 default.
+        ("INC-1 " + "é" * 501, "justification_too_long", "at most 1000 bytes"),
         ("no ticket id here, just a long reason", "justification_pattern", PATTERN),
     ],
 )

@@ -167,7 +167,7 @@ def test_empty_mapping_gives_every_default(site: Site) -> None:
     assert config.storage.recordings == recordings
     policy = config.policy
     assert policy.justification.min_length == 15
-    assert policy.justification.max_bytes == 2048
+    assert policy.justification.max_bytes == 1000
     assert policy.justification.pattern is None
     assert (policy.max_session, policy.warn_before, policy.idle_timeout) == (3600, (300, 60), 900)
     assert policy.login_timeout == 120
@@ -604,7 +604,24 @@ def test_bad_justification_pattern(site: Site) -> None:
 
 def test_justification_min_length_bounds(site: Site) -> None:
     path = site.write("policy:\n  justification: {min_length: 0}\n")
-    assert_problem(path, 2, "policy.justification.min_length must be between 1 and 2048, got 0")
+    assert_problem(path, 2, "policy.justification.min_length must be between 1 and 1022, got 0")
+
+
+def test_justification_max_bytes_defaults_to_1000_and_stays_under_openssh_s_cut(
+    site: Site,
+) -> None:
+    assert load_config(site.write("policy: {}\n")).policy.justification.max_bytes == 1000
+    path = site.write("policy:\n  justification: {max_bytes: 300}\n")
+    assert load_config(path).policy.justification.max_bytes == 300
+    path = site.write("policy:\n  justification: {max_bytes: 1023}\n")
+    assert_problem(path, 2, "policy.justification.max_bytes must be between 1 and 1022, got 1023")
+    path = site.write("policy:\n  justification: {min_length: 50, max_bytes: 40}\n")
+    assert_problem(
+        path,
+        2,
+        "policy.justification.min_length (50) is more than policy.justification.max_bytes "
+        "(40): no justification could pass",
+    )
 
 
 def test_allowed_sources(site: Site) -> None:
