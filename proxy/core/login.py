@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from proxy.configmodel import IPNetwork, PolicyConfig, TargetConfig
+from proxy.core import answers as words
 from proxy.core.credentials import Credential, UseDecision, check_use, parse_code
 from proxy.core.policy import (
     check_justification,
@@ -120,6 +121,7 @@ class NeedCredential:
     cred_id: str
     secret: str = field(repr=False)
     wait: float = 0.0
+    notice: str = ""  # what the client is told before the wait (why it is slowed)
 
 
 @dataclass(frozen=True)
@@ -274,7 +276,8 @@ class LoginMachine:
         parsed = parse_username(username)
         person = parsed.person if parsed else escape(username[:64])
         prompts = ((CODE_PROMPT.format(person=person), False), (JUSTIFICATION_PROMPT, True))
-        return Ask(WELCOME, prompts, name=TITLE)
+        rule = words.justification_rule(self.rules.policy.justification)
+        return Ask(f"{WELCOME} {rule}", prompts, name=TITLE)
 
     def answers(self, username: str, responses: Sequence[str], now: float) -> Answer:
         """The client's answers to the last ``Ask``: code and justification, or the
@@ -305,12 +308,15 @@ class LoginMachine:
 
         self._enter("answers", Phase.CHECKING)
         parsed = parse_username(username)
-        wait = self.throttle.delay(self.source, parsed.person if parsed else None, now)
+        person = parsed.person if parsed else None
+        by_source, by_person = self.throttle.delays(self.source, person, now)
+        wait = max(by_source, by_person)
+        notice = words.slowed(wait, by_source >= by_person, person) if wait > 0 else ""
         # Input that is no code at all is looked up too (as an id nothing has), so it is
         # not the one answer that skips the store's read and argon2.
         attempt.cred_id, secret = parse_code(attempt.code) or ("", "")
         attempt.code = ""  # the secret goes to argon2 once and is not kept
-        return NeedCredential(attempt.cred_id, secret, wait)
+        return NeedCredential(attempt.cred_id, secret, wait, notice)
 
     def credential(
         self, cred: Credential | None, verified: bool, state: ProxyState, now: float
@@ -325,7 +331,11 @@ class LoginMachine:
         target = self.rules.targets.get(parsed.target) if parsed else None
         login = login_for(parsed.login, target.login, target.logins) if parsed and target else None
         reason: str | None
-        if parsed is None:
+        # An address outside the allowed networks is told so whatever was typed; the
+        # check comes after the read and argon2 all the same (one cost for every answer).
+        if not source_allowed(self.source, state.allowed_sources):
+            reason = "source_not_allowed"
+        elif parsed is None:
             reason = "bad_username"
         elif cred is None or not cred_id:
             reason = "unknown_code"
@@ -335,8 +345,6 @@ class LoginMachine:
             reason = "unknown_target"
         elif login is None:
             reason = "login_not_allowed"
-        elif not source_allowed(self.source, state.allowed_sources):
-            reason = "source_not_allowed"
         else:
             # What the commit would refuse (wrong person, revoked, expired, spent, target
             # not allowed) is refused here, from the row already read: such an answer
@@ -347,7 +355,17 @@ class LoginMachine:
         proven = verified and cred is not None and bool(cred_id)
         if reason is not None or not (parsed and cred and target and login):
             failure = self._failure(reason or "denied", justification, cred_id, proven)
-            return self._fail("credential", username, failure, now)
+            message = words.refusal(
+                failure.reason,
+                username=username,
+                parsed=parsed,
+                cred=cred,
+                verified=proven,
+                targets=self.rules.targets,
+                source=self.source,
+                now=now,
+            )
+            return self._fail("credential", username, failure, now, message)
 
         refusal = self._capacity_refusal(state)
         if refusal is not None:
@@ -383,7 +401,17 @@ class LoginMachine:
             failure = self._failure(
                 decision.reason, plan.justification, plan.credential.cred_id, verified=True
             )
-            return self._fail("committed", attempt.username, failure, now)
+            message = words.refusal(
+                decision.reason,
+                username=attempt.username,
+                parsed=parse_username(attempt.username),
+                cred=plan.credential,
+                verified=True,
+                targets=self.rules.targets,
+                source=self.source,
+                now=now,
+            )
+            return self._fail("committed", attempt.username, failure, now, message)
         self._enter("committed", Phase.ADMITTED)
         return Admit(plan)
 
@@ -418,7 +446,9 @@ class LoginMachine:
         limit = self.rules.policy.justification.max_bytes
         return Failure.of(reason, justification, limit, cred_id, verified)
 
-    def _fail(self, event: str, username: str, failure: Failure, now: float) -> Refuse:
+    def _fail(
+        self, event: str, username: str, failure: Failure, now: float, message: str = ""
+    ) -> Refuse:
         """One failed attempt: counted for this connection and by the throttles."""
         self._expect(event)
         self.failures += 1
@@ -429,7 +459,7 @@ class LoginMachine:
         parsed = parse_username(username)
         self.throttle.record(self.source, parsed.person if parsed else None, now)
         wait = failure_delay(self.failures, base=self.rules.failure_delay_base)
-        return Refuse(failure, wait=wait, disconnect=closed)
+        return Refuse(failure, message, wait=wait, disconnect=closed)
 
     def _capacity_refusal(self, state: ProxyState) -> tuple[str, str] | None:
         """A reason to refuse that is the proxy's state, not the engineer's input."""

@@ -75,10 +75,12 @@ class LoginThrottle:
         self.by_person = by_person
 
     def delay(self, source: str, person: str | None, now: float) -> float:
-        delay = self.by_source.delay(source, now)
-        if person is not None:
-            delay = max(delay, self.by_person.delay(person, now))
-        return delay
+        return max(self.delays(source, person, now))
+
+    def delays(self, source: str, person: str | None, now: float) -> tuple[float, float]:
+        """(the source's delay, the person's delay)."""
+        by_person = self.by_person.delay(person, now) if person is not None else 0.0
+        return self.by_source.delay(source, now), by_person
 
     def record(self, source: str, person: str | None, now: float) -> None:
         self.by_source.record(source, now)

@@ -246,16 +246,12 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         if self._closing:
             up_chan.close()
             return
-        if self.pty is not None:
-            info = self.session.info
-            ends = time.strftime("%H:%M UTC", time.gmtime(info.deadline))
-            self.notice(f"breakglass: session {self.name} is recorded; it ends at {ends}.")
-            # Also a PTY exec (`ssh -t host sudo -i`, `ssh -t host psql`): what is typed
-            # there is as much a resource accessed as at a login shell. Full-screen
-            # programs are skipped by the extractor itself.
-            if self.kind in ("shell", "exec") and self._tap is None:
-                size = self._pending_size or self.pty[1]
-                self._cmds = CommandExtractor(size[0], size[1])  # clamps the size itself
+        # Also a PTY exec (`ssh -t host sudo -i`, `ssh -t host psql`): what is typed
+        # there is as much a resource accessed as at a login shell. Full-screen programs
+        # are skipped by the extractor itself.
+        if self.pty is not None and self.kind in ("shell", "exec") and self._tap is None:
+            size = self._pending_size or self.pty[1]
+            self._cmds = CommandExtractor(size[0], size[1])  # clamps the size itself
         for t, data, datatype in self._early:
             self._record_input(t, data)
             if self._tap is not None and not datatype:

@@ -11,6 +11,7 @@ is refused and audited.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from proxy.alerts.payload import AlertContext
-from proxy.core import ids
+from proxy.core import answers, ids
 from proxy.core.credentials import UseDecision
 from proxy.core.failsummary import Attempt
 from proxy.core.login import (
@@ -264,6 +265,7 @@ class ConnectionHandler(asyncssh.SSHServer):
         """One credential read and one argon2 check, whatever is wrong."""
         if need.wait > 0:
             log.warning("throttling a login attempt from %s by %.0fs", self.source, need.wait)
+            self._banner(need.notice)
             await asyncio.sleep(need.wait)
         found = None
         try:
@@ -318,6 +320,9 @@ class ConnectionHandler(asyncssh.SSHServer):
         if isinstance(outcome, Refuse):
             return await self._refused(username, outcome)
         self.app.alerts.committed(alerts)
+        # Before USERAUTH_SUCCESS, for every kind of session (exec, scp, sftp, Ansible):
+        # OpenSSH prints it on stderr, never stdout, and `-q` hides it.
+        self._banner(answers.session_notice(info.id, info.deadline))
         log.warning(
             "break-glass session %s started: person=%s target=%s login=%s source=%s",
             info.id,
@@ -354,12 +359,21 @@ class ConnectionHandler(asyncssh.SSHServer):
             self._refusal = refusal.message
             self._authed = (username, None)
             return True
+        if refusal.message:
+            self._banner(refusal.message)
         await asyncio.sleep(refusal.wait)
         if refusal.disconnect and self.conn is not None:
             self.conn.disconnect(
                 asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures"
             )
         return False
+
+    def _banner(self, text: str) -> None:
+        """A line the client shows during authentication (OpenSSH: on stderr, unless
+        ``-q`` or a LogLevel below INFO)."""
+        if text and self.conn is not None:
+            with contextlib.suppress(OSError, asyncssh.Error):
+                self.conn.send_auth_banner(f"breakglass: {text}\n")
 
     def _start_data(self, info: SessionInfo) -> dict[str, Any]:
         return {

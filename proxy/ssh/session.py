@@ -21,6 +21,7 @@ import asyncssh
 
 from proxy.alerts.payload import AlertContext
 from proxy.config import RecordingConfig, TargetConfig
+from proxy.core import answers
 from proxy.core.limits import MAX_DETAIL, RefusalTally
 from proxy.core.policy import warning_times
 from proxy.core.text import truncate
@@ -289,7 +290,7 @@ class LiveSession:
             "deadline_changed",
             {"deadline": deadline, "by": by, "operator": operator, "reason": reason},
         )
-        self.broadcast(f"breakglass: an operator extended this session by {format_duration(by)}")
+        self.broadcast(f"breakglass: {answers.extended_notice(by, deadline)}")
 
     def context(self) -> AlertContext:
         i = self.info

@@ -803,6 +803,14 @@ CLIENT_OPTIONS = (
 )
 
 
+def client_options(*extra: str) -> list[str]:
+    """CLIENT_OPTIONS, then ``extra``; an extra option replaces a default of the same name
+    (ssh keeps the first value it is given), e.g. ``LogLevel=INFO`` to see banners."""
+    names = {option.split("=", 1)[0].lower() for option in extra}
+    kept = [o for o in CLIENT_OPTIONS if o.split("=", 1)[0].lower() not in names]
+    return [*kept, *extra]
+
+
 def user_at(person: str, target: str, login: str | None = None) -> str:
     """The SSH username: PERSON@TARGET or PERSON@LOGIN@TARGET."""
     return f"{person}@{login}@{target}" if login else f"{person}@{target}"
@@ -894,7 +902,7 @@ def ssh_start(
     )
     # -F none: no ~/.ssh/config or /etc/ssh/ssh_config; these options are all there is.
     argv = [SSH, "-F", "none", "-p", str(port)]
-    for option in (*CLIENT_OPTIONS, f"NumberOfPasswordPrompts={password_prompts}", *options):
+    for option in client_options(f"NumberOfPasswordPrompts={password_prompts}", *options):
         argv += ["-o", option]
     if tty:
         argv.append("-tt")

@@ -288,6 +288,8 @@ class ScriptedClient(asyncssh.SSHClient):
     # when each USERAUTH_FAILURE arrived: the server's answer time, for benchmarks.
     answered_at: list[float] = field(default_factory=list)
     failed_at: list[float] = field(default_factory=list)
+    # Each authentication banner the server sent (what OpenSSH prints on stderr).
+    banners: list[str] = field(default_factory=list)
     conn: asyncssh.SSHClientConnection | None = None
     _next: int = 0
     _queries_sent: bool = False
@@ -295,6 +297,9 @@ class ScriptedClient(asyncssh.SSHClient):
     def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
         self.conn = conn
         self._record_failures()
+
+    def auth_banner_received(self, msg: str, lang: str) -> None:
+        self.banners.append(msg)
 
     def _record_failures(self) -> None:
         """Keep what each USERAUTH_FAILURE said, then let asyncssh handle it as usual."""

@@ -28,7 +28,6 @@ import asyncssh
 
 from tests.integration.conftest import TARGET, standard_targets
 from tests.integration.harness import (
-    CLIENT_OPTIONS,
     GOOD_JUSTIFICATION,
     LOOPBACK,
     SSH,
@@ -37,6 +36,7 @@ from tests.integration.harness import (
     SshdTarget,
     SshResult,
     _client_env,
+    client_options,
     sha256_file,
     user_at,
     wait_until,
@@ -54,7 +54,7 @@ def sha256_bytes(data: bytes) -> str:
 def ssh_options(extra: Sequence[str] = ()) -> list[str]:
     """``-F none`` plus the harness's client options as ``-o`` arguments."""
     argv = ["-F", "none"]
-    for option in (*CLIENT_OPTIONS, "NumberOfPasswordPrompts=1", *extra):
+    for option in client_options("NumberOfPasswordPrompts=1", *extra):
         argv += ["-o", option]
     return argv
 

@@ -8,6 +8,7 @@ routes ``login_failed`` through ``Alerts.login_failed``; session.py has
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -179,6 +180,10 @@ def test_extend_moves_the_deadline_of_a_live_session(
     assert session["end_reason"] == "client_exit"
     changed = [e for e in session.get("events") or [] if e.get("type") == "deadline_changed"]
     assert changed
+    # The engineer is told the new deadline, not only by how much it moved.
+    ends = dt.datetime.fromisoformat(session["deadline"]).strftime("%H:%M UTC")
+    told = f"breakglass: an operator extended this session by 1m; it now ends at {ends}"
+    assert told.encode() in result.stderr, result.describe()
     alert_for(sinks, "operator_extend", session_id=live["id"])
 
 

@@ -68,7 +68,7 @@ def terminal(deployment: Deployment, person: str, tmp_path: Path, *command: str)
         "-t",
         "-p",
         str(deployment.port),
-        *ssh_options(),
+        *ssh_options(["LogLevel=INFO"]),  # the session notice is a banner: INFO shows it
         f"{user_at(person, TARGET)}@{LOOPBACK}",
         *command,
     ]

@@ -136,10 +136,11 @@ def test_every_attempt_costs_one_read_and_one_check_and_refusals_look_alike(
             and not after.failure.reason.startswith(("justification_", "bad_response"))
         )
         assert decided == isinstance(before, NeedCredential), (before, after)
-    # A refusal tells the client nothing: no message, and what it waits and whether the
-    # connection ends depend only on how many failures came before.
+    # Until a secret has verified, a refusal tells the client nothing; after, it says
+    # what is wrong. What it waits and whether the connection ends depend only on how
+    # many failures came before.
     for n, refusal in enumerate(out.refusals, start=1):
-        assert refusal.message == ""
+        assert (refusal.message != "") == refusal.failure.verified, refusal
         assert not refusal.served
         assert refusal.wait == [1.0, 2.0, 4.0][n - 1]
         assert refusal.disconnect == (n == MAX_FAILURES)
@@ -177,31 +178,48 @@ def test_each_check_of_a_credential_has_its_reason() -> None:
     codes, (good,) = codes_for("alice")
     add = codes.add
     bobs = add(credential("B00000", "bob"), SECRET)
-    revoked = add(credential("R00000", "alice", revoked_at=NOW - 1), SECRET)
-    expired = add(credential("E00000", "alice", valid_until=NOW - 1), SECRET)
+    revoked = add(credential("R00000", "alice", revoked_at=NOW, revoke_reason="lost"), SECRET)
+    expired = add(credential("E00000", "alice", valid_until=NOW), SECRET)
     burnt = add(credential("X00000", "alice", activated_at=NOW - 5 * 3600), SECRET)
     spent = add(credential("S00000", "alice", max_uses=1, uses=1, activated_at=NOW), SECRET)
     db01_only = add(credential("D00000", "alice", targets=("db01",)), SECRET)
+    when = "2027-01-15 08:00 UTC"  # NOW
     cases = {
-        "bad_username": ("alice", good),
-        "unknown_code": ("alice@db01", "BG-ZZZZZZ-" + good.split("-", 2)[2]),
-        "wrong_code": ("alice@db01", format_code("A00000", OTHER_SECRET)),
-        "unknown_target": ("alice@nosuch01", good),
-        "login_not_allowed": ("alice@admin@db01", good),
-        "wrong_person": ("alice@db01", bobs),
-        "revoked": ("alice@db01", revoked),
-        "expired": ("alice@db01", expired),
-        "burnt": ("alice@db01", burnt),
-        "spent": ("alice@db01", spent),
-        "target_not_allowed": ("alice@web01", db01_only),
+        "bad_username": (
+            "alice",
+            good,
+            "no target in the user name: log in as alice@TARGET; this code allows: db01, web01",
+        ),
+        "unknown_code": ("alice@db01", "BG-ZZZZZZ-" + good.split("-", 2)[2], ""),
+        "wrong_code": ("alice@db01", format_code("A00000", OTHER_SECRET), ""),
+        "unknown_target": (
+            "alice@dmeo",
+            good,
+            "there is no target named dmeo; this code allows: db01, web01",
+        ),
+        "login_not_allowed": (
+            "alice@admin@db01",
+            good,
+            "login admin is not allowed on db01; allowed: root, postgres",
+        ),
+        "wrong_person": ("alice@db01", bobs, "this code was issued to someone else"),
+        "revoked": ("alice@db01", revoked, f"this code was revoked at {when}"),
+        "expired": ("alice@db01", expired, f"this code expired unused at {when}"),
+        "burnt": ("alice@db01", burnt, "this code's window ended at 2027-01-15 07:00 UTC"),
+        "spent": ("alice@db01", spent, "this code has been used for all of its 1 logins"),
+        "target_not_allowed": (
+            "alice@web01",
+            db01_only,
+            "this code does not allow web01; this code allows: db01",
+        ),
     }
-    for reason, (username, code) in cases.items():
+    for reason, (username, code, told) in cases.items():
         result = one_attempt(username, code, codes)
         assert refusal_reason(result) == reason, username
         assert isinstance(result, Refuse)
         assert result.failure.justification == GOOD
         assert result.failure.verified == (reason not in ("unknown_code", "wrong_code"))
-        assert result.message == ""
+        assert result.message == told
     assert codes.reads == codes.checks == len(cases)
     # Input that is no code at all is read too, as the id nothing has.
     m = machine()
@@ -516,3 +534,89 @@ def test_the_readme_shows_the_phase_table_as_it_is() -> None:
             if cell != "-"
         }
     assert shown == TRANSITIONS
+
+
+# --------------------------------------------------------------- what the engineer is told
+
+
+@pytest.mark.parametrize("secret", [SECRET, OTHER_SECRET])
+def test_an_address_outside_the_allowed_networks_is_told_so_whatever_was_typed(
+    secret: str,
+) -> None:
+    codes, _ = codes_for("alice")
+    narrowed = dataclasses.replace(ROOMY, allowed_sources=(ipaddress.ip_network("10.0.0.0/8"),))
+    code = format_code("A00000", secret)
+    result = one_attempt("alice@db01", code, codes, m=machine(source="127.0.0.9"), state=narrowed)
+    assert isinstance(result, Refuse)
+    assert result.failure.reason == "source_not_allowed"
+    assert result.message == "address not allowed: 127.0.0.9 may not use break-glass access"
+    assert codes.reads == codes.checks == 1
+
+
+def test_targets_are_listed_only_for_a_code_usable_now_by_its_person() -> None:
+    codes, _ = codes_for("alice")
+    revoked = codes.add(credential("R00000", "alice", revoked_at=NOW), SECRET)
+    bobs = codes.add(credential("B00000", "bob"), SECRET)
+    told = [
+        one_attempt(username, code, codes)
+        for username, code in [("alice@dmeo", revoked), ("alice", bobs), ("alice@dmeo", bobs)]
+    ]
+    assert [r.message for r in told if isinstance(r, Refuse)] == [
+        "there is no target named dmeo",
+        "no target in the user name: log in as alice@TARGET",
+        "there is no target named dmeo",
+    ]
+
+
+def test_a_revoked_code_says_when_never_why_and_no_answer_names_the_owner() -> None:
+    codes, _ = codes_for("alice")
+    revoked = codes.add(credential("R00000", "alice", revoked_at=NOW, revoke_reason="lost"), SECRET)
+    result = one_attempt("alice@db01", revoked, codes)
+    assert isinstance(result, Refuse)
+    assert "lost" not in result.message
+    mallorys = one_attempt("mallory@db01", revoked, codes)
+    assert isinstance(mallorys, Refuse)
+    assert mallorys.message == "this code was issued to someone else"
+    assert "alice" not in mallorys.message
+
+
+def test_an_odd_user_name_with_a_verified_code_gets_the_usage_escaped() -> None:
+    codes, (good,) = codes_for("alice")
+    for username in ("\x1b[31mred", "a@b@c@d", "alice@"):
+        result = one_attempt(username, good, codes)
+        assert isinstance(result, Refuse)
+        assert result.message == (
+            "the user name is not one the proxy knows: "
+            "log in as PERSON@TARGET or PERSON@LOGIN@TARGET"
+        )
+
+
+def test_a_slowed_login_says_why_and_for_how_long() -> None:
+    rule = ThrottleRule(count=2, window=60.0, base_delay=1.0, max_delay=5.0)
+    shared = throttle(rule)
+    codes, (good, _) = codes_for("alice", "bob")
+    wrong = format_code("A00000", OTHER_SECRET)
+    for _ in range(3):
+        one_attempt("alice@db01", wrong, codes, m=machine(login_throttle=shared, source="10.9.9.9"))
+
+    def notice(username: str, source: str) -> str:
+        m = machine(login_throttle=shared, source=source)
+        m.challenge(username)
+        need = m.answers(username, [good, GOOD], NOW)
+        assert isinstance(need, NeedCredential)
+        return need.notice
+
+    assert notice("bob@db01", "10.9.9.9") == (
+        "login slowed by 2 s after failed attempts from this address"
+    )
+    assert notice("alice@db01", "10.1.1.1") == "login slowed by 2 s after failed attempts for alice"
+    assert notice("bob@db01", "10.1.1.1") == ""
+
+
+def test_the_first_challenge_states_the_justification_rule() -> None:
+    rule = JustificationRule(min_length=20, max_bytes=1000, pattern=re.compile(r"INC-\d+"))
+    ask = machine(rules(PolicyConfig(justification=rule))).challenge("alice@db01")
+    assert ask.instruction == (
+        "All activity is recorded and every use raises an alert. The justification must "
+        r"have at least 20 characters, at most 1000 bytes, containing a match for INC-\d+."
+    )
