@@ -244,7 +244,10 @@ def test_extraction_failure_flags_the_session_and_recording_continues(
     deployment: Deployment, person: str, tmp_path: Path
 ) -> None:
     code = deployment.code(person)
-    terminal = ssh_terminal(deployment.port, person, code, askpass_dir=tmp_path)
+    # LogLevel=INFO: the session notice is an authentication banner (issue 18 item 6).
+    terminal = ssh_terminal(
+        deployment.port, person, code, askpass_dir=tmp_path, options=["LogLevel=INFO"]
+    )
     try:
         terminal.expect(rb"is recorded", timeout=30)
         terminal.send(b"echo ready-$((40 + 2))\r")
