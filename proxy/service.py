@@ -34,7 +34,7 @@ from proxy.loginslots import LoginSlots
 from proxy.recovery import recover_unfinished
 from proxy.retention import retention_loop
 from proxy.sdnotify import Notifier, watchdog_interval
-from proxy.ssh import upstream, wire
+from proxy.ssh import compat, upstream, wire
 from proxy.ssh.server import ConnectionHandler
 from proxy.ssh.session import LiveSession
 from proxy.store.base import NewEvent, Store
@@ -340,6 +340,7 @@ async def serve(
 async def listen(app: App, host_key: asyncssh.SSHKey) -> asyncssh.SSHAcceptor:
     config = app.config
     wire.install()
+    compat.install()
     return await asyncssh.listen(
         config.listen.host,
         config.listen.port,
