@@ -6,10 +6,12 @@ writes to a client over 127.0.0.1, AES-128-GCM on the connection, and the proces
 CPU time (both ends) is divided by the bytes. Each mode runs in its own interpreter
 (the patches are process-wide), alternating, ``--runs`` times; medians printed.
 
-    .venv/bin/python benchmarks/wire_inproc.py [--runs 3] [--size 100]
+    .venv/bin/python benchmarks/wire_inproc.py [--runs 3] [--size 100] [--cipher chacha20]
 
 Modes: ``stock`` (asyncssh as installed), ``filler`` (only the empty-IGNORE change),
-``fast`` (``wire.install()``: everything).
+``fast`` (``wire.install()``: everything). ``--cipher chacha20`` runs the same modes on
+chacha20-poly1305, what ``listen.chacha20`` lets a client choose (the fast path is
+AES-GCM's only, so its ``fast`` is the empty-IGNORE change alone).
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 MODES = ("stock", "filler", "fast")
 CHUNK = b"x" * 65536
+CIPHERS = {
+    "aes128-gcm": "aes128-gcm@openssh.com",
+    "chacha20": "chacha20-poly1305@openssh.com",
+}
 
 
 def _cpu() -> float:
@@ -36,7 +42,7 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _transfer(chunks: int) -> tuple[float, float]:
+async def _transfer(chunks: int, cipher: str) -> tuple[float, float]:
     import asyncssh
 
     class Open(asyncssh.SSHServer):
@@ -49,20 +55,20 @@ async def _transfer(chunks: int) -> tuple[float, float]:
             await process.stdout.drain()
         process.exit(0)
 
-    gcm = ["aes128-gcm@openssh.com"]
+    algs = [cipher]
     server = await asyncssh.listen(
         "127.0.0.1",
         0,
         server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
         server_factory=Open,
         process_factory=send,
-        encryption_algs=gcm,
+        encryption_algs=algs,
         encoding=None,
     )
     port = server.sockets[0].getsockname()[1]
     try:
         async with asyncssh.connect(
-            "127.0.0.1", port, known_hosts=None, username="u", encryption_algs=gcm
+            "127.0.0.1", port, known_hosts=None, username="u", encryption_algs=algs
         ) as conn:
             cpu, wall = _cpu(), time.perf_counter()
             result = await asyncio.wait_for(conn.run("x", encoding=None), timeout=600)
@@ -75,7 +81,7 @@ async def _transfer(chunks: int) -> tuple[float, float]:
     return cpu, wall
 
 
-def _child(mode: str, size_mb: int) -> None:
+def _child(mode: str, size_mb: int, cipher: str) -> None:
     from proxy.ssh import wire
 
     if mode == "fast":
@@ -83,7 +89,7 @@ def _child(mode: str, size_mb: int) -> None:
     elif mode == "filler":
         wire._drop_ignore_filler()
     chunks = size_mb * 1_000_000 // len(CHUNK)
-    cpu, wall = asyncio.run(_transfer(chunks))
+    cpu, wall = asyncio.run(_transfer(chunks, cipher))
     gb = chunks * len(CHUNK) / 1e9
     print(json.dumps({"cpu_s_per_gb": cpu / gb, "mb_per_s": gb * 1000 / wall}))
 
@@ -92,16 +98,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size", type=int, default=100, help="MB per transfer (100)")
+    parser.add_argument("--cipher", choices=sorted(CIPHERS), default="aes128-gcm")
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child, args.size)
+        _child(args.child, args.size, CIPHERS[args.cipher])
         return
     results: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     for run in range(args.runs):
         for mode in MODES:
             out = subprocess.run(
-                [sys.executable, __file__, "--child", mode, "--size", str(args.size)],
+                [
+                    *(sys.executable, __file__, "--child", mode),
+                    *("--size", str(args.size), "--cipher", args.cipher),
+                ],
                 capture_output=True,
                 text=True,
                 timeout=900,
@@ -109,7 +119,7 @@ def main() -> None:
             ).stdout
             results[mode].append(json.loads(out.strip().splitlines()[-1]))
             print(f"  run {run + 1} {mode}: {results[mode][-1]}", flush=True)
-    print(f"{'mode':8} {'CPU s/GB':>9} {'MB/s':>7}   (medians of {args.runs}; both ends)")
+    print(f"{'mode':8} {'CPU s/GB':>9} {'MB/s':>7}   ({args.cipher}, medians of {args.runs})")
     for mode in MODES:
         cpu = statistics.median(r["cpu_s_per_gb"] for r in results[mode])
         rate = statistics.median(r["mb_per_s"] for r in results[mode])

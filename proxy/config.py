@@ -78,7 +78,7 @@ DEFAULT_RECORDINGS = "../recordings"
 
 # Keys of each mapping, in the order the example config shows them.
 _TOP = ("listen", "storage", "policy", "recording", "targets", "alerts")
-_LISTEN = ("host", "port", "host_key")
+_LISTEN = ("host", "port", "host_key", "chacha20")
 _STORAGE = ("database", "recordings", "min_free", "warn_free", "failure_reserve", "retention")
 _POLICY = (
     "justification",
@@ -182,6 +182,7 @@ class _Loader(AlertsReader):
             host=self.text(view, "host") or "127.0.0.1",
             port=self.integer(view, "port", 2222, 1, 65535),
             host_key=host_key,
+            chacha20=self.flag(view, "chacha20", False),
         )
 
     def storage(self, view: MapView) -> StorageConfig:

@@ -59,6 +59,10 @@ class ListenConfig:
     host: str = "127.0.0.1"
     port: int = 2222
     host_key: Path  # may not exist yet: generated on first start
+    # Also offer chacha20-poly1305, for clients without AES-GCM (Dropbear's dbclient).
+    # Off by default: the client's preference wins, and OpenSSH prefers chacha20, so
+    # turning it on moves OpenSSH clients to it too, at a higher CPU cost per byte.
+    chacha20: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -44,18 +44,20 @@ from proxy.tasks import TaskOwner
 log = logging.getLogger("breakglass")
 
 SERVER_VERSION = "proxy"  # neutral: no product or library version for scanners
+# The ML-KEM hybrid first (post-quantum), then curve25519, then the large DH groups for
+# clients with neither. No NIST P-curve ECDH: scanners (ssh-audit) fail a server that
+# offers it, and every client that has it also has curve25519 or the DH groups.
 KEX_ALGS = [
     "mlkem768x25519-sha256",
     "curve25519-sha256",
     "curve25519-sha256@libssh.org",
-    "ecdh-sha2-nistp256",
-    "ecdh-sha2-nistp384",
-    "ecdh-sha2-nistp521",
     "diffie-hellman-group16-sha512",
     "diffie-hellman-group18-sha512",
 ]
 # AEAD only (issue: no CTR/CBC); GCM costs half of chacha20's CPU in asyncssh.
 SERVER_ENCRYPTION_ALGS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
+# Offered too with listen.chacha20, for clients without AES-GCM (Dropbear).
+CHACHA20 = "chacha20-poly1305@openssh.com"
 SERVER_MAC_ALGS = ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com"]
 # New TCP connections per source before the SSH handshake: a flood from one address is
 # cut at the door (a human opens a few a minute, Ansible tens at once, not hundreds).
@@ -358,7 +360,7 @@ async def listen(app: App, host_key: asyncssh.SSHKey) -> asyncssh.SSHAcceptor:
         keepalive_interval=30,
         keepalive_count_max=4,
         kex_algs=supported_kex(),
-        encryption_algs=SERVER_ENCRYPTION_ALGS,
+        encryption_algs=[*SERVER_ENCRYPTION_ALGS, *([CHACHA20] if config.listen.chacha20 else [])],
         mac_algs=SERVER_MAC_ALGS,
         compression_algs=["none"],
     )

@@ -292,6 +292,11 @@ class Fields:
         node = view.get(key)
         return None if node is None else read_text(node, view.path(key), self.p)
 
+    def flag(self, view: MapView, key: str, default: bool) -> bool:
+        node = view.get(key)
+        value = None if node is None else read_bool(node, view.path(key), self.p)
+        return default if value is None else value
+
     def path(self, view: MapView, key: str, default: str) -> Path:
         """An absolute path; relative ones start at the config file's folder."""
         node = view.get(key)

@@ -338,6 +338,7 @@ def write_proxy_config(
     port: int,
     targets: Mapping[str, Mapping[str, object]],
     *,
+    listen: Mapping[str, object] | None = None,
     policy: Mapping[str, object] | None = None,
     recording: Mapping[str, object] | None = None,
     alerts: Mapping[str, object] | None = None,
@@ -347,7 +348,7 @@ def write_proxy_config(
     """Write a proxy config (PRODUCT.md "Configuration") into ``tmp_dir``; return its path.
 
     Host key, database (unless ``database`` is given) and recordings live inside
-    ``tmp_dir``. ``policy`` and
+    ``tmp_dir``. ``listen``, ``policy`` and
     ``recording`` are merged over the defaults below (a nested ``justification`` mapping
     is merged too).
     """
@@ -362,7 +363,12 @@ def write_proxy_config(
         else:
             merged_policy[key] = value
     document: dict[str, object] = {
-        "listen": {"host": LOOPBACK, "port": port, "host_key": str(tmp_dir / "proxy_host_key")},
+        "listen": {
+            "host": LOOPBACK,
+            "port": port,
+            "host_key": str(tmp_dir / "proxy_host_key"),
+            **(listen or {}),
+        },
         "storage": {
             "database": str(database or tmp_dir / "audit.db"),
             "recordings": str(recordings),

@@ -341,7 +341,9 @@ def test_unknown_nested_key_suggests_the_right_one(site: Site) -> None:
 
 def test_unknown_key_without_a_close_match_lists_the_keys(site: Site) -> None:
     path = site.write("listen:\n  colour: blue\n")
-    assert_problem(path, 2, "unknown key 'listen.colour'", "expected one of: host, port, host_key")
+    assert_problem(
+        path, 2, "unknown key 'listen.colour'", "expected one of: host, port, host_key, chacha20"
+    )
 
 
 def test_duplicate_key(site: Site) -> None:
@@ -424,6 +426,13 @@ def test_integer_fields_refuse_yaml11_number_forms(site: Site, value: str) -> No
 def test_boolean_fields(site: Site, value: str, expected: bool) -> None:
     config = load_config(site.write(f"recording:\n  input: {value}\n"))
     assert config.recording.input is expected
+
+
+def test_chacha20_is_off_unless_asked_for(site: Site) -> None:
+    assert load_config(site.write("listen: {}\n")).listen.chacha20 is False
+    assert load_config(site.write("listen:\n  chacha20: true\n")).listen.chacha20 is True
+    path = site.write("listen:\n  chacha20: always\n")
+    assert_problem(path, 2, "listen.chacha20 must be true or false, got 'always'")
 
 
 @pytest.mark.parametrize(
