@@ -155,6 +155,13 @@ def _parser() -> argparse.ArgumentParser:
     sessions.add_argument("--path", metavar="GLOB", help="a file touched, e.g. '/etc/*'")
     sessions.add_argument("--live", action="store_true", help="only sessions still running")
     sessions.add_argument("--json", action="store_true")
+    attempts = sub.add_parser("attempts", parents=[common], help="failed login attempts")
+    attempts.add_argument("--since", type=_when, help="e.g. 7d (ago) or 2026-01-31")
+    attempts.add_argument("--until", type=_when, help="e.g. 1d (ago) or 2026-02-01T12:00Z")
+    attempts.add_argument("--source", help="an address or a network, e.g. 10.0.0.0/8")
+    attempts.add_argument("--person")
+    attempts.add_argument("--reason", help="e.g. wrong_code, unknown_target")
+    attempts.add_argument("--json", action="store_true")
     show = sub.add_parser("show", parents=[common], help="one session in full")
     show.add_argument("session")
     show.add_argument("--json", action="store_true")
@@ -325,6 +332,24 @@ def cmd_sessions(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_attempts(args: argparse.Namespace, config: Config) -> int:
+    from proxy.audit import attempts as att
+
+    if args.source is not None and (problem := att.source_filter_problem(args.source)):
+        print(f"breakglass: --source: {escape(problem)}", file=sys.stderr)
+        return 2
+    flt = att.AttemptFilter(source=args.source, person=args.person, reason=args.reason)
+    events = asyncio.run(
+        with_store(config, lambda s: s.events_between(att.FAILED_TYPES, args.since, args.until))
+    )
+    found = att.attempts(events, flt)
+    if args.json:
+        print_json(att.attempts_json(found))
+    else:
+        write_lines(sys.stdout, att.attempts_table_lines(found))
+    return 0
+
+
 async def _session_with_events(
     store: SQLiteStore, session_id: str
 ) -> tuple[SessionRow | None, list[StoredEvent]]:
@@ -396,18 +421,23 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
     from proxy.audit.export import load_cast, render_html, write_html
+    from proxy.audit.sessioncheck import check_session
 
     found = _session_facts(config, args.session)
     if found is None:
         return 1
-    facts, _ = found
+    facts, events = found
     casts = [
         cast
         for c in facts.session.channels
         if (cast := load_cast(c, facts, config.storage.recordings)) is not None
     ]
+    now = time.time()
+    check = asyncio.run(
+        with_store(config, lambda s: check_session(s, events, facts.recording_checks, now))
+    )
     try:
-        write_html(args.html, render_html(facts, casts, time.time()))
+        write_html(args.html, render_html(facts, casts, now, check))
     except OSError as exc:
         print(f"breakglass: cannot write {escape(str(args.html))}: {exc.strerror}", file=sys.stderr)
         return 1
@@ -539,6 +569,7 @@ COMMANDS: dict[tuple[str, ...], Callable[[argparse.Namespace, Config], int]] = {
     ("cred", "list"): cmd_cred_list,
     ("cred", "revoke"): cmd_cred_revoke,
     ("sessions",): cmd_sessions,
+    ("attempts",): cmd_attempts,
     ("show",): cmd_show,
     ("replay",): cmd_replay,
     ("report",): cmd_report,

@@ -2,8 +2,10 @@
 
 Owns the HTML: the vendored asciinema-player (``vendor/``, Apache-2.0, its licence kept
 beside it and named in the page) playing each channel's cast, the command timeline as
-clickable markers, and the session's audit details beside it. Opens from a file with
-no server and no network.
+clickable markers (each command and file operation once: the cast's own marker, or the
+audit event's when the cast has none at that moment), the session's audit details
+beside it, and the result of checking the session against the chain, with when.
+Opens from a file with no server and no network.
 
 Safety: every untrusted string is HTML-escaped (``core.markup.html_text``); the casts
 and markers travel as JSON in a ``<script type="application/json">`` element with ``<``
@@ -18,6 +20,7 @@ cut-short last line is dropped, since the player would refuse the whole cast.
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import json
 import os
@@ -25,9 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.audit.facts import SessionFacts
+from proxy.audit.facts import Resource, SessionFacts
+from proxy.audit.sessioncheck import SessionCheck, check_text
 from proxy.audit.verify import locate_recording
-from proxy.audit.views import rfc3339
+from proxy.audit.views import data_pairs, rfc3339
 from proxy.core.markup import html_text, script_json
 from proxy.core.termfilter import CastReport, complete_lines
 from proxy.core.units import format_duration
@@ -145,11 +149,31 @@ def load_cast(channel: ChannelRow, facts: SessionFacts, root: Path) -> ChannelCa
         lines = (raw.decode("utf-8", "replace") for raw in f)
         text = "".join(complete_lines(lines, report))
     markers = _cast_markers(text)
+    # The relay marks each command and file operation in the cast at the offset its
+    # audit event carries: an event adds a marker only where the cast has none (a cast
+    # from before markers, or one cut short). The channel's own command is its heading.
+    marked = sorted(t for t, _ in markers)
     for r in facts.resources:
-        if r.channel == channel.n and r.text and r.offset is not None:
-            markers.append((r.offset, f"{r.kind}: {r.text}"))
+        if r.channel != channel.n or not r.text or r.offset is None or r.kind in _CHANNEL_KINDS:
+            continue
+        if not _near(marked, r.offset):
+            markers.append((r.offset, _resource_label(r)))
     markers.sort(key=lambda m: m[0])
     return ChannelCast(channel, text, markers, report)
+
+
+_CHANNEL_KINDS = frozenset({"exec", "subsystem", "shell"})
+_SAME_MOMENT = 0.002  # the cast's times have 6 decimals, the event's offset too
+
+
+def _near(sorted_times: list[float], t: float) -> bool:
+    i = bisect.bisect_left(sorted_times, t - _SAME_MOMENT)
+    return i < len(sorted_times) and sorted_times[i] <= t + _SAME_MOMENT
+
+
+def _resource_label(r: Resource) -> str:
+    way = f" ({r.direction})" if r.direction else ""
+    return f"{r.kind}: {r.text}{way}"
 
 
 def _mmss(t: float) -> str:
@@ -200,10 +224,15 @@ def _details(facts: SessionFacts) -> list[tuple[str, str]]:
 
 
 def _data(e: StoredEvent) -> str:
-    return " ".join(f"{k}={v}" for k, v in sorted(e.data.items()))
+    return data_pairs(e.data)
 
 
-def render_html(facts: SessionFacts, casts: Sequence[ChannelCast], generated_at: float) -> str:
+def render_html(
+    facts: SessionFacts,
+    casts: Sequence[ChannelCast],
+    generated_at: float,
+    check: SessionCheck | None = None,
+) -> str:
     s = facts.session
     player_js = (VENDOR / "asciinema-player.min.js").read_text(encoding="utf-8")
     player_css = (VENDOR / "asciinema-player.css").read_text(encoding="utf-8")
@@ -269,10 +298,15 @@ def render_html(facts: SessionFacts, casts: Sequence[ChannelCast], generated_at:
     )
     resources = "\n".join(
         f"<li>{html_text(rfc3339(r.time))} {html_text(f'{s.id}/{r.channel}')}"
-        f" {html_text(r.kind)}: {html_text(r.text)}</li>"
+        f" {html_text(_resource_label(r))}</li>"
         for r in facts.resources
         if r.text
     )
+    if check is None:
+        checked = '<p class="bg-check-bad" id="bg-check">Not checked against the audit chain.</p>'
+    else:
+        css = "bg-check-ok" if check.ok else "bg-check-bad"
+        checked = f'<p class="{css}" id="bg-check">{html_text(check_text(check))}</p>'
     title = f"breakglass session {s.id}: {s.person} on {s.login}@{s.target}"
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -295,6 +329,7 @@ nothing is fetched. The player emulates the terminal inside this page.</p>
 </div>
 <aside class="bg-side">
 <h2>Audit details</h2>
+{checked}
 <table class="bg-details">
 {rows}
 </table>

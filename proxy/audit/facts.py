@@ -46,6 +46,7 @@ class Resource(NamedTuple):
     text: str
     offset: float | None = None  # seconds into the channel's recording, when known
     status: str | None = None
+    direction: str | None = None  # file events: read, write or both (file_direction)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,33 @@ def _offset(data: Mapping[str, Any]) -> float | None:
     return None
 
 
+_READS = frozenset({"file_read", "file_list", "file_readlink"})
+_WRITES = frozenset(
+    {"file_write", "file_remove", "file_rmdir", "file_mkdir", "file_setstat", "file_rename"}
+    | {"file_symlink", "file_link"}
+)
+
+
+def file_direction(kind: str, d: Mapping[str, Any]) -> str | None:
+    """Which way a file event moved data: ``read``, ``write`` or ``both``; None when it
+    says nothing either way (stat, fsync). An SFTP open/close tells by the bytes it
+    moved, or else by the flags it was opened with."""
+    if kind in _READS:
+        return "read"
+    if kind in _WRITES:
+        return "write"
+    if kind not in ("file_open", "file_close", "file_copy"):
+        return None
+    read, wrote = bool(d.get("bytes_read")), bool(d.get("bytes_written"))
+    if not (read or wrote):
+        flags = d.get("flags")
+        flags = flags if isinstance(flags, list) else []
+        read, wrote = "read" in flags, "write" in flags
+    if kind == "file_copy":
+        read = wrote = True
+    return "both" if read and wrote else "read" if read else "write" if wrote else None
+
+
 def _resource(t: float, channel: int | None, type_: str, d: Mapping[str, Any]) -> Resource | None:
     if type_ == "command":
         # The commonest event of all: text a str and offset a float skip the calls.
@@ -103,6 +131,7 @@ def _resource(t: float, channel: int | None, type_: str, d: Mapping[str, Any]) -
             text,
             _offset(d),
             None if d.get("status") is None else _str(d.get("status")),
+            file_direction(type_, d),
         )
     if type_ == "request_refused":
         detail = _str(d.get("detail"))

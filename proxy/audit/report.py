@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from proxy.audit.attempts import FAILED_TYPES, AttemptFilter, attempts
+from proxy.audit.attempts import summary as attempts_summary
 from proxy.audit.facts import INTERESTING_TYPES, SessionFacts, facts_of_rows
 from proxy.audit.verify import channel_recording_check
-from proxy.audit.views import facts_json, rfc3339
+from proxy.audit.views import data_pairs, facts_json, rfc3339
 from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES
 from proxy.core.markup import csv_cell, md
 from proxy.core.text import json_terminal_safe
@@ -79,6 +81,8 @@ async def build_report(
     report.summary = summary_doc(
         await store.period_summary(since, until), report.alerts, report.flags, report.checks
     )
+    failed = await store.events_between(FAILED_TYPES, since, until)
+    report.summary["failed_attempts"] = attempts_summary(attempts(failed, AttemptFilter()))
     return report
 
 
@@ -153,8 +157,7 @@ def _dur(seconds: float | None) -> str:
 
 
 def _event_line(e: StoredEvent) -> str:
-    parts = [f"{k}={v}" for k, v in sorted(e.data.items())]
-    return md(f"{e.type} " + " ".join(parts))
+    return md(f"{e.type} {data_pairs(e.data)}")
 
 
 # -- Markdown ---------------------------------------------------------------------------
@@ -214,8 +217,27 @@ def markdown_head(report: Report) -> str:
     if sm["recordings"]:
         checks = ", ".join(f"{v} {md(k)}" for k, v in sm["recordings"].items())
         out += ["", f"Recordings checked against their hashes: {checks}."]
+    out += _failed_markdown(sm.get("failed_attempts") or {})
     out += ["", "## Sessions"]
     return "\n".join(out)
+
+
+FAILED_ROWS = 20  # per table; `breakglass attempts` lists every one
+
+
+def _failed_markdown(failed: dict[str, Any]) -> list[str]:
+    out = ["", "### Failed login attempts", ""]
+    if not failed.get("total"):
+        return [*out, "None in this period."]
+    out.append(f"{failed['total']} failed attempt(s); `breakglass attempts` lists each.")
+    for title, key in (("source", "by_source"), ("person", "by_person"), ("reason", "by_reason")):
+        counts: dict[str, int] = failed[key]
+        out += ["", f"| {title} | attempts |", "|---|---:|"]
+        out += [f"| {md(k)} | {v} |" for k, v in list(counts.items())[:FAILED_ROWS]]
+        if len(counts) > FAILED_ROWS:
+            rest = sum(list(counts.values())[FAILED_ROWS:])
+            out.append(f"| {len(counts) - FAILED_ROWS} more | {rest} |")
+    return out
 
 
 class _Escaped(dict[str, str]):
@@ -280,7 +302,8 @@ def session_markdown(f: SessionFacts) -> str:
     )
     lines = [
         f"- {rfc3339(r.time)} {s.id if r.channel is None else f'{s.id}/{r.channel}'}"
-        f" {cell[r.kind]}: {cell[r.text]}{_status(r.status)}"
+        f" {cell[r.kind]}: {cell[r.text]}{f' ({r.direction})' if r.direction else ''}"
+        f"{_status(r.status)}"
         for r in f.resources
         if r.text
     ]
@@ -399,7 +422,7 @@ async def write_csv(store: Store, report: Report, out: TextIO) -> None:
 
 
 def _plain(e: StoredEvent) -> str:
-    return f"{e.type} " + " ".join(f"{k}={v}" for k, v in sorted(e.data.items()))
+    return f"{e.type} {data_pairs(e.data)}"
 
 
 def _joined(items: Iterable[str]) -> str:

@@ -57,6 +57,29 @@ def _minute_prefix(minute: int) -> str:
     return prefix
 
 
+# Event data fields that hold a Unix time (the deadline of a session_start or an
+# extension, a retention run's cut-off...): shown as RFC 3339 to people, kept as numbers
+# in JSON.
+_TIME_KEYS = frozenset({"deadline", "until", "since", "time", "timestamp", "mtime", "atime"})
+
+
+def data_value(key: str, value: Any) -> str:
+    """One event data value as a person reads it: times in RFC 3339."""
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and (key in _TIME_KEYS or key.endswith("_at"))
+    ):
+        return rfc3339(float(value)) or str(value)
+    return str(value)
+
+
+def data_pairs(data: dict[str, Any], skip: Sequence[str] = ()) -> str:
+    """``key=value`` pairs of event data, sorted, times in RFC 3339 (not escaped: each
+    caller escapes for where the text lands)."""
+    return " ".join(f"{k}={data_value(k, v)}" for k, v in sorted(data.items()) if k not in skip)
+
+
 def channel_json(c: ChannelRow) -> dict[str, Any]:
     return {
         "id": f"{c.session_id}/{c.n}",
@@ -226,6 +249,7 @@ def resource_json(s: SessionRow, r: Resource) -> dict[str, Any]:
         "text": r.text,
         "offset": r.offset,
         "status": r.status,
+        "direction": r.direction,
     }
 
 
@@ -252,7 +276,9 @@ def facts_json(facts: SessionFacts, events: Sequence[StoredEvent] | None = None)
 
 
 def _data_text(data: dict[str, Any], skip: Sequence[str] = ()) -> str:
-    return " ".join(f"{k}={escape(str(v))}" for k, v in sorted(data.items()) if k not in skip)
+    return " ".join(
+        f"{k}={escape(data_value(k, v))}" for k, v in sorted(data.items()) if k not in skip
+    )
 
 
 def show_text(facts: SessionFacts, events: Sequence[StoredEvent]) -> str:
@@ -292,7 +318,8 @@ def show_text(facts: SessionFacts, events: Sequence[StoredEvent]) -> str:
         at = "" if r.offset is None else f" @{r.offset:.1f}s"
         status = f" [{escape(r.status)}]" if r.status else ""
         text = f"  {escape(r.text)}" if r.text else ""
-        out.append(f"  {rfc3339(r.time)}  {chan}{at}  {escape(r.kind)}{text}{status}")
+        way = f" ({r.direction})" if r.direction else ""
+        out.append(f"  {rfc3339(r.time)}  {chan}{at}  {escape(r.kind)}{text}{way}{status}")
     if not facts.resources:
         out.append("  (none)")
     out += ["", "System response"]

@@ -21,7 +21,10 @@ from proxy.core.text import escape
 # strikethrough, entities or autolinks (``scheme:``). CommonMark lets a backslash escape
 # any ASCII punctuation, so escaping these keeps the rendered text exactly as written.
 _MD_SPECIAL = "\\`*_{}[]<>()#+!|~&:"
-_MD_TABLE = str.maketrans({ch: "\\" + ch for ch in _MD_SPECIAL})
+# A colon only makes a link after a scheme's last letter (``http:``, ``mailto:``; GFM's
+# extended autolinks): one after a digit (``18:09:59``) is left as it is, readable.
+_MD_TABLE = str.maketrans({ch: "\\" + ch for ch in _MD_SPECIAL if ch != ":"})
+_SCHEME_COLON = re.compile(r"(?<=[A-Za-z]):")
 # Text made only of printable ASCII that is not special (nor a backslash, which is)
 # comes out of md() unchanged: one regex match instead of escape() and translate(),
 # which a report calls a million times.
@@ -41,7 +44,13 @@ def md(text: str | None) -> str:
         return ""
     if _MD_PLAIN(text):
         return text
-    return escape(text).translate(_MD_TABLE)
+    return md_escaped(text)
+
+
+def md_escaped(text: str) -> str:
+    """``md`` without its fast path (which must give the same)."""
+    shown = escape(text).translate(_MD_TABLE)
+    return _SCHEME_COLON.sub(r"\\:", shown) if ":" in shown else shown
 
 
 def csv_cell(text: str | None) -> str:

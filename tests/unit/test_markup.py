@@ -39,6 +39,13 @@ def test_markdown_shows_control_and_bidi_characters() -> None:
     assert "202E" in out
 
 
+def test_markdown_escapes_a_colon_only_where_it_could_make_a_link() -> None:
+    # A time reads as written; a scheme (http:, mailto:, javascript:) cannot autolink.
+    assert md("deadline 2026-12-03T18:09:59.000Z") == "deadline 2026-12-03T18:09:59.000Z"
+    assert md("see http://x and mailto:a@b") == "see http\\://x and mailto\\:a@b"
+    assert md("JavaScript:alert") == "JavaScript\\:alert"
+
+
 def test_markdown_empty() -> None:
     assert md(None) == ""
     assert md("") == ""
