@@ -61,6 +61,7 @@ def _minute_prefix(minute: int) -> str:
 # extension, a retention run's cut-off...): shown as RFC 3339 to people, kept as numbers
 # in JSON.
 _TIME_KEYS = frozenset({"deadline", "until", "since", "time", "timestamp", "mtime", "atime"})
+_TIME_SUFFIXES = ("_at", "_until", "_ends", "_deadline")
 
 
 def data_value(key: str, value: Any) -> str:
@@ -68,7 +69,7 @@ def data_value(key: str, value: Any) -> str:
     if (
         isinstance(value, int | float)
         and not isinstance(value, bool)
-        and (key in _TIME_KEYS or key.endswith("_at"))
+        and (key in _TIME_KEYS or key.endswith(_TIME_SUFFIXES))
     ):
         return rfc3339(float(value)) or str(value)
     return str(value)
