@@ -2,9 +2,11 @@
 
 Owns reading ``login_failed`` events into ``Attempt`` rows, filtering them (source
 address or network, person, reason), counting them by source, person and reason, and
-their human table. A flood the proxy summarised into one event counts as the attempts
-it stands for (its ``count``). Every untrusted string (the username typed, the client's
-version) is escaped before it reaches a terminal; JSON carries it verbatim.
+their human table. A flood the proxy summarised into one ``login_failures_summarised``
+event counts as the attempts it stands for: a row per itemised (source, person, reason,
+count), and one for the network with what was not itemised. Every untrusted string
+(the username typed, the client's version) is escaped before it reaches a terminal;
+JSON carries it verbatim.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from proxy.audit.views import rfc3339
 from proxy.core.text import escape
 from proxy.store.base import StoredEvent
 
-FAILED_TYPES = ("login_failed",)
+SUMMARY_TYPE = "login_failures_summarised"
+FAILED_TYPES = ("login_failed", SUMMARY_TYPE)
+NOT_ITEMISED = "not_itemised"
 NOBODY = "-"  # no person: the username did not parse
 
 
@@ -78,8 +82,10 @@ def _in_source(address: str, wanted: str) -> bool:
     if address == wanted:
         return True
     try:
-        return ipaddress.ip_address(address) in ipaddress.ip_network(wanted, strict=False)
-    except ValueError:
+        # An address, or a summary's network (10.1.2.0/24) inside the one asked for.
+        network = ipaddress.ip_network(address, strict=False)
+        return network.subnet_of(ipaddress.ip_network(wanted, strict=False))  # type: ignore[arg-type]
+    except (ValueError, TypeError):
         return False
 
 
@@ -92,8 +98,47 @@ def source_filter_problem(text: str) -> str | None:
     return None
 
 
+def _positive(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def summarised(e: StoredEvent) -> Iterator[Attempt]:
+    """The attempts a summary event stands for."""
+    d = e.data
+    t = float(d["last"]) if isinstance(d.get("last"), int | float) else e.time
+    itemised = 0
+    for row in d.get("attempts") or ():
+        if not (isinstance(row, list | tuple) and len(row) == 4):
+            continue
+        source, person, reason, count = row
+        if not _positive(count):
+            continue
+        itemised += count
+        yield Attempt(
+            e.seq,
+            t,
+            str(source),
+            _text(person) or None,
+            None,
+            None,
+            "",
+            str(reason),
+            "",
+            None,
+            count,
+        )
+    rest = _positive(d.get("count")) - itemised
+    if rest > 0:
+        network = str(d.get("network") or "?")
+        yield Attempt(e.seq, t, network, None, None, None, "", NOT_ITEMISED, "", None, rest)
+
+
 def attempts(events: Iterable[StoredEvent], flt: AttemptFilter) -> list[Attempt]:
-    return [a for a in map(attempt_of, events) if flt.matches(a)]
+    out: list[Attempt] = []
+    for e in events:
+        found = summarised(e) if e.type == SUMMARY_TYPE else (attempt_of(e),)
+        out += [a for a in found if flt.matches(a)]
+    return out
 
 
 def summary(items: Iterable[Attempt]) -> dict[str, Any]:
