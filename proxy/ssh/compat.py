@@ -19,7 +19,8 @@ request" and disconnects, so such a client never reaches the code prompt.
    first ones. asyncssh compares the client's first with the algorithm chosen, so it
    acts on a guess the client itself counts as wrong and sends again: the second init
    arrives after the exchange and asyncssh disconnects ("Key exchange not in
-   progress"). The guessed packet is now ignored exactly when the RFC says.
+   progress"). The guessed packet is now ignored exactly when the RFC says. Offered to
+   asyncssh: docs/upstream/asyncssh-kex-guess-rfc4253.patch.
 
 Both rely on asyncssh internals (the packet dispatch table and a few connection
 attributes), so they are only installed on the versions they were checked against
