@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from proxy import cli_care, cli_events, cli_ops
 from proxy.audit.facts import SessionFacts, session_facts, with_recordings
+from proxy.audit.verify import with_resolved_paths
 from proxy.audit.views import (
     rfc3339,
     session_json,
@@ -29,7 +30,7 @@ from proxy.audit.views import (
     write_json_lines_array,
     write_lines,
 )
-from proxy.cliutil import operator, print_json, with_store
+from proxy.cliutil import CREATE, WRITE, operator, print_json, with_store
 from proxy.config import Config, default_config_path, load_config
 from proxy.core.chaincheck import PRUNED
 from proxy.core.credentials import (
@@ -40,9 +41,10 @@ from proxy.core.credentials import (
     parse_target_globs,
     validate_person,
 )
+from proxy.core.credstate import MISMATCH
 from proxy.core.text import escape
 from proxy.core.units import format_duration, parse_duration
-from proxy.errors import BreakglassError, ConfigError
+from proxy.errors import BreakglassError, ConfigError, StoreError
 from proxy.logs import setup_logging
 from proxy.store.base import NewEvent, SessionFilter, SessionRow, StoredEvent
 from proxy.store.sqlite import SQLiteStore
@@ -264,7 +266,7 @@ def cmd_cred_issue(args: argparse.Namespace, config: Config) -> int:
         now,
         data={k: v for k, v in _cred_json(cred, now).items() if k not in {"state", "uses"}},
     )
-    asyncio.run(with_store(config, lambda s: s.issue_credential(cred, code_hash, event)))
+    asyncio.run(with_store(config, lambda s: s.issue_credential(cred, code_hash, event), CREATE))
     doc = _cred_json(cred, now)
     if args.json:
         print_json({**doc, "code": new.code})
@@ -278,20 +280,43 @@ def cmd_cred_issue(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+async def _credentials(store: SQLiteStore) -> list[tuple[Credential, str | None]]:
+    """Every code, and how its row disagrees with the chain (None when it agrees)."""
+    out = []
+    for c in await store.list_credentials():
+        found = await store.get_credential(c.cred_id)
+        out.append((c, found.mismatch if found else None))
+    return out
+
+
 def cmd_cred_list(args: argparse.Namespace, config: Config) -> int:
-    creds = asyncio.run(with_store(config, lambda s: s.list_credentials()))
+    creds = asyncio.run(with_store(config, _credentials))
     now = time.time()
+    # A row that disagrees with its events is shown as such, never as what it claims.
     if args.json:
-        print_json([_cred_json(c, now) for c in creds])
+        docs = []
+        for c, mismatch in creds:
+            doc = _cred_json(c, now)
+            if mismatch is not None:
+                doc |= {"state": MISMATCH, "mismatch": mismatch}
+            docs.append(doc)
+        print_json(docs)
         return 0
     print(f"{'ID':8}  {'PERSON':14}  {'STATE':8}  {'USES':>5}  {'ISSUED (UTC)':16}  TARGETS")
-    for c in creds:
+    for c, mismatch in creds:
         uses = f"{c.uses}/{c.max_uses}" if c.max_uses else str(c.uses)
         issued = (rfc3339(c.issued_at) or "")[:16].replace("T", " ")
+        state = "TAMPERED" if mismatch is not None else credential_state(c, now)
         print(
-            f"{c.cred_id:8}  {escape(c.person):14}  {credential_state(c, now):8}  {uses:>5}  "
+            f"{c.cred_id:8}  {escape(c.person):14}  {state:8}  {uses:>5}  "
             f"{issued:16}  {escape(','.join(c.targets))}"
         )
+    if any(m is not None for _, m in creds):
+        print(
+            "breakglass: a code's stored row disagrees with the audit chain: run breakglass verify",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -299,7 +324,9 @@ def cmd_cred_revoke(args: argparse.Namespace, config: Config) -> int:
     cred_id = args.cred_id.upper()
     cred = asyncio.run(
         with_store(
-            config, lambda s: s.revoke_credential(cred_id, args.reason, operator(), time.time())
+            config,
+            lambda s: s.revoke_credential(cred_id, args.reason, operator(), time.time()),
+            CREATE,
         )
     )
     if cred is None:
@@ -326,7 +353,9 @@ def cmd_sessions(args: argparse.Namespace, config: Config) -> int:
     # Written as they are formatted: a listing of every session is 100,000 lines. The
     # JSON array has one session per line (indenting it would take seconds).
     if args.json:
-        write_json_lines_array(sys.stdout, map(session_json, rows))
+        root = config.storage.recordings
+        docs = (session_json(with_resolved_paths(r, root)) for r in rows)
+        write_json_lines_array(sys.stdout, docs)
     else:
         write_lines(sys.stdout, sessions_table_lines(rows))
     return 0
@@ -370,7 +399,9 @@ def _session_facts(
     if row is None:
         _no_session(session_id)
         return None
-    return with_recordings(session_facts(row, events), config.storage.recordings), events
+    root = config.storage.recordings
+    facts = session_facts(with_resolved_paths(row, root), events)
+    return with_recordings(facts, root), events
 
 
 def cmd_show(args: argparse.Namespace, config: Config) -> int:
@@ -447,7 +478,7 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_verify(args: argparse.Namespace, config: Config) -> int:
     from proxy.audit.checkpoint import parse_public_key, read_checkpoints
-    from proxy.audit.verify import verify, verify_json, verify_text
+    from proxy.audit.verify import unclaimed_casts, verify, verify_json, verify_text
 
     try:
         pub = parse_public_key(args.key) if args.key else None
@@ -456,11 +487,25 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
         print(f"breakglass: {exc.message}", file=sys.stderr)
         return 2
     root = config.storage.recordings
-    result = asyncio.run(
-        with_store(
-            config, lambda s: verify(s, root, time.time(), public_key=pub, external=external)
+    try:
+        result = asyncio.run(
+            with_store(
+                config, lambda s: verify(s, root, time.time(), public_key=pub, external=external)
+            )
         )
-    )
+    except StoreError as exc:
+        # No store to check is a failure, never "events 0": and the casts it would
+        # have claimed are evidence that it existed.
+        print(f"breakglass: {exc.message}", file=sys.stderr)
+        casts = unclaimed_casts(root, ())
+        if casts:
+            print(
+                f"breakglass: {len(casts)} recording(s) in {escape(str(root))} that no event"
+                " claims, e.g. " + escape(str(casts[0])),
+                file=sys.stderr,
+            )
+        print("verify: FAILED")
+        return 1
     if args.json:
         print_json(verify_json(result))
     else:
@@ -482,7 +527,7 @@ def cmd_review(args: argparse.Namespace, config: Config) -> int:
         )
         return True
 
-    if not asyncio.run(with_store(config, write)):
+    if not asyncio.run(with_store(config, write, WRITE)):
         return _no_session(args.session)
     print(f"review of {escape(args.session)} recorded")
     return 0

@@ -35,13 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from proxy.cliutil import operator, print_json
+from proxy.cliutil import WRITE, open_store, operator, print_json
 from proxy.config import Config
 from proxy.core.text import escape
 from proxy.core.units import format_duration
 from proxy.errors import StoreError
 from proxy.store.base import NewEvent
-from proxy.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     import asyncssh
@@ -329,7 +328,7 @@ def backup_recordings(root: Path, tar_path: Path, skip: set[Path]) -> int:
 
 
 async def _record_backup(config: Config, data: dict[str, Any]) -> None:
-    store = await SQLiteStore.open(config.storage.database)
+    store = await open_store(config, WRITE)
     try:
         await store.append([NewEvent("backup", time.time(), data=data)])
     finally:
@@ -413,7 +412,7 @@ def cmd_prune(args: argparse.Namespace, config: Config) -> int:
         return 0
 
     async def run() -> list[PruneItem]:
-        store = await SQLiteStore.open(config.storage.database)
+        store = await open_store(config, WRITE)
         try:
             return await prune_recordings(
                 store,

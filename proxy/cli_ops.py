@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from proxy.alerts.overrides import EXTEND, KILL
 from proxy.audit.views import rfc3339
-from proxy.cliutil import operator, print_json, with_store
+from proxy.cliutil import WRITE, open_store, operator, print_json, with_store
 from proxy.config import Config
 from proxy.core import chain
 from proxy.core.text import escape
@@ -160,7 +160,7 @@ def _run_override(args: argparse.Namespace, config: Config, type_: str) -> int:
     if type_ == EXTEND:
         data["by"] = args.duration
     outcome, row = asyncio.run(
-        with_store(config, lambda s: _override(s, type_, args.session, data, args.wait))
+        with_store(config, lambda s: _override(s, type_, args.session, data, args.wait), WRITE)
     )
     sid = escape(args.session)
     if outcome == "no_session":
@@ -231,7 +231,7 @@ async def _drill(config: Config) -> tuple[str, list[tuple[str, bool, str]], str 
     # sink that failed is retried from the outbox by the proxy like any other alert.
     problem = None
     try:
-        store = await SQLiteStore.open(config.storage.database)
+        store = await open_store(config, WRITE)
         try:
             event = NewEvent(
                 "drill", now, None, None, {"operator": who, "alert_id": alert.alert_id}

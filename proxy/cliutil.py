@@ -22,8 +22,24 @@ def operator() -> str:
     return f"{sudo} (via sudo as {user})" if sudo and sudo != user else user
 
 
-async def with_store(config: Config, fn: Callable[[SQLiteStore], Awaitable[T]]) -> T:
-    store = await SQLiteStore.open(config.storage.database)
+# How a command opens the store. Auditor commands only READ: an existing store,
+# read-only, never migrated, so reading the evidence cannot change or replace it. Other
+# commands that append to it (review, kill, prune...) WRITE to an existing store. Only
+# ``serve`` and the commands that issue or revoke codes may CREATE one.
+READ, WRITE, CREATE = "read", "write", "create"
+
+
+async def open_store(config: Config, mode: str) -> SQLiteStore:
+    path = config.storage.database
+    if mode == CREATE:
+        return await SQLiteStore.open(path)
+    return await SQLiteStore.open_existing(path, read_only=mode == READ)
+
+
+async def with_store(
+    config: Config, fn: Callable[[SQLiteStore], Awaitable[T]], mode: str = READ
+) -> T:
+    store = await open_store(config, mode)
     try:
         return await fn(store)
     finally:

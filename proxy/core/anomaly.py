@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.configmodel import AlertRules, QuietHours, RateRule
+from proxy.core.credstate import MISMATCH as CREDENTIAL_TAMPERED
 from proxy.core.ids import ALPHABET
 
 __all__ = [
@@ -278,6 +279,16 @@ def on_login_failure(
         )
     if reason in DISALLOWED_REASONS:
         fired.append(Firing("not_allowed", f"refused: {reason}", flag=False))
+    if reason == CREDENTIAL_TAMPERED:
+        code = f"code {credential_id}" if credential_id else "a code"
+        fired.append(
+            Firing(
+                CREDENTIAL_TAMPERED,
+                f"{code} was refused: its stored state disagrees with the audit chain"
+                " (run breakglass verify)",
+                flag=False,
+            )
+        )
     if reason in UNUSABLE_CODE_REASONS:
         code = f"code {credential_id}" if credential_id else "a code"
         fired.append(Firing("unusable_code", f"{code} was used but is {reason}", flag=False))

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from proxy.configmodel import IPNetwork, PolicyConfig, TargetConfig
 from proxy.core import answers as words
 from proxy.core.credentials import Credential, UseDecision, check_use, parse_code
+from proxy.core.credstate import MISMATCH
 from proxy.core.policy import (
     check_justification,
     describe_rule,
@@ -319,10 +320,18 @@ class LoginMachine:
         return NeedCredential(attempt.cred_id, secret, wait, notice)
 
     def credential(
-        self, cred: Credential | None, verified: bool, state: ProxyState, now: float
+        self,
+        cred: Credential | None,
+        verified: bool,
+        state: ProxyState,
+        now: float,
+        *,
+        tampered: bool = False,
     ) -> Refuse | Commit:
         """The row read for the last ``NeedCredential`` (None: no such id, or the store
-        could not be read) and whether argon2 verified the secret against it."""
+        could not be read), whether argon2 verified the secret against it, and whether
+        the row disagrees with its events in the chain (``proxy.core.credstate``): such
+        a row is never trusted, whatever the secret."""
         self._expect("credential")
         attempt = self._attempt
         assert attempt is not None  # set by the answers that led to CHECKING
@@ -339,6 +348,8 @@ class LoginMachine:
             reason = "bad_username"
         elif cred is None or not cred_id:
             reason = "unknown_code"
+        elif tampered:
+            reason = MISMATCH
         elif not verified:
             reason = "wrong_code"
         elif target is None:
@@ -352,7 +363,7 @@ class LoginMachine:
             # (benchmarks/login_timing.py). The commit checks again under its lock.
             early = check_use(cred, parsed.person, target.name, now)
             reason = None if early.ok else early.reason
-        proven = verified and cred is not None and bool(cred_id)
+        proven = verified and cred is not None and bool(cred_id) and not tampered
         if reason is not None or not (parsed and cred and target and login):
             failure = self._failure(reason or "denied", justification, cred_id, proven)
             message = words.refusal(

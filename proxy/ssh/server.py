@@ -272,14 +272,20 @@ class ConnectionHandler(asyncssh.SSHServer):
             found = await self.app.store.get_credential(need.cred_id)
         except StoreError as exc:
             log.critical("audit store unreadable at login: %s", exc)
-        cred, encoded = found if found else (None, None)
+        cred, encoded, mismatch = found if found else (None, None, None)
         verified = await self.app.verify_code(encoded, need.cred_id, need.secret, self.source)
+        if mismatch is not None:
+            # The row disagrees with its events in the chain (edited by hand?): it is
+            # never trusted; the login_failed event raises the credential_tampered alert.
+            log.critical("code %s refused: %s", need.cred_id, mismatch)
         state = ProxyState(
             live_sessions=len(self.app.sessions),
             free_bytes=self.app.free_space(),
             allowed_sources=self.app.config.policy.allowed_sources,
         )
-        return self.login.credential(cred, verified, state, time.time())
+        return self.login.credential(
+            cred, verified, state, time.time(), tampered=mismatch is not None
+        )
 
     async def _commit(self, username: str, plan: SessionPlan) -> bool:
         """Commit the session start, shielded; the machine says what its outcome means."""

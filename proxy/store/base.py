@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from proxy.core.chaincheck import ChainRow
 from proxy.core.credentials import Credential, UseDecision
@@ -24,6 +24,15 @@ class NewEvent:
     session_id: str | None = None
     channel: int | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
+
+
+class CredentialRead(NamedTuple):
+    """A credential row, its argon2 hash, and how the row disagrees with the chain
+    (None when it agrees; ``proxy.core.credstate.row_mismatch``)."""
+
+    cred: Credential
+    hash: str
+    mismatch: str | None
 
 
 @dataclass(frozen=True)
@@ -164,8 +173,9 @@ class Store(Protocol):
 
     async def issue_credential(self, cred: Credential, code_hash: str, event: NewEvent) -> None: ...
 
-    async def get_credential(self, cred_id: str) -> tuple[Credential, str] | None:
-        """The credential and its argon2 hash, or None."""
+    async def get_credential(self, cred_id: str) -> CredentialRead | None:
+        """The credential, its argon2 hash and whether the row agrees with its latest
+        event in the chain (one read, the same cost for every code), or None."""
 
     async def list_credentials(self) -> list[Credential]: ...
 
@@ -237,8 +247,8 @@ class Store(Protocol):
         ``recording_pruned`` event (None when it was never pruned)."""
 
     async def projection_differences(self) -> list[str]:
-        """Rebuild the session and channel rows from the log and say where the stored
-        rows differ (they are what ``show`` and ``report`` read)."""
+        """Rebuild the session, channel and credential rows from the log and say where
+        the stored rows differ (they are what ``show``, ``report`` and logins read)."""
 
     # -- the alert outbox (proxy/store/outbox.py) ------------------------------------
 

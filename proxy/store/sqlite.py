@@ -18,19 +18,29 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiosqlite
 
 from proxy.core import chain
 from proxy.core.chaincheck import FLAG_TYPES, ChainRow
 from proxy.core.credentials import Credential, UseDecision, check_use
+from proxy.core.credstate import (
+    CRED_EVENTS,
+    MISMATCH,
+    CredentialReplay,
+    row_mismatch,
+    snapshot,
+)
 from proxy.core.limits import bound_data
 from proxy.errors import StoreError
 from proxy.store.auditreads import AuditReads
 from proxy.store.base import (
     ChannelRow,
+    CredentialRead,
     NewAlert,
     NewEvent,
     SessionFilter,
@@ -50,6 +60,18 @@ from proxy.store.rows import (
     session_row,
     stored_event,
     type_clause,
+)
+
+# The code an event changes, as the ``events_credential`` index computes it: queries
+# must spell the expression and the type list exactly so for SQLite to use the index.
+CRED_KEY = (
+    "CASE WHEN type = 'cred_issued' THEN coalesce(json_extract(data, '$.credential_id'),"
+    " json_extract(data, '$.id')) ELSE json_extract(data, '$.credential_id') END"
+)
+CRED_TYPES = "type IN (" + ", ".join(f"'{t}'" for t in CRED_EVENTS) + ")"
+_CRED_ROW = (
+    "id, person, issued_by, issued_at, valid_until, window, max_uses, uses, targets,"
+    " max_session, activated_at, revoked_at, revoke_reason, hash"
 )
 
 SCHEMA = """
@@ -134,10 +156,32 @@ CREATE TABLE IF NOT EXISTS channels (
 # migration, never edit one that has shipped: a store is upgraded in place, in one
 # transaction, by SQLiteStore.open, and the events (append-only) are never rewritten.
 # Version 2 adds the event feed's cursors (proxy/store/feed.py).
-MIGRATIONS: tuple[str, ...] = (SCHEMA + ALERTS_SCHEMA, FEED_SCHEMA)
+# Version 3: the index that finds a code's latest event in one step (the login path's
+# check of the row against the chain), and the credential rows only move forward.
+CREDENTIALS_SCHEMA = f"""
+CREATE INDEX IF NOT EXISTS events_credential ON events({CRED_KEY}, seq)
+    WHERE {CRED_TYPES};
+CREATE TRIGGER IF NOT EXISTS credentials_forward BEFORE UPDATE ON credentials
+    WHEN NEW.id IS NOT OLD.id OR NEW.hash IS NOT OLD.hash OR NEW.person IS NOT OLD.person
+        OR NEW.uses < OLD.uses
+        OR (OLD.activated_at IS NOT NULL AND NEW.activated_at IS NOT OLD.activated_at)
+        OR (OLD.revoked_at IS NOT NULL AND NEW.revoked_at IS NOT OLD.revoked_at)
+    BEGIN SELECT RAISE(ABORT, 'credential state only moves forward'); END;
+CREATE TRIGGER IF NOT EXISTS credentials_no_delete BEFORE DELETE ON credentials
+    BEGIN SELECT RAISE(ABORT, 'credentials are never deleted'); END;
+"""
+MIGRATIONS: tuple[str, ...] = (SCHEMA + ALERTS_SCHEMA, FEED_SCHEMA, CREDENTIALS_SCHEMA)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _SESSION_WIDTH = len(SESSION_COLS.split(","))
+_CRED_ROW_OF_C = ", ".join("c." + col.strip() for col in _CRED_ROW.split(","))
+
+
+def _with_state(event: NewEvent, cred: Credential, code_hash: str) -> NewEvent:
+    data = {**event.data, "credential_id": cred.cred_id, "state": snapshot(cred, code_hash)}
+    return replace(event, data=data)
+
+
 _CHANNEL_COLS_OF_C = ", ".join("c." + col.strip() for col in CHANNEL_COLS.split(","))
 
 
@@ -151,31 +195,55 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
 
     @classmethod
     async def open(cls, path: Path) -> SQLiteStore:
+        """Open the store, creating it (and its folder) when there is none: only for
+        ``serve`` and the commands that issue or revoke codes."""
         try:
             _prepare_file(path)
-            db = await aiosqlite.connect(str(path), isolation_level=None, timeout=10.0)
+        except OSError as exc:
+            raise StoreError(f"cannot open the audit database {path}: {exc}") from exc
+        return await cls._connect(path, read_only=False)
+
+    @classmethod
+    async def open_existing(cls, path: Path, *, read_only: bool = True) -> SQLiteStore:
+        """Open a store that must already exist and hold an audit trail: a missing,
+        empty or unreadable file is a StoreError naming it, and nothing is created.
+        ``read_only`` (every auditor command) opens it read-only and never migrates: a
+        store of an older schema is read as it is."""
+        check_existing(path)
+        return await cls._connect(path, read_only=read_only)
+
+    @classmethod
+    async def _connect(cls, path: Path, *, read_only: bool) -> SQLiteStore:
+        target = f"file:{quote(str(path))}?mode=ro" if read_only else f"file:{quote(str(path))}"
+        try:
+            db = await aiosqlite.connect(target, isolation_level=None, timeout=10.0, uri=True)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the audit database {path}: {exc}") from exc
         store = cls(db, path)
         try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a committed session start survives power loss, not only a crash.
-            await db.execute("PRAGMA synchronous=FULL")
-            await db.execute("PRAGMA foreign_keys=ON")
             await db.execute("PRAGMA busy_timeout=10000")
-            # The WAL is checkpointed every 256 pages (1 MiB) and cut back to 1 MiB after:
-            # by default it grows to 4 MiB and keeps that size, which on a small disk is
-            # space a flood of failed logins takes from the sessions (issue 15).
-            await db.execute("PRAGMA wal_autocheckpoint=256")
-            await db.execute(f"PRAGMA journal_size_limit={1 << 20}")
-            await _migrate(db, path)
+            if read_only:
+                await _check_readable(db, path)
+            else:
+                await db.execute("PRAGMA journal_mode=WAL")
+                # FULL: a committed session start survives power loss, not only a crash.
+                await db.execute("PRAGMA synchronous=FULL")
+                await db.execute("PRAGMA foreign_keys=ON")
+                # The WAL is checkpointed every 256 pages (1 MiB) and cut back to 1 MiB
+                # after: by default it grows to 4 MiB and keeps that size, which on a
+                # small disk is space a flood of failed logins takes from the sessions
+                # (issue 15).
+                await db.execute("PRAGMA wal_autocheckpoint=256")
+                await db.execute(f"PRAGMA journal_size_limit={1 << 20}")
+                await _migrate(db, path)
         except sqlite3.Error as exc:
             await db.close()
-            raise StoreError(f"cannot prepare the audit database {path}: {exc}") from exc
+            raise StoreError(f"cannot read the audit database {path}: {exc}") from exc
         except StoreError:
             await db.close()
             raise
-        _private_side_files(path)
+        if not read_only:
+            _private_side_files(path)
         return store
 
     async def close(self) -> None:
@@ -227,11 +295,12 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
     # -- credentials --------------------------------------------------------------
 
     async def issue_credential(self, cred: Credential, code_hash: str, event: NewEvent) -> None:
+        """Insert the row and append ``event`` (a ``cred_issued``) with the code's id and
+        state added, whatever data the caller gave it."""
         async with self._tx() as db:
             await db.execute(
-                "INSERT INTO credentials (id, person, issued_by, issued_at, valid_until, window,"
-                " max_uses, uses, targets, max_session, activated_at, revoked_at, revoke_reason,"
-                " hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO credentials ({_CRED_ROW}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                " ?, ?, ?, ?)",
                 (
                     cred.cred_id,
                     cred.person,
@@ -249,33 +318,36 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
                     code_hash,
                 ),
             )
-            await self._append_in_tx(db, [event])
+            await self._append_in_tx(db, [_with_state(event, cred, code_hash)])
 
     async def _fetch_credential(
         self, db: aiosqlite.Connection, cred_id: str
-    ) -> tuple[Credential, str] | None:
+    ) -> CredentialRead | None:
+        # One statement: the row, and the latest event about the code (found through
+        # the events_credential index), so the check costs the same for every code.
         async with db.execute(
-            "SELECT id, person, issued_by, issued_at, valid_until, window, max_uses, uses,"
-            " targets, max_session, activated_at, revoked_at, revoke_reason, hash"
-            " FROM credentials WHERE id = ?",
+            f"SELECT {_CRED_ROW_OF_C}, e.type, e.time, e.data FROM (SELECT ? AS id) AS k"
+            " LEFT JOIN credentials AS c ON c.id = k.id"
+            " LEFT JOIN events AS e ON e.seq = (SELECT seq FROM events"
+            f" WHERE {CRED_KEY} = k.id AND {CRED_TYPES} ORDER BY seq DESC LIMIT 1)",
             (cred_id,),
         ) as cur:
             row = await cur.fetchone()
-        if row is None:
+        if row is None or row[0] is None:
             return None
-        return _credential(row), str(row[13])
+        cred, code_hash = _credential(row), str(row[13])
+        latest = None if row[14] is None else (str(row[14]), float(row[15]), json.loads(row[16]))
+        return CredentialRead(cred, code_hash, row_mismatch(cred, code_hash, latest))
 
-    async def get_credential(self, cred_id: str) -> tuple[Credential, str] | None:
+    async def get_credential(self, cred_id: str) -> CredentialRead | None:
         try:
             return await self._fetch_credential(self._db, cred_id)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:
             raise StoreError(f"audit store read failed: {exc}") from exc
 
     async def list_credentials(self) -> list[Credential]:
         async with self._db.execute(
-            "SELECT id, person, issued_by, issued_at, valid_until, window, max_uses, uses,"
-            " targets, max_session, activated_at, revoked_at, revoke_reason, hash"
-            " FROM credentials ORDER BY issued_at"
+            f"SELECT {_CRED_ROW} FROM credentials ORDER BY issued_at"
         ) as cur:
             rows = await cur.fetchall()
         return [_credential(r) for r in rows]
@@ -287,27 +359,19 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
             found = await self._fetch_credential(db, cred_id)
             if found is None:
                 return None
-            cred, _ = found
-            if cred.revoked_at is not None:
+            cred = found.cred
+            if cred.revoked_at is not None and found.mismatch is None:
                 return cred
+            # A row that disagrees with the chain (revocation undone by hand) is revoked
+            # again: the new event's state is what the chain holds from then on.
+            cred = replace(cred, revoked_at=now, revoke_reason=reason)
             await db.execute(
                 "UPDATE credentials SET revoked_at = ?, revoke_reason = ? WHERE id = ?",
                 (now, reason, cred_id),
             )
+            data = {"credential_id": cred_id, "person": cred.person, "by": actor, "reason": reason}
             await self._append_in_tx(
-                db,
-                [
-                    NewEvent(
-                        "cred_revoked",
-                        now,
-                        data={
-                            "credential_id": cred_id,
-                            "person": cred.person,
-                            "by": actor,
-                            "reason": reason,
-                        },
-                    )
-                ],
+                db, [_with_state(NewEvent("cred_revoked", now, data=data), cred, found.hash)]
             )
         found = await self.get_credential(cred_id)
         return found[0] if found else None
@@ -323,9 +387,11 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
     ) -> UseDecision:
         async with self._tx() as db:
             found = await self._fetch_credential(db, cred_id)
-            cred = found[0] if found else None
+            if found is not None and found.mismatch is not None:
+                return UseDecision(False, MISMATCH)
+            cred = found.cred if found else None
             decision = check_use(cred, person, target, now)
-            if not decision.ok or cred is None:
+            if not decision.ok or cred is None or found is None:
                 return decision
             await db.execute(
                 "UPDATE credentials SET uses = uses + 1, activated_at = COALESCE(activated_at, ?)"
@@ -335,17 +401,22 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
             events = []
             base = {"credential_id": cred_id, "person": person}
             if cred.activated_at is None:
+                cred = replace(cred, activated_at=now)
                 events.append(
-                    NewEvent(
-                        "cred_activated",
-                        now,
-                        start.session_id,
-                        data={**base, "window_ends": now + cred.window},
+                    _with_state(
+                        NewEvent(
+                            "cred_activated",
+                            now,
+                            start.session_id,
+                            data={**base, "window_ends": now + cred.window},
+                        ),
+                        cred,
+                        found.hash,
                     )
                 )
-            events.append(
-                NewEvent("cred_used", now, start.session_id, data={**base, "use": cred.uses + 1})
-            )
+            cred = replace(cred, uses=cred.uses + 1)
+            used = NewEvent("cred_used", now, start.session_id, data={**base, "use": cred.uses})
+            events.append(_with_state(used, cred, found.hash))
             events.append(start)
             await self._append_in_tx(db, events)
             await self._alerts_in_tx(db, alerts)
@@ -555,11 +626,29 @@ def _projection_differences(path: Path, limit: int = 50) -> list[str]:
                 else:
                     diff = [n for n, a, b in zip(names, fresh, stored, strict=True) if a != b]
                     out.append(f"{table} row {ident} differs from the log in: {', '.join(diff)}")
-        return out
+        return out + _credential_differences(mem)
     except sqlite3.Error as exc:
-        return [f"the session and channel rows could not be rebuilt: {exc}"]
+        return [f"the session, channel and credential rows could not be rebuilt: {exc}"]
     finally:
         mem.close()
+
+
+def _credential_differences(mem: sqlite3.Connection) -> list[str]:
+    """Every code's state rebuilt from its events (``CredentialReplay``), compared with
+    the credential rows, including the digest of each row's argon2 hash."""
+    replay = CredentialReplay()
+    for seq, t, type_, data in mem.execute(
+        f"SELECT seq, time, type, data FROM audit.events WHERE {CRED_TYPES} ORDER BY seq"
+    ):
+        try:
+            replay.feed(seq, type_, t, json.loads(data))
+        except ValueError as exc:
+            replay.problems.append(f"event {seq} ({type_}) cannot be read: {exc!r}")
+    rows = [
+        (_credential(r), str(r[13]))
+        for r in mem.execute(f"SELECT {_CRED_ROW} FROM audit.credentials ORDER BY id")
+    ]
+    return replay.compare(rows)
 
 
 async def _user_version(db: aiosqlite.Connection) -> int:
@@ -574,6 +663,38 @@ def _too_new(path: Path, version: int) -> StoreError:
         f" breakglass knows (up to {SCHEMA_VERSION}): it was written by a later release."
         " Run that release (or restore a backup made by this one); nothing was changed"
     )
+
+
+def check_existing(path: Path) -> None:
+    """A StoreError naming ``path`` unless it is a non-empty readable file."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise StoreError(
+            f"there is no audit database at {path}: nothing to read (none was created)"
+        ) from None
+    except OSError as exc:
+        raise StoreError(f"cannot read the audit database {path}: {exc.strerror}") from exc
+    if not path.is_file():
+        raise StoreError(f"the audit database {path} is not a file")
+    if size == 0:
+        raise StoreError(f"the audit database {path} is empty: it holds no audit trail")
+    if not os.access(path, os.R_OK):
+        raise StoreError(f"cannot read the audit database {path}: permission denied")
+
+
+async def _check_readable(db: aiosqlite.Connection, path: Path) -> None:
+    """A read-only store must be one this code knows: an audit trail, not newer."""
+    version = await _user_version(db)
+    if version > SCHEMA_VERSION:
+        raise _too_new(path, version)
+    async with db.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+        " AND name IN ('events', 'sessions', 'channels', 'credentials')"
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None or int(row[0]) != 4:
+        raise StoreError(f"the audit database {path} holds no audit trail (no events table)")
 
 
 async def _migrate(db: aiosqlite.Connection, path: Path) -> None:

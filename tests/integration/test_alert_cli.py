@@ -30,7 +30,15 @@ HOSTILE_REASON = "INC-42: \x1b[2J wiped; next line\nforged"
 
 
 def config_with(tmp_path: Path, sinks: list[dict[str, object]]) -> Path:
-    return write_proxy_config(tmp_path, free_port(), {}, alerts={"sinks": sinks})
+    """An installed proxy's config: its store exists (a drill records into it, and only
+    ``serve`` and the code commands may create one)."""
+    config = write_proxy_config(tmp_path, free_port(), {}, alerts={"sinks": sinks})
+
+    async def create() -> None:
+        await (await SQLiteStore.open(tmp_path / "audit.db")).close()
+
+    asyncio.run(create())
+    return config
 
 
 @pytest.fixture

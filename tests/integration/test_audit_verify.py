@@ -89,8 +89,13 @@ def problems(doc: dict[str, object]) -> list[tuple[str, str]]:
 def tamper(db: Path, *sql: str) -> None:
     """What someone with the file does: drop the triggers, change rows."""
     con = sqlite3.connect(db)
-    con.execute("DROP TRIGGER events_no_update")
-    con.execute("DROP TRIGGER events_no_delete")
+    for trigger in (
+        "events_no_update",
+        "events_no_delete",
+        "credentials_forward",
+        "credentials_no_delete",
+    ):
+        con.execute(f"DROP TRIGGER {trigger}")
     for statement in sql:
         con.execute(statement)
     con.commit()
@@ -251,6 +256,8 @@ def test_truncated_tail_after_a_checkpoint_needs_the_copy_kept_off_the_box(
         f"DELETE FROM events WHERE seq > {cut}",
         f"DELETE FROM channels WHERE session_id = '{s.sessions[3]}'",
         f"DELETE FROM sessions WHERE id = '{s.sessions[3]}'",
+        "DELETE FROM credentials WHERE id NOT IN (SELECT json_extract(data, '$.credential_id')"
+        " FROM events WHERE type = 'cred_issued')",
     )
     (s.root / s.sessions[3][:4] / s.sessions[3] / "1.cast").unlink()
     rc, doc = verify(s)

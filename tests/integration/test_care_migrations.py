@@ -78,6 +78,14 @@ def _v0_store(database: Path, recordings: Path) -> None:
         for sql, params in apply_event(ev):
             db.execute(sql, params)
         prev = digest
+    # The code's row as the first release kept it: issued, then activated and used once.
+    db.execute(
+        "INSERT INTO credentials (id, person, issued_by, issued_at, valid_until, window,"
+        " max_uses, uses, targets, max_session, activated_at, revoked_at, revoke_reason, hash)"
+        " VALUES ('ABCD1234', 'alice', 'ops', ?, ?, 3990.0, 0, 1, '[\"*\"]', NULL, ?, NULL,"
+        " NULL, '$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2g')",
+        (t, t + 90 * 86400, t + 10),
+    )
     db.commit()
     db.close()
 
@@ -111,11 +119,22 @@ def test_a_first_release_store_is_upgraded_in_place(tmp_path: Path) -> None:
     assert "alerts" not in names
     assert "events_type" not in names
 
+    # The auditor's commands read it as it is: read-only, not migrated, nothing written.
+    mtime = database.stat().st_mtime_ns
+    result = run_cli(config, "verify")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 ok" in result.stdout
+    assert _shape(database) == (version, objects, events)
+    assert database.stat().st_mtime_ns == mtime
+
     _open_close(database)
     version, objects, after = _shape(database)
     assert version == SCHEMA_VERSION == 2
     names = {name for _, name in objects}
     assert {
+        "events_credential",
+        "credentials_forward",
+        "credentials_no_delete",
         "alerts",
         "alert_deliveries",
         "events_type",
