@@ -46,6 +46,16 @@ def make_private_dirs(path: Path, root: Path) -> None:
         folder.mkdir(mode=0o700, exist_ok=True)
 
 
+def _sync_all(fd: int, folders: list[Path]) -> None:
+    os.fsync(fd)
+    for folder in folders:  # the new entries: the file in its folder, each folder in its own
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
 class CastFile:
     """One channel's cast. ``write`` takes whole lines from the encoder."""
 
@@ -112,6 +122,24 @@ class CastFile:
         self._size += len(data)
         if self._on_written is not None:
             self._on_written(len(data))
+
+    async def sync_start(self, root: Path) -> None:
+        """Make what was written so far (the header) durable, with the folders that
+        lead to the file: called before the channel's first byte reaches the target,
+        so a crash any time after leaves a cast that plays. In a worker thread, as in
+        ``aclose``. Raises RecordingError when it cannot."""
+        self.flush()
+        if self._failed is not None:
+            raise self._failed
+        folders = [self.path.parent]
+        while folders[-1] != root and root in folders[-1].parents:
+            folders.append(folders[-1].parent)
+        try:
+            await asyncio.to_thread(_sync_all, self._fd, folders)
+        except OSError as exc:
+            raise RecordingError(
+                f"recording {self.path} could not be synced: {exc.strerror}"
+            ) from exc
 
     async def aclose(self) -> ClosedCast:
         """Flush, fsync, close; the hash covers exactly the bytes on disk. The fsync runs

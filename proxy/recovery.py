@@ -12,6 +12,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from proxy.audit.verify import resolve_recording
 from proxy.store.base import NewEvent, Store
 
 
@@ -42,8 +43,9 @@ async def recover_unfinished(store: Store, recordings: Path, now: float) -> int:
                 continue
             data: dict[str, object] = {"exit_status": None, "exit_signal": None}
             data["recovered"] = True
-            if ch.recording:
-                found = truncate_to_last_line(Path(ch.recording))
+            path = resolve_recording(ch.recording, recordings, s.id, ch.n)
+            if ch.recording and path is not None:
+                found = truncate_to_last_line(path)
                 if found is not None:
                     data.update(recording_sha256=found[0], recording_bytes=found[1])
             events.append(NewEvent("channel_end", now, s.id, ch.n, data))

@@ -281,11 +281,14 @@ async def serve(
     store = await SQLiteStore.open(config.storage.database)
     try:
         config.storage.recordings.mkdir(mode=0o700, parents=True, exist_ok=True)
+        checkpoint_key = load_or_generate(key_path(config.storage.recordings))
         recovered = await recover_unfinished(store, config.storage.recordings, time.time())
         if recovered:
             log.warning("marked %d session(s) interrupted by a crash", recovered)
+            # Signed now, not at the next checkpoint: the repaired tail (and whatever the
+            # crashed run wrote after its last checkpoint) is covered before anything new.
+            await write_checkpoint(store, checkpoint_key, time.time())
         host_key = ensure_host_key(config.listen.host_key)
-        checkpoint_key = load_or_generate(key_path(config.storage.recordings))
         app = App(config, store, CodeHasher(), checkpoint_key)
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()

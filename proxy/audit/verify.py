@@ -11,11 +11,12 @@ Reports every finding with where it is; never repairs anything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from proxy.core.chaincheck import (
@@ -30,7 +31,7 @@ from proxy.core.chaincheck import (
 from proxy.core.text import escape
 from proxy.errors import BreakglassError
 from proxy.recorder import recording_path
-from proxy.store.base import ChannelRow, Store
+from proxy.store.base import ChannelRow, SessionRow, Store
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -75,18 +76,63 @@ def file_digest(path: Path) -> tuple[str, int] | None:
     return h.hexdigest(), size
 
 
+def resolve_recording(stored: str | None, root: Path, session_id: str, channel: int) -> Path | None:
+    """Where a recording belongs under the recordings folder ``root``.
+
+    Events name a recording relative to the recordings folder. The first releases named
+    it by absolute path: that is resolved by its prefix, i.e. the part after the folder
+    it was written under (the layout's ``<id[:4]>/<id>/<n>.cast``) is taken under
+    ``root``. The stored absolute path itself is never used, so a copy of the store and
+    its recordings checks the copy's casts, wherever it is put. None for a path that
+    cannot be placed under ``root`` (which the chain does not produce)."""
+    if not stored:
+        return recording_path(root, session_id, channel)
+    path = PurePosixPath(stored)
+    if not path.is_absolute():
+        return None if ".." in path.parts else root / path
+    with contextlib.suppress(ValueError):
+        return root / path.relative_to(root)
+    tail = path.parts[-3:]
+    if len(tail) == 3 and tail[0] == tail[1][:4] and tail[2].endswith(".cast"):
+        return root.joinpath(*tail)
+    return None
+
+
 def locate_recording(
     stored: str | None, root: Path, session_id: str, channel: int
 ) -> tuple[Path | None, str]:
-    """Where a recording is: its stored path, or (when the recordings folder moved, e.g.
-    copied to an auditor's machine) the standard place under ``root``. Returns the path
-    found (or None) and the path to show."""
-    if stored and os.path.exists(stored):
-        return Path(stored), stored
-    fallback = recording_path(root, session_id, channel)
-    if fallback.exists():
-        return fallback, str(fallback)
-    return None, stored or str(fallback)
+    """The recording's file under ``root`` (``resolve_recording``) when it exists, or
+    None; and the path to show."""
+    path = resolve_recording(stored, root, session_id, channel)
+    if path is None:
+        return None, stored or ""
+    return (path if path.exists() else None), str(path)
+
+
+def with_resolved_paths(row: SessionRow, root: Path) -> SessionRow:
+    """``row`` with each channel's recording where it is under ``root`` (what the
+    auditor's listings show), not as the event names it."""
+    channels = tuple(
+        replace(c, recording=str(path))
+        if c.recording and (path := resolve_recording(c.recording, root, c.session_id, c.n))
+        else c
+        for c in row.channels
+    )
+    return replace(row, channels=channels)
+
+
+def unclaimed_casts(root: Path, claimed: Iterable[Path]) -> list[Path]:
+    """Every cast under ``root`` that no event claims, sorted."""
+    known = {os.path.normpath(p) for p in claimed}
+    out: list[Path] = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        out += [
+            Path(folder) / name
+            for name in sorted(files)
+            if name.endswith(".cast") and os.path.normpath(Path(folder) / name) not in known
+        ]
+    return out
 
 
 def recording_check(
@@ -211,6 +257,20 @@ async def verify(
         result.recordings[status] = result.recordings.get(status, 0) + 1
         if problem is not None:
             result.problems.append(problem)
+
+    claimed = [
+        path
+        for claim in checker.recordings.values()
+        if (path := resolve_recording(claim.path, recordings, claim.session_id, claim.channel))
+    ]
+    for cast in await asyncio.to_thread(unclaimed_casts, recordings, claimed):
+        result.problems.append(
+            Problem(
+                "recording_unclaimed",
+                f"recording {cast} is on disk but no event in the chain claims it (events"
+                " lost, or a channel whose start could not be recorded)",
+            )
+        )
 
     if projections:
         for diff in await store.projection_differences():

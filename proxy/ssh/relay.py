@@ -208,6 +208,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             return
         try:
             self._start_recording(chan)
+            assert self._cast is not None
+            await self._cast.sync_start(self.session.host.recordings)
             await self.session.append(self._start_event())
             self._tap = tap_for(self.kind, self.command, self.subsystem, self.pty is not None, self)
         except (RecordingError, StoreError) as exc:
@@ -275,7 +277,11 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             "command": self.command if self.kind == "exec" else self.subsystem,
             "pty": self.pty is not None,
             "term": truncate(self.pty[0], MAX_TERM_TYPE) if self.pty else None,
-            "recording": str(self._cast.path) if self._cast else None,
+            # Relative to the recordings folder: a copy of the store and the folder
+            # verifies on its own, wherever it is put.
+            "recording": str(self._cast.path.relative_to(self.session.host.recordings))
+            if self._cast
+            else None,
         }
         if self.pty is not None:
             data["size"] = list(clamp_size(self.pty[1][0], self.pty[1][1]))
