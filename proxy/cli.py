@@ -301,7 +301,7 @@ def cmd_cred_list(args: argparse.Namespace, config: Config) -> int:
                 doc |= {"state": MISMATCH, "mismatch": mismatch}
             docs.append(doc)
         print_json(docs)
-        return 0
+        return 1 if any(m is not None for _, m in creds) else 0
     print(f"{'ID':8}  {'PERSON':14}  {'STATE':8}  {'USES':>5}  {'ISSUED (UTC)':16}  TARGETS")
     for c, mismatch in creds:
         uses = f"{c.uses}/{c.max_uses}" if c.max_uses else str(c.uses)

@@ -176,12 +176,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _SESSION_WIDTH = len(SESSION_COLS.split(","))
 _CRED_ROW_OF_C = ", ".join("c." + col.strip() for col in _CRED_ROW.split(","))
 
-
-def _with_state(event: NewEvent, cred: Credential, code_hash: str) -> NewEvent:
-    data = {**event.data, "credential_id": cred.cred_id, "state": snapshot(cred, code_hash)}
-    return replace(event, data=data)
-
-
 _CHANNEL_COLS_OF_C = ", ".join("c." + col.strip() for col in CHANNEL_COLS.split(","))
 
 
@@ -336,13 +330,19 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
         if row is None or row[0] is None:
             return None
         cred, code_hash = _credential(row), str(row[13])
-        latest = None if row[14] is None else (str(row[14]), float(row[15]), json.loads(row[16]))
+        if row[14] is None:
+            return CredentialRead(cred, code_hash, row_mismatch(cred, code_hash, None))
+        try:
+            data = json.loads(row[16])
+        except ValueError:
+            return CredentialRead(cred, code_hash, "its latest event cannot be read")
+        latest = (str(row[14]), float(row[15]), data if isinstance(data, dict) else {})
         return CredentialRead(cred, code_hash, row_mismatch(cred, code_hash, latest))
 
     async def get_credential(self, cred_id: str) -> CredentialRead | None:
         try:
             return await self._fetch_credential(self._db, cred_id)
-        except (sqlite3.Error, ValueError) as exc:
+        except sqlite3.Error as exc:
             raise StoreError(f"audit store read failed: {exc}") from exc
 
     async def list_credentials(self) -> list[Credential]:
@@ -360,10 +360,8 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
             if found is None:
                 return None
             cred = found.cred
-            if cred.revoked_at is not None and found.mismatch is None:
+            if cred.revoked_at is not None:
                 return cred
-            # A row that disagrees with the chain (revocation undone by hand) is revoked
-            # again: the new event's state is what the chain holds from then on.
             cred = replace(cred, revoked_at=now, revoke_reason=reason)
             await db.execute(
                 "UPDATE credentials SET revoked_at = ?, revoke_reason = ? WHERE id = ?",
@@ -631,6 +629,13 @@ def _projection_differences(path: Path, limit: int = 50) -> list[str]:
         return [f"the session, channel and credential rows could not be rebuilt: {exc}"]
     finally:
         mem.close()
+
+
+def _with_state(event: NewEvent, cred: Credential, code_hash: str) -> NewEvent:
+    """``event`` with the code's id and its whole state after the event (what the login
+    path and verify check the row against)."""
+    data = {**event.data, "credential_id": cred.cred_id, "state": snapshot(cred, code_hash)}
+    return replace(event, data=data)
 
 
 def _credential_differences(mem: sqlite3.Connection) -> list[str]:
