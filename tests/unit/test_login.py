@@ -230,6 +230,22 @@ def test_each_check_of_a_credential_has_its_reason() -> None:
     assert refusal_reason(codes.answer(m, need)) == "unknown_code"
 
 
+def test_a_row_that_disagrees_with_the_chain_is_refused_whatever_the_secret() -> None:
+    codes, (good,) = codes_for("alice")
+    for right_secret in (True, False):
+        m = machine()
+        m.challenge("alice@db01")
+        need = m.answers("alice@db01", [good, GOOD], NOW)
+        assert isinstance(need, NeedCredential)
+        row = codes.rows[need.cred_id][0]
+        result = m.credential(row, right_secret, ROOMY, NOW, tampered=True)
+        assert refusal_reason(result) == "credential_tampered"
+        assert isinstance(result, Refuse)
+        # A forged hash verifies the forger's secret: that proves nothing, tell nothing.
+        assert result.failure.verified is False
+        assert result.message == ""
+
+
 def test_the_audit_names_the_typed_id_never_the_secret() -> None:
     codes, _ = codes_for("alice")
     unknown = "BG-ZZZZZZ-" + SECRET
