@@ -174,7 +174,12 @@ def _edit(db: Path, *sql: tuple[str, tuple[object, ...]]) -> None:
     con.close()
 
 
-def _refused_as_tampered(d: Deployment, person: str, cred_id: str) -> None:
+def _refused_and_reported(d: Deployment, person: str, code: str, cred_id: str, fields: str) -> None:
+    """The login with ``code`` is refused as tampered, with an alert, and verify names
+    the row's ``fields`` that differ from the chain."""
+    result = d.ssh(person, TARGET, code, "echo in")
+    assert result.returncode == REFUSED, result.describe()
+    assert b"in\n" not in result.stdout
     failures = d.wait_for_login_failures(person)
     assert [f.get("reason") for f in failures] == ["credential_tampered"], failures
 
@@ -187,6 +192,13 @@ def _refused_as_tampered(d: Deployment, person: str, cred_id: str) -> None:
         )
 
     wait_until(alerted, timeout=10, what="a credential_tampered alert")
+    rc, doc = verify_json(d.config)
+    assert rc == 1
+    expected = (
+        "projection_mismatch",
+        f"credentials row {cred_id} differs from the log in: {fields}",
+    )
+    assert expected in problems(doc), problems(doc)
 
 
 def test_an_undone_revocation_is_refused_at_login_and_fails_verify(
@@ -219,17 +231,7 @@ def test_an_undone_revocation_is_refused_at_login_and_fails_verify(
     assert listed.returncode == 1  # never shown as the active code the row claims
     [doc] = [c for c in json.loads(listed.stdout) if c["id"] == cred_id]
     assert doc["state"] == "credential_tampered", doc
-    result = d.ssh(person, TARGET, str(issued["code"]), "echo in")
-    assert result.returncode == REFUSED, result.describe()
-    assert b"in\n" not in result.stdout
-    _refused_as_tampered(d, person, cred_id)
-
-    rc, doc = verify_json(d.config)
-    assert rc == 1
-    assert (
-        "projection_mismatch",
-        f"credentials row {cred_id} differs from the log in: revoked_at, revoke_reason",
-    ) in problems(doc), problems(doc)
+    _refused_and_reported(d, person, str(issued["code"]), cred_id, "revoked_at, revoke_reason")
 
 
 def test_a_swapped_argon2_hash_is_refused_at_login_and_fails_verify(
@@ -243,16 +245,7 @@ def test_a_swapped_argon2_hash_is_refused_at_login_and_fails_verify(
     mine = "0123456789ABCDEFGHJKMNPQ"
     forged = CodeHasher(time_cost=1, memory_cost=8, parallelism=1).hash(cred_id, mine)
     _edit(d.database, ("UPDATE credentials SET hash = ? WHERE id = ?", (forged, cred_id)))
-    result = d.ssh(person, TARGET, format_code(cred_id, mine), "echo in")
-    assert result.returncode == REFUSED, result.describe()
-    _refused_as_tampered(d, person, cred_id)
-
-    rc, doc = verify_json(d.config)
-    assert rc == 1
-    assert (
-        "projection_mismatch",
-        f"credentials row {cred_id} differs from the log in: hash_sha256",
-    ) in problems(doc), problems(doc)
+    _refused_and_reported(d, person, format_code(cred_id, mine), cred_id, "hash_sha256")
 
 
 # ---------------------------------------------------------- 3. a copy verifies on its own
