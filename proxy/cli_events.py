@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from proxy.audit.feed import event_line, event_text
+from proxy.cliutil import READ, open_store
 from proxy.config import Config
 from proxy.core.cursor import Cursor
 from proxy.store.sqlite import SQLiteStore
@@ -113,7 +114,8 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    store = await SQLiteStore.open(config.storage.database)
+    # Read-only, like every auditor command: following the trail never creates it.
+    store = await open_store(config, READ)
     try:
         keep = args.cursor_file
         await stream(

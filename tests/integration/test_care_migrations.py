@@ -129,7 +129,7 @@ def test_a_first_release_store_is_upgraded_in_place(tmp_path: Path) -> None:
 
     _open_close(database)
     version, objects, after = _shape(database)
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
     names = {name for _, name in objects}
     assert {
         "events_credential",
