@@ -117,6 +117,7 @@ def test_an_emptied_or_deleted_store_fails_and_nothing_is_created(
         ("show", ids[0]),
         ("replay", ids[0]),
         ("report",),
+        ("attempts",),
         ("export", ids[0], "--html", str(html)),
         ("cred", "list"),
         ("live",),
