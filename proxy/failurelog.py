@@ -135,4 +135,10 @@ class FailureLog:
             await self._write_summary(data, time.time())
 
     async def _write_summary(self, data: dict[str, Any], now: float) -> None:
+        log.warning(
+            "failed logins summarised: network=%s count=%s (event %s)",
+            data.get("network"),
+            data.get("count"),
+            SUMMARY_EVENT,
+        )
         await self._alerts().record(NewEvent(SUMMARY_EVENT, now, data=data))

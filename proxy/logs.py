@@ -14,6 +14,8 @@ import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,3 +46,37 @@ def setup_logging(fmt: str | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+
+class LineBudget:
+    """At most ``per_minute`` log lines of one kind a minute; the rest are only counted.
+
+    For lines a stranger can cause at will (a failed login, a throttled attempt, a
+    refused or cut connection): without a bound, a flood of them fills the journal and
+    spends the proxy's time formatting text, however cheap the audit side has been
+    made. The audit trail keeps every attempt (singly or summarised); the log needs
+    only to show that a flood is on. ``allow`` returns how many lines of that kind were
+    held back since the last one let through (to say so in it), or None to hold this
+    one back too. Kinds are a few fixed names, so the table stays small.
+    """
+
+    def __init__(self, per_minute: int = 20, clock: Callable[[], float] = time.monotonic):
+        self.per_minute = per_minute
+        self._clock = clock
+        self._kinds: dict[str, tuple[float, int, int]] = {}  # kind -> (start, let, held)
+
+    def allow(self, kind: str) -> int | None:
+        now = self._clock()
+        start, let, held = self._kinds.get(kind, (now, 0, 0))
+        if now - start >= 60.0 or now < start:
+            start, let = now, 0
+        if let >= self.per_minute:
+            self._kinds[kind] = (start, let, held + 1)
+            return None
+        self._kinds[kind] = (start, let + 1, 0)
+        return held
+
+
+def held_note(held: int) -> str:
+    """The suffix of a line let through after others of its kind were held back."""
+    return f" ({held} similar lines not logged)" if held else ""

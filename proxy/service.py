@@ -31,6 +31,7 @@ from proxy.core.throttle import FailureCounter, LoginThrottle, ThrottleRule
 from proxy.errors import ConfigError, StoreError
 from proxy.failurelog import FailureLog
 from proxy.loginslots import LoginSlots
+from proxy.logs import LineBudget
 from proxy.recovery import recover_unfinished
 from proxy.retention import retention_loop
 from proxy.sdnotify import Notifier, watchdog_interval
@@ -129,6 +130,8 @@ class App:
             config.policy.max_unauthenticated,
             config.policy.max_unauthenticated_per_source,
         )
+        # Log lines an unauthenticated stranger can cause at will, capped per kind.
+        self.stranger_lines = LineBudget()
         self.failure_log = FailureLog(
             lambda: self._alerts,
             self.tasks,

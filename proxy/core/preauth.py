@@ -4,7 +4,8 @@ Owns two rules for unauthenticated input that goes into the audit trail:
 
 - a typed secret never does: anything in the text that looks like a break-glass code
   (``BG`` then the id and at least most of the secret, with any separators, case or
-  confusable letters) keeps its public id and loses the rest. A right code typed at the
+  confusable letters; or, without ``BG``, the id and most of the secret dashed as
+  printed or run together) keeps its public id and loses the rest. A right code typed at the
   wrong prompt, or beside a misspelled target, would otherwise sit in the store still
   usable;
 - text is cut to its policy maximum (the username's longest valid shape, the
@@ -32,17 +33,22 @@ REDACTED = "[secret removed]"
 # words never match ("BGP routing" has spaces between short words), and every failed
 # match stops within a few dozen characters, so a 256 KiB answer costs linear time.
 _MIN_RUN = ID_LEN + (2 * SECRET_LEN) // 3
+# A code may also be typed without its "BG" (the login accepts that): then the id and
+# at least four groups of the secret, dashed as printed or run together, standing alone
+# (no letter or digit on either side, so a longer hash or a UUID's 8-4-4-4-12 shape is
+# left alone; words separated by spaces never match without the prefix).
+_BARE_GROUPS = (2 * SECRET_LEN) // 3 // 4
 _CODE_LIKE = re.compile(
     rf"B-?G(?:-?[0-9A-Z]){{{_MIN_RUN},}}"
-    rf"|B[\s-]*G[\s-]+[0-9A-Z]{{{ID_LEN}}}(?:[\s-]+[0-9A-Z]{{4}}){{4,}}",
+    rf"|B[\s-]*G[\s-]+[0-9A-Z]{{{ID_LEN}}}(?:[\s-]+[0-9A-Z]{{4}}){{4,}}"
+    rf"|(?<![0-9A-Z-])[0-9A-Z]{{{ID_LEN}}}(?:-?[0-9A-Z]{{4}}){{{_BARE_GROUPS},{SECRET_LEN // 4}}}"
+    r"(?![0-9A-Z])",
     re.IGNORECASE,
 )
 
 
 def redact_codes(text: str) -> str:
     """``text`` with the secret part of every code-like run replaced by ``REDACTED``."""
-    if "g" not in text and "G" not in text:
-        return text  # the cheap common case: no "BG" anywhere
     return _CODE_LIKE.sub(_redact_one, text)
 
 

@@ -37,9 +37,10 @@ from proxy.core.login import (
     SessionPlan,
 )
 from proxy.core.policy import parse_username
-from proxy.core.preauth import MAX_USERNAME, kept_text
+from proxy.core.preauth import MAX_USERNAME, kept_text, redact_codes
 from proxy.core.text import escape
 from proxy.errors import StoreError
+from proxy.logs import held_note
 from proxy.ssh.relay import ChannelBridge
 from proxy.ssh.session import LiveSession, SessionInfo
 from proxy.store.base import NewAlert, NewEvent
@@ -115,7 +116,12 @@ class ConnectionHandler(asyncssh.SSHServer):
                 self.config.policy.preauth_timeout, self._preauth_expired
             )
         else:
-            log.warning("refused a connection from %s: too many unauthenticated", self.source)
+            if (held := self.app.stranger_lines.allow("refused")) is not None:
+                log.warning(
+                    "refused a connection from %s: too many unauthenticated%s",
+                    self.source,
+                    held_note(held),
+                )
             # After asyncssh has sent its version line (it does, right after this
             # returns): a DISCONNECT before it reaches OpenSSH as "banner line contains
             # invalid characters"; after it, as "Too many connections".
@@ -149,7 +155,12 @@ class ConnectionHandler(asyncssh.SSHServer):
         self._preauth_timer = None
         if self.conn is None or self._authed is not None:
             return
-        log.info("cut a connection from %s: no user-auth request in time", self.source)
+        if (held := self.app.stranger_lines.allow("preauth")) is not None:
+            log.info(
+                "cut a connection from %s: no user-auth request in time%s",
+                self.source,
+                held_note(held),
+            )
         if self._client_version_or_none():
             self._audit_aborted("no user-auth request within preauth_timeout")
         self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "Login timeout")
@@ -264,7 +275,13 @@ class ConnectionHandler(asyncssh.SSHServer):
     async def _check(self, need: NeedCredential) -> Refuse | Commit:
         """One credential read and one argon2 check, whatever is wrong."""
         if need.wait > 0:
-            log.warning("throttling a login attempt from %s by %.0fs", self.source, need.wait)
+            if (held := self.app.stranger_lines.allow("throttled")) is not None:
+                log.warning(
+                    "throttling a login attempt from %s by %.0fs%s",
+                    self.source,
+                    need.wait,
+                    held_note(held),
+                )
             self._banner(need.notice)
             await asyncio.sleep(need.wait)
         found = None
@@ -400,15 +417,25 @@ class ConnectionHandler(asyncssh.SSHServer):
         shape): written singly, or counted into a summary when its source or everyone
         fails too often (``proxy.failurelog``). Verified failures are always single."""
         parsed = parse_username(username)
-        person = parsed.person if parsed else None
+        # A code typed into the username (as its login or target, say) is no more kept
+        # in its parts than in the whole.
+        person, target, login = (
+            (
+                redact_codes(parsed.person),
+                redact_codes(parsed.target),
+                redact_codes(parsed.login) if parsed.login else None,
+            )
+            if parsed
+            else (None, None, None)
+        )
         kept_username, username_length = kept_text(username, MAX_USERNAME)
         data: dict[str, Any] = {
             "reason": failure.reason,
             "username": kept_username,
             "username_length": username_length,
             "person": person,
-            "target": parsed.target if parsed else None,
-            "login": parsed.login if parsed else None,
+            "target": target,
+            "login": login,
             "credential_id": failure.cred_id or None,
             "source": self.source,
             "client_version": self._client_version(),
@@ -417,13 +444,17 @@ class ConnectionHandler(asyncssh.SSHServer):
         if failure.justification_length is not None:
             data["justification_length"] = failure.justification_length
         attempt = Attempt(time.time(), self.source, person, failure.reason, failure.cred_id or None)
-        self.app.failure_log.failed(data, attempt, verified=failure.verified)
-        log.warning(
-            "login failed: reason=%s username=%s source=%s",
-            failure.reason,
-            escape(username[:128]),
-            self.source,
-        )
+        single = self.app.failure_log.failed(data, attempt, verified=failure.verified)
+        # The log follows the audit: a failure counted into a summary is logged with it
+        # (proxy.failurelog). What is logged is what the store keeps (no typed code).
+        if single and (held := self.app.stranger_lines.allow("failed")) is not None:
+            log.warning(
+                "login failed: reason=%s username=%s source=%s%s",
+                failure.reason,
+                escape(kept_username[:128]),
+                self.source,
+                held_note(held),
+            )
 
     def auth_completed(self) -> None:
         assert self.conn is not None

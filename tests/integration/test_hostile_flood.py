@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -91,8 +92,9 @@ async def closed_within(reader: asyncio.StreamReader, within: float) -> bool:
 
 @pytest.mark.slow
 async def test_a_flood_of_wrong_codes_and_huge_justifications_barely_grows_the_store(
-    proxy: InProcessProxy,
+    proxy: InProcessProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="breakglass")
     person = new_person("victim")
     before = db_bytes(proxy)
     await asyncio.gather(
@@ -117,6 +119,15 @@ async def test_a_flood_of_wrong_codes_and_huge_justifications_barely_grows_the_s
     for summary in summaries:
         assert summary.data["network"] == "127.0.20.0/24"
         assert summary.data["persons"][0][0] == person
+    # The proxy's own log is bounded too: a failure counted into a summary is logged
+    # with the summary, and each kind of line a stranger causes is capped a minute
+    # (proxy.logs.LineBudget); without that, one line per answer (120 here).
+    lines = [r.getMessage() for r in caplog.records if r.name == "breakglass"]
+    failed_lines = [m for m in lines if m.startswith("login failed:")]
+    assert len(failed_lines) <= min(len(singles), 20)
+    assert sum(m.startswith("throttling a login attempt") for m in lines) <= 20
+    assert any(m.startswith("failed logins summarised: network=127.0.20.0/24") for m in lines)
+    assert all(len(m) < 1000 for m in lines)  # no 200 KB justification in a line
 
 
 @pytest.mark.slow
@@ -223,8 +234,9 @@ async def test_when_slots_are_full_the_heaviest_sources_oldest_connection_is_dro
 
 
 async def test_no_typed_secret_or_hash_of_it_ever_reaches_the_store(
-    proxy: InProcessProxy,
+    proxy: InProcessProxy, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="breakglass")
     person = new_person()
     code = await proxy.quick_code(person)
     secret = code.replace("-", "")[8:]
@@ -235,9 +247,12 @@ async def test_no_typed_secret_or_hash_of_it_ever_reaches_the_store(
         Step(f"{person}@{TARGET}x", code, GOOD_JUSTIFICATION),
         # The code pasted into the justification too, with a wrong code.
         Step(f"{person}@{TARGET}", WRONG, f"INC-1 locked out, code {code.lower()}"),
+        # The code typed into the username.
+        Step(f"{person}@{code}@{TARGET}", WRONG, GOOD_JUSTIFICATION),
     ]
-    for step in attempts:
-        _, result = await login(proxy.port, [step], local_addr="127.0.26.1")
+    # One source each: these must be written singly, under the per-source rate.
+    for i, step in enumerate(attempts, 1):
+        _, result = await login(proxy.port, [step], local_addr=f"127.0.26.{i}")
         assert isinstance(result, asyncssh.Error), result
     failures = await proxy.wait_events(
         "login_failed", lambda e: e.data.get("person") == person, count=len(attempts)
@@ -247,8 +262,10 @@ async def test_no_typed_secret_or_hash_of_it_ever_reaches_the_store(
     forms = {secret, secret.lower(), code, code.lower(), code.replace("-", "")}
     for form in list(forms):
         forms.add(hashlib.sha256(form.encode()).hexdigest())
+    logged = "\n".join(r.getMessage() for r in caplog.records)
     for form in forms:
         assert form.encode() not in stored, form
+        assert form not in logged, form  # nor in the proxy's log
     assert any(REDACTED in (f.data.get("justification") or "") for f in failures)
 
 

@@ -34,6 +34,11 @@ def a_code() -> tuple[str, str, str]:
         lambda c: f"INC-1 restart db, my code is {c} sorry",
         lambda c: c[:-4],  # cut short: still mostly the secret
         lambda c: c[:-1] + ("X" if c[-1] != "X" else "Y"),  # a typo
+        # Without its "BG-" (the login accepts that), as printed, run together, lower.
+        lambda c: c[3:],
+        lambda c: c[3:].replace("-", ""),
+        lambda c: f"code {c[3:].lower()} sorry",
+        lambda c: c[3:-5],  # cut short
     ],
 )
 def test_every_shape_of_a_typed_code_loses_its_secret(shape: object) -> None:
@@ -55,6 +60,11 @@ def test_the_public_id_of_a_valid_code_is_kept() -> None:
     [
         "INC-4411 BGP routing table flapping on the core router, clearing sessions",
         "bg job stuck, see BG-12 and INC-99",
+        # Without "BG", only a code's shape: a UUID, a git hash, words, short runs.
+        "see 123e4567-e89b-12d3-a456-426614174000 in the logs",
+        "deploy 9fceb02d0ae598e95dc970b74767f19372d61af8 broke it",
+        "reboot this node asap dear team",
+        "restart-the-node-asap-dear-team",
         "",
         "é" * 30,
     ],
