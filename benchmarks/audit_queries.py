@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from proxy.cli import main as cli_main  # noqa: E402
-from proxy.core import chain  # noqa: E402
+from proxy.core import chain, events  # noqa: E402
 from proxy.core.ids import session_id  # noqa: E402
 from proxy.core.recording import CastEncoder  # noqa: E402
 from proxy.recorder import recording_path  # noqa: E402
@@ -147,7 +147,7 @@ def events_for(n_sessions: int, now: float, root: Path) -> tuple[list[NewEvent],
                 t + 9,
                 sid,
                 1,
-                {"path": rng.choice(PATHS), "flags": "r", "source": "sftp"},
+                {"path": rng.choice(PATHS), "flags": ["read"], "source": "sftp", "offset": 8.0},
             )
         )
         end: dict[str, Any] = {"exit_status": 0, "exit_signal": None}
@@ -156,9 +156,24 @@ def events_for(n_sessions: int, now: float, root: Path) -> tuple[list[NewEvent],
             end.update(recording_sha256=sha, recording_bytes=size)
         out.append(NewEvent("channel_end", t + duration - 1, sid, 1, end))
         if k % 20 == 0:
-            out.append(NewEvent("alert", t, sid, None, {"rule": "max_sessions_per_person"}))
+            alert = events.Alert(
+                alert_id=f"A{k:017d}",
+                v=1,
+                rule="max_sessions_per_person",
+                time="",
+                session_id=sid,
+                person=person,
+                source=None,
+                target=target,
+                login="root",
+                justification=None,
+                credential_id=cred,
+                detail="more sessions than allowed",
+                proxy="bench",
+            )
+            out.append(NewEvent.of(alert, t, sid))
         elif k % 50 == 1:
-            out.append(NewEvent("flag", t, sid, None, {"rule": "quiet_hours"}))
+            out.append(NewEvent.of(events.Flag("quiet_hours", f"A{k:017d}", None), t, sid))
         reason = "client_exit" if k % 13 else "time_limit"
         out.append(NewEvent("session_end", t + duration, sid, None, {"reason": reason}))
     return out, ids

@@ -32,6 +32,7 @@ from proxy.audit.views import (
 )
 from proxy.cliutil import CREATE, WRITE, operator, print_json, with_store
 from proxy.config import Config, default_config_path, load_config
+from proxy.core import events
 from proxy.core.chaincheck import PRUNED
 from proxy.core.credentials import (
     CodeHasher,
@@ -261,11 +262,8 @@ def cmd_cred_issue(args: argparse.Namespace, config: Config) -> int:
         revoke_reason=None,
     )
     code_hash = CodeHasher().hash(new.cred_id, new.secret)
-    event = NewEvent(
-        "cred_issued",
-        now,
-        data={k: v for k, v in _cred_json(cred, now).items() if k not in {"state", "uses"}},
-    )
+    listed = {k: v for k, v in _cred_json(cred, now).items() if k not in {"state", "uses"}}
+    event = NewEvent.of(events.decode(events.CredIssued.TYPE, listed), now)
     asyncio.run(with_store(config, lambda s: s.issue_credential(cred, code_hash, event), CREATE))
     doc = _cred_json(cred, now)
     if args.json:
@@ -523,7 +521,7 @@ def cmd_review(args: argparse.Namespace, config: Config) -> int:
         if await store.get_session(args.session) is None:
             return False
         await store.append(
-            [NewEvent("review", time.time(), args.session, None, {"by": operator(), "note": note})]
+            [NewEvent.of(events.Review(operator(), note), time.time(), args.session)]
         )
         return True
 

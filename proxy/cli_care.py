@@ -37,6 +37,7 @@ import yaml
 
 from proxy.cliutil import WRITE, open_store, operator, print_json
 from proxy.config import Config
+from proxy.core import events
 from proxy.core.text import escape
 from proxy.core.units import format_duration
 from proxy.errors import StoreError
@@ -330,7 +331,7 @@ def backup_recordings(root: Path, tar_path: Path, skip: set[Path]) -> int:
 async def _record_backup(config: Config, data: dict[str, Any]) -> None:
     store = await open_store(config, WRITE)
     try:
-        await store.append([NewEvent("backup", time.time(), data=data)])
+        await store.append([NewEvent.of(events.decode(events.Backup.TYPE, data), time.time())])
     finally:
         await store.close()
 

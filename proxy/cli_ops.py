@@ -24,7 +24,7 @@ from proxy.alerts.overrides import EXTEND, KILL
 from proxy.audit.views import rfc3339
 from proxy.cliutil import WRITE, open_store, operator, print_json, with_store
 from proxy.config import Config
-from proxy.core import chain
+from proxy.core import chain, events
 from proxy.core.text import escape
 from proxy.core.units import format_duration, parse_duration
 from proxy.errors import StoreError
@@ -110,7 +110,10 @@ def cmd_live(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _override(
-    store: SQLiteStore, type_: str, session_id: str, data: dict[str, Any], wait: float
+    store: SQLiteStore,
+    override: events.OperatorKill | events.OperatorExtend,
+    session_id: str,
+    wait: float,
 ) -> tuple[str, SessionRow | None]:
     """Append the override; then wait (bounded) until the proxy has acted on it.
     Returns (outcome, the session as last seen): outcome is no_session, not_live, done
@@ -126,7 +129,7 @@ async def _override(
     if row.ended_at is not None:
         return "not_live", row
     now = time.time()
-    event = NewEvent(type_, now, session_id, None, data)
+    event = NewEvent.of(override, now, session_id)
     ctx = AlertContext(
         session_id=row.id,
         person=row.person,
@@ -136,13 +139,14 @@ async def _override(
         justification=row.justification,
         credential_id=row.credential_id,
     )
-    extra = f" by {format_duration(data['by'])}" if type_ == EXTEND else ""
-    firings = anomaly.on_operator(type_, data["operator"], data["reason"], extra)
+    by = override.by if isinstance(override, events.OperatorExtend) else None
+    extra = f" by {format_duration(by)}" if by is not None else ""
+    firings = anomaly.on_operator(override.TYPE, override.operator, override.reason, extra)
     await store.append_with_alerts([event], [build(f, ctx, now) for f in firings])
     deadline = time.monotonic() + max(0.0, wait)
     while True:
         seen = await store.get_session(session_id)
-        if seen is not None and _acted(type_, row, seen):
+        if seen is not None and _acted(override.TYPE, row, seen):
             return "done", seen
         if time.monotonic() >= deadline:
             return "pending", seen
@@ -156,11 +160,13 @@ def _acted(type_: str, before: SessionRow, now: SessionRow) -> bool:
 
 
 def _run_override(args: argparse.Namespace, config: Config, type_: str) -> int:
-    data: dict[str, Any] = {"operator": operator(), "reason": args.reason}
-    if type_ == EXTEND:
-        data["by"] = args.duration
+    override: events.OperatorKill | events.OperatorExtend = (
+        events.OperatorExtend(operator(), args.reason, args.duration)
+        if type_ == EXTEND
+        else events.OperatorKill(operator(), args.reason)
+    )
     outcome, row = asyncio.run(
-        with_store(config, lambda s: _override(s, type_, args.session, data, args.wait), WRITE)
+        with_store(config, lambda s: _override(s, override, args.session, args.wait), WRITE)
     )
     sid = escape(args.session)
     if outcome == "no_session":
@@ -175,9 +181,9 @@ def _run_override(args: argparse.Namespace, config: Config, type_: str) -> int:
             {
                 "session": args.session,
                 "action": type_,
-                "operator": data["operator"],
-                "reason": data["reason"],
-                "by": data.get("by"),
+                "operator": override.operator,
+                "reason": override.reason,
+                "by": override.by if isinstance(override, events.OperatorExtend) else None,
                 "applied": outcome == "done",
                 "deadline": rfc3339(row.deadline) if row else None,
                 "ended_at": rfc3339(row.ended_at) if row and row.ended_at else None,
@@ -219,7 +225,9 @@ async def _drill(config: Config) -> tuple[str, list[tuple[str, bool, str]], str 
     now = time.time()
     who = operator()
     alert = build(
-        anomaly.Firing("drill", f"test alert sent by {who} with breakglass drill", flag=False),
+        anomaly.Firing(
+            anomaly.DRILL, f"test alert sent by {who} with breakglass drill", flag=False
+        ),
         AlertContext(person=who),
         now,
     )
@@ -233,9 +241,7 @@ async def _drill(config: Config) -> tuple[str, list[tuple[str, bool, str]], str 
     try:
         store = await open_store(config, WRITE)
         try:
-            event = NewEvent(
-                "drill", now, None, None, {"operator": who, "alert_id": alert.alert_id}
-            )
+            event = NewEvent.of(events.Drill(who, alert.alert_id), now)
             await store.append_with_alerts([event], [alert])
             keys = [s.key for s in sinks]
             for r in results[: len(sinks)]:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from proxy.config import load_config
+from proxy.core import events
 from proxy.core.credentials import CodeHasher, Credential, generate_code
 from proxy.localtarget import LocalTarget, free_port, start_target
 from proxy.service import ensure_host_key, serve
@@ -83,9 +84,8 @@ async def _issue(db: Path) -> str:
     )
     store = await SQLiteStore.open(db)
     try:
-        event = NewEvent(
-            "cred_issued", now, data={"credential_id": cred.cred_id, "person": PERSON, "by": "demo"}
-        )
+        issued = events.CredIssued(credential_id=cred.cred_id, person=PERSON, by="demo")
+        event = NewEvent.of(issued, now)
         await store.issue_credential(cred, CodeHasher().hash(new.cred_id, new.secret), event)
     finally:
         await store.close()

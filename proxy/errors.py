@@ -71,6 +71,12 @@ class RecordingError(BreakglassError):
     reason = "recording_failed"
 
 
+class EventDataError(BreakglassError, ValueError):
+    """Event data that does not match its type in the catalogue (proxy/core/events.py)."""
+
+    reason = "event_malformed"
+
+
 class NotFound(BreakglassError):
     """A session, channel or credential asked for by id does not exist."""
 

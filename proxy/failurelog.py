@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from proxy.alerts.raiser import Alerts
-from proxy.core.anomaly import HELD_EVENT, SUMMARY_EVENT
+from proxy.core import events
 from proxy.core.failsummary import Attempt, FailureSummariser
 from proxy.store.base import NewEvent
 from proxy.tasks import TaskOwner
@@ -62,11 +62,10 @@ class FailureLog:
 
     def failed(
         self,
-        data: dict[str, Any],
+        event: events.LoginFailed | events.LoginAborted,
         attempt: Attempt,
         *,
         verified: bool,
-        event_type: str = "login_failed",
     ) -> bool:
         """Record one failed (or aborted) login; True if it is written as its own event."""
         room = self.in_flight < MAX_IN_FLIGHT and self._has_room(attempt.time)
@@ -74,9 +73,7 @@ class FailureLog:
             return False
         self.in_flight += 1
         self.written += 1
-        self._tasks.spawn(
-            self._write(NewEvent(event_type, attempt.time, data=data)), f"audit {event_type}"
-        )
+        self._tasks.spawn(self._write(NewEvent.of(event, attempt.time)), f"audit {event.TYPE}")
         return True
 
     async def _write(self, event: NewEvent) -> None:
@@ -102,8 +99,8 @@ class FailureLog:
             "now counted in memory and written as one summary when there is room",
             free >> 20,
         )
-        data = {"free_bytes": free, "floor_bytes": self._floor()}
-        await self._alerts().record(NewEvent(HELD_EVENT, time.time(), data=data))
+        held = events.LoginFailuresHeld(free_bytes=free, floor_bytes=self._floor())
+        await self._alerts().record(NewEvent.of(held, time.time()))
 
     # -- the background side ------------------------------------------------------------
 
@@ -135,10 +132,12 @@ class FailureLog:
             await self._write_summary(data, time.time())
 
     async def _write_summary(self, data: dict[str, Any], now: float) -> None:
+        summary = events.decode(events.LoginFailuresSummarised.TYPE, data)
+        assert isinstance(summary, events.LoginFailuresSummarised)
         log.warning(
             "failed logins summarised: network=%s count=%s (event %s)",
-            data.get("network"),
-            data.get("count"),
-            SUMMARY_EVENT,
+            summary.network,
+            summary.count,
+            summary.TYPE,
         )
-        await self._alerts().record(NewEvent(SUMMARY_EVENT, now, data=data))
+        await self._alerts().record(NewEvent.of(summary, now))

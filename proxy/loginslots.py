@@ -21,7 +21,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from proxy.alerts.raiser import Alerts
-from proxy.core.anomaly import SLOTS_FULL_EVENT
+from proxy.core import events
 from proxy.core.failsummary import MINUTE, network_of
 from proxy.core.fairqueue import FairQueue
 from proxy.core.slots import SlotTable
@@ -117,8 +117,8 @@ class LoginSlots:
             full.dropped,
             full.refused,
         )
-        event = NewEvent(SLOTS_FULL_EVENT, time.time(), data=data)
-        self._tasks.spawn(self._alerts().record(event), "audit login_slots_full")
+        event = NewEvent.of(events.decode(events.LoginSlotsFull.TYPE, data), time.time())
+        self._tasks.spawn(self._alerts().record(event), f"audit {event.type}")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Write each minute's ``login_slots_full`` once the minute is over."""

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from proxy.audit.verify import resolve_recording
+from proxy.core.events import ChannelEnd, SessionEnd
 from proxy.store.base import NewEvent, Store
 
 
@@ -41,16 +42,16 @@ async def recover_unfinished(store: Store, recordings: Path, now: float) -> int:
         for ch in s.channels:
             if ch.ended_at is not None:
                 continue
-            data: dict[str, object] = {"exit_status": None, "exit_signal": None}
-            data["recovered"] = True
             path = resolve_recording(ch.recording, recordings, s.id, ch.n)
-            if ch.recording and path is not None:
-                found = truncate_to_last_line(path)
-                if found is not None:
-                    data.update(recording_sha256=found[0], recording_bytes=found[1])
-            events.append(NewEvent("channel_end", now, s.id, ch.n, data))
-        events.append(
-            NewEvent("session_end", now, s.id, None, {"reason": "interrupted", "detail": None})
-        )
+            found = truncate_to_last_line(path) if ch.recording and path is not None else None
+            end = ChannelEnd(
+                exit_status=None,
+                exit_signal=None,
+                recovered=True,
+                recording_sha256=found[0] if found else None,
+                recording_bytes=found[1] if found else None,
+            )
+            events.append(NewEvent.of(end, now, s.id, ch.n))
+        events.append(NewEvent.of(SessionEnd("interrupted", None), now, s.id))
         await store.append(events)
     return len(sessions)

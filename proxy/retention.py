@@ -26,6 +26,7 @@ from pathlib import Path
 from proxy.audit.verify import file_digest, locate_recording
 from proxy.configmodel import StorageConfig
 from proxy.core.chaincheck import PRUNED
+from proxy.core.events import RecordingPruned
 from proxy.errors import StoreError
 from proxy.store.base import NewEvent, SessionFilter
 from proxy.store.sqlite import SQLiteStore
@@ -107,19 +108,18 @@ async def prune_recordings(
                 continue
             await store.append(
                 [
-                    NewEvent(
-                        PRUNED,
+                    NewEvent.of(
+                        RecordingPruned(
+                            path=shown,
+                            sha256=c.recording_sha256,
+                            bytes=size,
+                            session_ended_at=s.ended_at,
+                            retention=retention,
+                            by=by,
+                        ),
                         now,
                         s.id,
                         c.n,
-                        {
-                            "path": shown,
-                            "sha256": c.recording_sha256,
-                            "bytes": size,
-                            "session_ended_at": s.ended_at,
-                            "retention": retention,
-                            "by": by,
-                        },
                     )
                 ]
             )

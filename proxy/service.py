@@ -26,6 +26,7 @@ from proxy.alerts.raiser import Alerts
 from proxy.alerts.runtime import AlertRuntime
 from proxy.audit.checkpoint import checkpoint_loop, key_path, load_or_generate, write_checkpoint
 from proxy.config import Config, RateRule, RecordingConfig, TargetConfig, load_config
+from proxy.core import events
 from proxy.core.credentials import CodeHasher
 from proxy.core.throttle import FailureCounter, LoginThrottle, ThrottleRule
 from proxy.errors import ConfigError, StoreError
@@ -232,7 +233,7 @@ class App:
             # A signed head at every session end: a rewrite of that session's history
             # after this point is detectable against any copy of the checkpoint.
             self.tasks.spawn(
-                write_checkpoint(self.store, self.checkpoint_key, time.time()), "checkpoint"
+                write_checkpoint(self.store, self.checkpoint_key, time.time()), "checkpoint write"
             )
 
     async def append_quietly(self, event: NewEvent) -> None:
@@ -307,7 +308,7 @@ async def serve(
             config.listen.port,
             len(config.targets),
         )
-        await app.append_quietly(NewEvent("proxy_started", time.time(), data={"pid": os.getpid()}))
+        await app.append_quietly(NewEvent.of(events.ProxyStarted(os.getpid()), time.time()))
         notifier.ready(f"listening on {config.listen.host}:{config.listen.port}")
         app.tasks.spawn(_disk_monitor(app, stop), "disk monitor")
         app.tasks.spawn(
@@ -335,7 +336,7 @@ async def serve(
             await asyncio.sleep(0)  # let asyncssh report each cut connection lost
             await stop_sessions(app, "proxy_shutdown", "the proxy is shutting down")
             await app.failure_log.close()
-            await app.append_quietly(NewEvent("proxy_stopped", time.time(), data={}))
+            await app.append_quietly(NewEvent.of(events.ProxyStopped(), time.time()))
             await write_checkpoint(store, checkpoint_key, time.time())
             await alert_tasks.stop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -389,9 +390,7 @@ async def _disk_monitor(app: App, stop: asyncio.Event) -> None:
             level = now_level
             say = log.info if level == "ok" else log.error if level == "critical" else log.warning
             say("disk space %s: %d MiB free for the audit store and recordings", level, free >> 20)
-            await app.alerts.record(
-                NewEvent(f"disk_space_{level}", time.time(), data={"free_bytes": free})
-            )
+            await app.alerts.record(NewEvent.of(events.disk_space(level, free), time.time()))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), DISK_CHECK_INTERVAL)
 
@@ -419,9 +418,7 @@ async def reload(app: App, notifier: Notifier) -> None:
     except ConfigError as exc:
         problems = [str(p) for p in exc.problems]
         log.error("reload refused, keeping the running config: %s", "; ".join(problems))
-        await app.alerts.record(
-            NewEvent("config_reload_failed", time.time(), data={"problems": problems})
-        )
+        await app.alerts.record(NewEvent.of(events.ConfigReloadFailed(problems), time.time()))
         notifier.ready("reload refused: the config file has errors; old config in force")
         return
     pending = [name for name in ("listen", "storage") if getattr(new, name) != getattr(old, name)]
@@ -431,10 +428,6 @@ async def reload(app: App, notifier: Notifier) -> None:
     app.apply_config(new)
     log.info("config reloaded: %d target(s)", len(new.targets))
     await app.append_quietly(
-        NewEvent(
-            "config_reloaded",
-            time.time(),
-            data={"targets": sorted(new.targets), "needs_restart": pending},
-        )
+        NewEvent.of(events.ConfigReloaded(sorted(new.targets), pending), time.time())
     )
     notifier.ready(f"listening on {old.listen.host}:{old.listen.port}; config reloaded")

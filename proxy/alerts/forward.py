@@ -34,6 +34,7 @@ from proxy.alerts.sinks import (
 )
 from proxy.audit.feed import event_line
 from proxy.audit.views import rfc3339
+from proxy.core import events
 from proxy.core.chaincheck import ChainRow
 from proxy.errors import StoreError
 from proxy.store.base import Store
@@ -41,14 +42,29 @@ from proxy.store.base import Store
 log = logging.getLogger("breakglass")
 
 _NOTICE = frozenset(
-    {"login_failed", "login_failures_summarised", "request_refused", "flag", "operator_kill"}
+    t.TYPE
+    for t in (
+        events.LoginFailed,
+        events.LoginFailuresSummarised,
+        events.RequestRefused,
+        events.Flag,
+        events.OperatorKill,
+    )
 )
+
+
+def _alert_rule(row: ChainRow) -> str:
+    try:
+        alert = events.decode(row.type, json.loads(row.data_json))
+    except ValueError:  # not JSON, or not an alert: forwarded all the same
+        return ""
+    return alert.rule if isinstance(alert, events.Alert) else ""
 
 
 def event_message(row: ChainRow, *, pid: int, host: str) -> bytes:
     severity = SEVERITY_INFO
-    if row.type == "alert":
-        severity = alert_severity(str(json.loads(row.data_json).get("rule", "")))
+    if row.type == events.Alert.TYPE:
+        severity = alert_severity(_alert_rule(row))
     elif row.type in _NOTICE:
         severity = SEVERITY_NOTICE
     return syslog_line(severity, rfc3339(row.time) or "-", host, row.type, event_line(row), pid)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from proxy.core.anomaly import DRILL, SESSION_START
 from proxy.core.text import escape
 
 Severity = Literal["critical", "error", "warning", "info"]
@@ -37,10 +38,10 @@ TITLES: dict[str, str] = {
     "operator_extend": "Break-glass session extended by an operator",
     "extraction_failed": "Break-glass commands or files no longer indexed (recording goes on)",
     "config_reload_failed": "Break-glass config reload refused",
-    "drill": "Break-glass alert drill (a test)",
+    DRILL: "Break-glass alert drill (a test)",
 }
 _CRITICAL = frozenset({"store_write_failed", "audit_write_failed"})
-_ROUTINE = frozenset({"session_start"})
+_ROUTINE = frozenset({SESSION_START})
 
 
 def severity(rule: str) -> Severity:
@@ -49,7 +50,7 @@ def severity(rule: str) -> Severity:
     is an error."""
     if rule in _CRITICAL:
         return "critical"
-    if rule == "drill":
+    if rule == DRILL:
         return "info"
     if rule in _ROUTINE:
         return "warning"

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from proxy.core import events
 from proxy.core.text import escape
 from proxy.core.units import format_duration
 from proxy.errors import StoreError
@@ -23,8 +24,8 @@ from proxy.store.base import Store, StoredEvent
 
 log = logging.getLogger("breakglass")
 
-KILL = "operator_kill"
-EXTEND = "operator_extend"
+KILL = events.OperatorKill.TYPE
+EXTEND = events.OperatorExtend.TYPE
 TYPES = (KILL, EXTEND)
 POLL_INTERVAL = 1.0
 BATCH = 100
@@ -52,11 +53,11 @@ async def watch_overrides(
             await _sleep_unless(stop, interval)
     while last is not None and not stop.is_set():
         try:
-            events = await store.events_after(last, TYPES, BATCH)
+            found = await store.events_after(last, TYPES, BATCH)
         except StoreError as exc:
             log.error("override watch cannot read the store: %s", exc)
-            events = []
-        for ev in events:
+            found = []
+        for ev in found:
             last = ev.seq
             handler = on_kill if ev.type == KILL else on_extend
             try:
@@ -65,7 +66,7 @@ async def watch_overrides(
                     await result
             except Exception:
                 log.exception("handling %s (seq %d) failed", ev.type, ev.seq)
-        if len(events) < BATCH:
+        if len(found) < BATCH:
             await _sleep_unless(stop, interval)
 
 
@@ -100,16 +101,21 @@ def handlers(
         session = find(ev.session_id or "")
         if session is None:
             return  # not ours (another node), or already gone
-        operator, reason = str(ev.data.get("operator", "?")), str(ev.data.get("reason", ""))
+        kill = ev.typed()
+        assert isinstance(kill, events.OperatorKill)
+        operator, reason = kill.operator, kill.reason
         log.warning("session %s killed by operator %s", ev.session_id, escape(operator))
         session.close("killed", kill_message(operator, reason), detail=f"{operator}: {reason}")
 
     def on_extend(ev: StoredEvent) -> None:
         session = find(ev.session_id or "")
-        by = ev.data.get("by")
-        if session is None or not isinstance(by, int | float) or by <= 0:
+        if session is None:
             return
-        operator, reason = str(ev.data.get("operator", "?")), str(ev.data.get("reason", ""))
+        extend = ev.typed()
+        assert isinstance(extend, events.OperatorExtend)
+        by, operator, reason = extend.by, extend.operator, extend.reason
+        if by <= 0:
+            return
         log.warning(
             "session %s extended by %s by operator %s",
             ev.session_id,

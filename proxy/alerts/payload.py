@@ -12,12 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from proxy.core.anomaly import Firing, alert_id
+from proxy.core import events
+from proxy.core.anomaly import DRILL, Firing, alert_id
 from proxy.store.base import NewAlert
 
 SCHEMA_VERSION = 1
@@ -36,22 +37,20 @@ class AlertContext:
     credential_id: str | None = None
 
     @classmethod
-    def of_data(cls, data: Mapping[str, Any], session_id: str | None = None) -> AlertContext:
-        """From a ``session_start`` or ``login_failed`` event's data."""
-
-        def text(key: str) -> str | None:
-            value = data.get(key)
-            return None if value is None else str(value)
-
-        return cls(
-            session_id=session_id,
-            person=text("person"),
-            source=text("source"),
-            target=text("target"),
-            login=text("login"),
-            justification=text("justification"),
-            credential_id=text("credential_id"),
-        )
+    def of_event(cls, event: events.Event, session_id: str | None = None) -> AlertContext:
+        """Who and where, from a ``session_start`` or ``login_failed`` event (any other
+        event says only its session)."""
+        if isinstance(event, events.SessionStart | events.LoginFailed):
+            return cls(
+                session_id=session_id,
+                person=event.person,
+                source=event.source,
+                target=event.target,
+                login=event.login,
+                justification=event.justification,
+                credential_id=event.credential_id,
+            )
+        return cls(session_id=session_id)
 
 
 @cache
@@ -88,7 +87,7 @@ def build(
         "detail": firing.detail,
         "proxy": proxy if proxy is not None else hostname(),
     }
-    if firing.rule == "drill":
+    if firing.rule == DRILL:
         payload["test"] = True
     return NewAlert(
         alert_id=aid,

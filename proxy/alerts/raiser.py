@@ -13,8 +13,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from proxy.alerts.delivery import DEFAULT_BACKOFF, Backoff, Deliverer, send_everywhere
 from proxy.alerts.direct import RULE as STORE_FAILED
@@ -22,7 +21,7 @@ from proxy.alerts.direct import alert_store_failure
 from proxy.alerts.payload import AlertContext, build
 from proxy.alerts.sinks import Outgoing, Sink, SyslogSink, make_event_sinks, make_sinks
 from proxy.configmodel import AlertsConfig
-from proxy.core import anomaly, chain
+from proxy.core import anomaly, chain, events
 from proxy.core.text import escape
 from proxy.errors import StoreError
 from proxy.store.base import NewAlert, NewEvent, Store
@@ -95,20 +94,22 @@ class Alerts:
     async def for_event(self, event: NewEvent, ctx: AlertContext | None = None) -> list[NewAlert]:
         """The alerts ``event`` raises (rate rules included), to commit with it."""
         now = self.clock()
-        needs_history = event.type in (
-            "session_start",
-            "login_failed",
-            anomaly.SUMMARY_EVENT,
-            anomaly.SLOTS_FULL_EVENT,
+        typed = event.typed()
+        needs_history = isinstance(
+            typed,
+            events.SessionStart
+            | events.LoginFailed
+            | events.LoginFailuresSummarised
+            | events.LoginSlotsFull,
         )
         history = await self.history(now) if needs_history else anomaly.History()
-        firings = anomaly.evaluate(event.type, event.data, self.rules, history, now)
-        return self.build(firings, ctx or AlertContext.of_data(event.data, event.session_id), now)
+        firings = anomaly.evaluate(typed, self.rules, history, now)
+        return self.build(firings, ctx or AlertContext.of_event(typed, event.session_id), now)
 
     def fixed_for(self, event: NewEvent, ctx: AlertContext) -> list[NewAlert]:
         """Without reading history: for session ends, operator actions (synchronous)."""
         now = self.clock()
-        firings = anomaly.evaluate(event.type, event.data, self.rules, anomaly.History(), now)
+        firings = anomaly.evaluate(event.typed(), self.rules, anomaly.History(), now)
         return self.build(firings, ctx, now)
 
     async def record(self, event: NewEvent) -> None:
@@ -118,7 +119,7 @@ class Alerts:
             alerts = await self.for_event(event)
             await self.store.append_with_alerts([event], alerts)
         except StoreError as exc:
-            ctx = AlertContext.of_data(event.data, event.session_id)
+            ctx = AlertContext.of_event(event.typed(), event.session_id)
             self.store_failed(f"cannot write a {event.type} event: {exc}", ctx)
             return
         self.committed(alerts)
@@ -172,7 +173,3 @@ class Alerts:
                 await stop.wait()
         finally:
             await self.tasks.wait()
-
-
-def session_context(data: Mapping[str, Any], session_id: str) -> AlertContext:
-    return AlertContext.of_data(data, session_id)

@@ -40,6 +40,7 @@ from proxy.alerts.http import check, post, where
 from proxy.alerts.mail import EmailSink
 from proxy.alerts.paging import JsmSink, PagerDutySink
 from proxy.configmodel import SinkConfig
+from proxy.core import events
 
 __all__ = [
     "ALERT_ID_HEADER",
@@ -70,7 +71,7 @@ SEVERITY_CRIT = 2
 SEVERITY_WARNING = 4
 SEVERITY_NOTICE = 5
 SEVERITY_INFO = 6
-_ROUTINE = frozenset({"session_start", "drill"})
+_ROUTINE = frozenset({events.SessionStart.TYPE, events.Drill.TYPE})
 HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.audit.views import rfc3339
+from proxy.core import events
 from proxy.core.text import escape
 from proxy.store.base import StoredEvent
 
-SUMMARY_TYPE = "login_failures_summarised"
-FAILED_TYPES = ("login_failed", SUMMARY_TYPE)
+SUMMARY_TYPE = events.LoginFailuresSummarised.TYPE
+FAILED_TYPES = (events.LoginFailed.TYPE, SUMMARY_TYPE)
 NOT_ITEMISED = "not_itemised"
 NOBODY = "-"  # no person: the username did not parse
 

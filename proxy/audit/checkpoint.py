@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from proxy.core import events
 from proxy.core.chaincheck import Checkpoint, checkpoint_from_data, checkpoint_message
 from proxy.errors import BreakglassError, StoreError, UsageError
 from proxy.store.base import NewEvent, Store
@@ -128,16 +129,10 @@ def parse_public_key(text: str) -> Ed25519PublicKey:
     return parse_public_key(data.decode("utf-8", "replace").strip().splitlines()[0])
 
 
-def sign(key: Ed25519PrivateKey, seq: int, head: str, now: float) -> dict[str, Any]:
-    """The data of a ``checkpoint`` event."""
+def sign(key: Ed25519PrivateKey, seq: int, head: str, now: float) -> events.Checkpoint:
+    """A ``checkpoint`` event signing event ``seq`` (whose hash is ``head``)."""
     signature = key.sign(checkpoint_message(seq, head, now))
-    return {
-        "seq": seq,
-        "head": head,
-        "time": now,
-        "signature": signature.hex(),
-        "key": fingerprint(key.public_key()),
-    }
+    return events.Checkpoint(seq, head, now, signature.hex(), fingerprint(key.public_key()))
 
 
 def signature_ok(pub: Ed25519PublicKey, cp: Checkpoint) -> bool:
@@ -165,9 +160,9 @@ async def write_checkpoint(store: Store, key: Ed25519PrivateKey, now: float) -> 
         if seq == 0:
             return
         last = await store.chain_rows(seq - 1, 1)
-        if last and last[0].type == "checkpoint":
+        if last and last[0].type == events.Checkpoint.TYPE:
             return
-        await store.append([NewEvent("checkpoint", now, None, None, sign(key, seq, head, now))])
+        await store.append([NewEvent.of(sign(key, seq, head, now), now)])
     except StoreError as exc:
         log.critical("could not write an audit checkpoint: %s", exc)
 

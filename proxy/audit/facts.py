@@ -17,23 +17,26 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from proxy.audit.verify import channel_recording_check
+from proxy.core import events
 from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES, PRUNED
 from proxy.store.base import ChannelRow, EventTuple, SessionRow, StoredEvent
 from proxy.store.rows import loads
 
-REVIEW_TYPE = "review"
+REVIEW_TYPE = events.Review.TYPE
 # Operator actions on a running session (breakglass kill / extend, proxy/alerts/overrides).
-OVERRIDE_TYPES = frozenset({"operator_kill", "operator_extend", "deadline_changed"})
-RESOURCE_TYPES = frozenset({"command", "request_refused"})
+OVERRIDE_TYPES = frozenset(
+    {events.OperatorKill.TYPE, events.OperatorExtend.TYPE, events.DeadlineChanged.TYPE}
+)
+RESOURCE_TYPES = frozenset({events.Command.TYPE, events.RequestRefused.TYPE, *events.FILE_TYPES})
 
-# Every type the auditor's views pick out of a session, as store type patterns.
+# Every type the auditor's views pick out of a session.
 INTERESTING_TYPES = frozenset(
-    {*ALERT_TYPES, *FLAG_TYPES, *OVERRIDE_TYPES, *RESOURCE_TYPES, REVIEW_TYPE, PRUNED, "file_*"}
+    {*ALERT_TYPES, *FLAG_TYPES, *OVERRIDE_TYPES, *RESOURCE_TYPES, REVIEW_TYPE, PRUNED}
 )
 
 
 def is_resource(type_: str) -> bool:
-    return type_ in RESOURCE_TYPES or type_.startswith("file_")
+    return type_ in RESOURCE_TYPES
 
 
 class Resource(NamedTuple):
@@ -68,76 +71,68 @@ class SessionFacts:
     pruned: dict[int, int] = field(default_factory=dict)  # channel -> recording_pruned seq
 
 
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ("" if value is None else str(value))
-
-
-def _offset(data: Mapping[str, Any]) -> float | None:
-    value = data.get("offset")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-_READS = frozenset({"file_read", "file_list", "file_readlink"})
+_READS = frozenset(t.TYPE for t in (events.FileRead, events.FileList, events.FileReadlink))
 _WRITES = frozenset(
-    {"file_write", "file_remove", "file_rmdir", "file_mkdir", "file_setstat", "file_rename"}
-    | {"file_symlink", "file_link"}
+    t.TYPE
+    for t in (
+        events.FileWrite,
+        events.FileRemove,
+        events.FileRmdir,
+        events.FileMkdir,
+        events.FileSetstat,
+        events.FileRename,
+        events.FileSymlink,
+        events.FileLink,
+    )
 )
+_BY_BYTES = frozenset(t.TYPE for t in (events.FileOpen, events.FileClose, events.FileCopy))
 
 
-def file_direction(kind: str, d: Mapping[str, Any]) -> str | None:
+def file_direction(ev: events.FileEvent) -> str | None:
     """Which way a file event moved data: ``read``, ``write`` or ``both``; None when it
     says nothing either way (stat, fsync). An SFTP open/close tells by the bytes it
     moved, or else by the flags it was opened with."""
+    kind = ev.TYPE
     if kind in _READS:
         return "read"
     if kind in _WRITES:
         return "write"
-    if kind not in ("file_open", "file_close", "file_copy"):
+    if kind not in _BY_BYTES:
         return None
-    read, wrote = bool(d.get("bytes_read")), bool(d.get("bytes_written"))
+    read = bool(events.given(ev.bytes_read, 0))
+    wrote = bool(events.given(ev.bytes_written, 0))
     if not (read or wrote):
-        flags = d.get("flags")
-        flags = flags if isinstance(flags, list) else []
+        flags = events.given(ev.flags, [])
         read, wrote = "read" in flags, "write" in flags
-    if kind == "file_copy":
+    if kind == events.FileCopy.TYPE:
         read = wrote = True
     return "both" if read and wrote else "read" if read else "write" if wrote else None
 
 
 def _resource(t: float, channel: int | None, type_: str, d: Mapping[str, Any]) -> Resource | None:
-    if type_ == "command":
-        # The commonest event of all: text a str and offset a float skip the calls.
-        text, offset, status = d.get("text"), d.get("offset"), d.get("status")
-        return Resource(
-            t,
-            channel,
-            "command",
-            text if type(text) is str else _str(text),
-            offset if type(offset) is float else _offset(d),
-            None if status is None else _str(status),
-        )
-    if type_.startswith("file_"):
-        text = _str(d.get("path"))
-        for key in ("target_path", "to", "new_path"):
-            if d.get(key) is not None:
-                text += " -> " + _str(d.get(key))
-                break
-        return Resource(
-            t,
-            channel,
-            type_,
-            text,
-            _offset(d),
-            None if d.get("status") is None else _str(d.get("status")),
-            file_direction(type_, d),
-        )
-    if type_ == "request_refused":
-        detail = _str(d.get("detail"))
-        text = _str(d.get("request")) + (f" ({detail})" if detail else "")
-        return Resource(t, channel, "refused", text, _offset(d), "refused")
+    if type_ not in RESOURCE_TYPES:
+        return None  # not a resource (an unknown type is shown in the full list only)
+    match events.decode(type_, d):
+        case events.Command() as ev:
+            return Resource(t, channel, ev.TYPE, ev.text or "", float(ev.offset))
+        case events.FileEvent() as ev:
+            text = ev.path or ""
+            target = events.given(ev.target_path, None)
+            if target is not None:
+                text += " -> " + target
+            status = events.given(ev.status, None)
+            direction = file_direction(ev)
+            return Resource(t, channel, ev.TYPE, text, float(ev.offset), status, direction)
+        case events.RequestRefused() as ev:
+            text = ev.request + (f" ({ev.detail})" if ev.detail else "")
+            return Resource(t, channel, "refused", text, None, "refused")
     return None
+
+
+def _review(t: float, type_: str, d: Mapping[str, Any]) -> Review:
+    ev = events.decode(type_, d)
+    assert isinstance(ev, events.Review)
+    return Review(t, ev.by, ev.note)
 
 
 def resource_of(e: StoredEvent) -> Resource | None:
@@ -166,7 +161,7 @@ def session_facts(s: SessionRow, events: Iterable[StoredEvent]) -> SessionFacts:
         elif e.type == PRUNED and e.channel is not None:
             facts.pruned[e.channel] = e.seq
         elif e.type == REVIEW_TYPE:
-            facts.reviews.append(Review(e.time, _str(e.data.get("by")), _str(e.data.get("note"))))
+            facts.reviews.append(_review(e.time, e.type, e.data))
         else:
             res = resource_of(e)
             if res is not None:
@@ -192,8 +187,7 @@ def facts_of_rows(s: SessionRow, rows: Iterable[EventTuple]) -> SessionFacts:
         elif type_ == PRUNED and channel is not None:
             facts.pruned[channel] = seq
         elif type_ == REVIEW_TYPE:
-            d = loads(data_json)
-            facts.reviews.append(Review(t, _str(d.get("by")), _str(d.get("note"))))
+            facts.reviews.append(_review(t, type_, loads(data_json)))
         elif is_resource(type_):
             res = _resource(t, channel, type_, loads(data_json))
             if res is not None:

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from proxy.audit.verify import channel_recording_check, locate_recording
+from proxy.core import events
 from proxy.core.termfilter import CastReport, replayable_cast
 from proxy.core.text import escape
 from proxy.core.units import format_duration
@@ -110,12 +111,12 @@ def replay_channels(
             gone = (pruned or {}).get(c.n)
             if gone is not None:
                 when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(gone.time))
-                kept = gone.data.get("retention")
-                shown_kept = format_duration(kept) if isinstance(kept, int | float) else "?"
-                why = f"pruned by retention ({shown_kept})"
+                pruning = gone.typed()
+                assert isinstance(pruning, events.RecordingPruned)
+                why = f"pruned by retention ({format_duration(pruning.retention)})"
                 print(
                     f"breakglass: the recording of {name} was {why} on {when}; the trail "
-                    f"keeps its sha256 {escape(str(gone.data.get('sha256')))}",
+                    f"keeps its sha256 {escape(str(pruning.sha256))}",
                     file=sys.stderr,
                 )
             else:

@@ -29,6 +29,7 @@ from proxy.audit.attempts import summary as attempts_summary
 from proxy.audit.facts import INTERESTING_TYPES, SessionFacts, facts_of_rows
 from proxy.audit.verify import channel_recording_check
 from proxy.audit.views import data_pairs, facts_json, rfc3339
+from proxy.core import events as catalogue
 from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES
 from proxy.core.markup import csv_cell, md
 from proxy.core.text import json_terminal_safe
@@ -86,6 +87,11 @@ async def build_report(
     return report
 
 
+def _rule(e: StoredEvent) -> str:
+    alert = e.typed()
+    return alert.rule if isinstance(alert, catalogue.Alert) else e.type
+
+
 async def sessions(store: Store, report: Report) -> AsyncIterator[list[SessionFacts]]:
     """The period's sessions with their facts, by id, a batch at a time."""
     checks = report.checks
@@ -120,7 +126,7 @@ def summary_doc(
     flags: Sequence[StoredEvent],
     checks: dict[tuple[str, int], str],
 ) -> dict[str, Any]:
-    alert_rules = Counter(str(e.data.get("rule") or e.data.get("kind") or e.type) for e in alerts)
+    alert_rules = Counter(_rule(e) for e in alerts)
     return {
         "sessions": ps.sessions,
         "people": len(ps.by_person),
@@ -273,7 +279,11 @@ def session_markdown(f: SessionFacts) -> str:
     if f.alerts or f.flags or f.overrides:
         system = "<br>".join(
             f"{label}: {_event_line(e)}"
-            for label, items in (("alert", f.alerts), ("flag", f.flags), ("override", f.overrides))
+            for label, items in (
+                (catalogue.Alert.TYPE, f.alerts),
+                (catalogue.Flag.TYPE, f.flags),
+                ("override", f.overrides),
+            )
             for e in items
         )
     else:

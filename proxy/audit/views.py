@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
 from proxy.audit.facts import Resource, SessionFacts
+from proxy.core import events as catalogue
 from proxy.core.text import escape, json_terminal_safe
 from proxy.core.units import format_duration
 from proxy.store.base import ChannelRow, SessionRow, StoredEvent
@@ -325,8 +326,8 @@ def show_text(facts: SessionFacts, events: Sequence[StoredEvent]) -> str:
         out.append("  (none)")
     out += ["", "System response"]
     for label, items in (
-        ("alert", facts.alerts),
-        ("flag", facts.flags),
+        (catalogue.Alert.TYPE, facts.alerts),
+        (catalogue.Flag.TYPE, facts.flags),
         ("override", facts.overrides),
     ):
         for e in items:

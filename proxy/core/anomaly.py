@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.configmodel import AlertRules, QuietHours, RateRule
+from proxy.core import events
 from proxy.core.credstate import MISMATCH as CREDENTIAL_TAMPERED
 from proxy.core.ids import ALPHABET
 
@@ -82,7 +83,7 @@ _NOT_A_GUESS = frozenset(
         "internal_error",
         "disk_full",
         "too_many_sessions",
-        "login_aborted",  # cut during login (a timeout, a protocol error): in summaries
+        events.LoginAborted.TYPE,  # cut during login (a timeout, a protocol error): in summaries
     }
 )
 # login_failed reasons that are the proxy refusing a proven engineer for its own state.
@@ -96,18 +97,21 @@ END_RULES = {
     "idle": "idle_timeout",
     "store_error": "audit_write_failed",
     "recording_error": "audit_write_failed",
-    "recording_limit": "recording_limit",
+    events.RecordingLimit.TYPE: events.RecordingLimit.TYPE,
 }
-DISK_EVENTS = {"disk_space_low": "low", "disk_space_critical": "critical"}
-OPERATOR_RULES = {"operator_kill": "operator_kill", "operator_extend": "operator_extend"}
+# Rules named after the event that raises them.
+SESSION_START = events.SessionStart.TYPE
+DRILL = events.Drill.TYPE
+CONFIG_RELOAD_FAILED = events.ConfigReloadFailed.TYPE
+OPERATOR_RULES = {t: t for t in (events.OperatorKill.TYPE, events.OperatorExtend.TYPE)}
 EXTRACTION_FAILURES = {
-    "command_extraction_error": "commands",
-    "sftp_parse_error": "SFTP file operations",
-    "scp_parse_error": "scp file operations",
+    events.CommandExtractionError.TYPE: "commands",
+    events.SftpParseError.TYPE: "SFTP file operations",
+    events.ScpParseError.TYPE: "scp file operations",
 }
-SUMMARY_EVENT = "login_failures_summarised"
-SLOTS_FULL_EVENT = "login_slots_full"
-HELD_EVENT = "login_failures_held"
+SUMMARY_EVENT = events.LoginFailuresSummarised.TYPE
+SLOTS_FULL_EVENT = events.LoginSlotsFull.TYPE
+HELD_EVENT = events.LoginFailuresHeld.TYPE
 # login_slots_full raises at_capacity at most once in this many seconds: a flood that
 # lasts an hour is one page, and the events say how it went on.
 CAPACITY_QUIET = 600.0
@@ -204,7 +208,7 @@ def on_session_start(
     rules: AlertRules, history: History, *, person: str, now: float, credential_id: str = ""
 ) -> list[Firing]:
     code = f" with code {credential_id}" if credential_id else ""
-    fired = [Firing("session_start", f"break-glass session started by {person}{code}", flag=False)]
+    fired = [Firing(SESSION_START, f"break-glass session started by {person}{code}", flag=False)]
     per_person = rules.max_sessions_per_person
     if per_person is not None:
         n = 1 + sum(
@@ -350,15 +354,15 @@ def summary_failures(data: Mapping[str, Any], time: float) -> list[Failure]:
 
 
 def on_failure_summary(
-    rules: AlertRules, history: History, data: Mapping[str, Any], now: float
+    rules: AlertRules, history: History, summary: events.LoginFailuresSummarised, now: float
 ) -> list[Firing]:
     """A summary of failed logins: the rate rules as if each attempt came one by one,
     and ``not_allowed`` once for the attempts at something not allowed."""
     fired: list[Firing] = []
-    failures = summary_failures(data, now)
+    failures = summary_failures(summary.data(), now)
     refused = sum(f.count for f in failures if f.reason in DISALLOWED_REASONS)
     if refused:
-        network = data.get("network")
+        network = summary.network
         fired.append(
             Firing("not_allowed", f"refused: {refused} attempt(s) from {network}", flag=False)
         )
@@ -372,14 +376,14 @@ def on_failure_summary(
     return fired + _bursts(rules, history, sources, persons, now)
 
 
-def on_slots_full(data: Mapping[str, Any], history: History, now: float) -> list[Firing]:
+def on_slots_full(full: events.LoginSlotsFull, history: History, now: float) -> list[Firing]:
     last = history.last_fired.get(("at_capacity", "unauthenticated"))
     if last is not None and _within(last, now, CAPACITY_QUIET):
         return []
     detail = (
         "unauthenticated login slots at their limit: "
-        f"{data.get('dropped', 0)} connection(s) cut to make room, "
-        f"{data.get('refused', 0)} refused over their source's share"
+        f"{full.dropped} connection(s) cut to make room, "
+        f"{full.refused} refused over their source's share"
     )
     return [Firing("at_capacity", detail, subject="unauthenticated", flag=False)]
 
@@ -401,67 +405,57 @@ def on_operator(type_: str, operator: str, reason: str, extra: str = "") -> list
     rule = OPERATOR_RULES.get(type_)
     if rule is None:
         return []
-    verb = "killed" if rule == "operator_kill" else "extended"
+    verb = "killed" if rule == events.OperatorKill.TYPE else "extended"
     return [Firing(rule, f"session {verb}{extra} by {operator}: {reason}")]
 
 
-def evaluate(
-    type_: str, data: Mapping[str, Any], rules: AlertRules, history: History, now: float
-) -> list[Firing]:
-    """The rules that fire for one audit event of ``type_`` with payload ``data``."""
-    if type_ == "session_start":
-        return on_session_start(
-            rules,
-            history,
-            person=str(data.get("person") or ""),
-            now=now,
-            credential_id=str(data.get("credential_id") or ""),
-        )
-    if type_ == "login_failed":
-        person = data.get("person")
-        cred = data.get("credential_id")
-        return on_login_failure(
-            rules,
-            history,
-            reason=str(data.get("reason") or ""),
-            source=str(data.get("source") or ""),
-            person=str(person) if person else None,
-            now=now,
-            credential_id=str(cred) if cred else None,
-        )
-    if type_ == SUMMARY_EVENT:
-        return on_failure_summary(rules, history, data, now)
-    if type_ == SLOTS_FULL_EVENT:
-        return on_slots_full(data, history, now)
-    if type_ == HELD_EVENT:
-        free = data.get("free_bytes")
-        mib = f" ({int(free) >> 20} MiB free)" if isinstance(free, int) else ""
-        text = (
-            f"disk inside the reserve kept for sessions{mib}: failed logins are only "
-            "counted in memory until there is room"
-        )
-        return [Firing("disk_space", text, flag=False)]
-    if type_ == "session_end":
-        detail = data.get("detail")
-        return on_session_end(str(data.get("reason") or ""), str(detail) if detail else None)
-    if type_ in OPERATOR_RULES:
-        return on_operator(type_, str(data.get("operator") or "?"), str(data.get("reason") or ""))
-    if type_ in EXTRACTION_FAILURES:
-        what = EXTRACTION_FAILURES[type_]
-        text = f"{what} can no longer be read on a channel; its recording continues"
-        detail = data.get("detail")
-        return [Firing("extraction_failed", f"{text}: {detail}" if detail else text)]
-    if type_ == "drill":
-        return [Firing("drill", "test alert (breakglass drill)", flag=False)]
-    if type_ == "config_reload_failed":
-        problems = data.get("problems") or []
-        text = f"config reload refused ({len(problems)} problem(s)); the old config stays in force"
-        return [Firing("config_reload_failed", text, flag=False)]
-    if type_ in DISK_EVENTS:
-        free = data.get("free_bytes")
-        mib = f": {int(free) >> 20} MiB free" if isinstance(free, int) else ""
-        level = DISK_EVENTS[type_]
-        return [Firing("disk_space", f"disk space {level} for the audit trail{mib}", flag=False)]
+def evaluate(event: events.Event, rules: AlertRules, history: History, now: float) -> list[Firing]:
+    """The rules that fire for one audit event."""
+    match event:
+        case events.SessionStart():
+            return on_session_start(
+                rules, history, person=event.person, now=now, credential_id=event.credential_id
+            )
+        case events.LoginFailed():
+            return on_login_failure(
+                rules,
+                history,
+                reason=event.reason,
+                source=event.source,
+                person=event.person or None,
+                now=now,
+                credential_id=event.credential_id or None,
+            )
+        case events.LoginFailuresSummarised():
+            return on_failure_summary(rules, history, event, now)
+        case events.LoginSlotsFull():
+            return on_slots_full(event, history, now)
+        case events.LoginFailuresHeld():
+            text = (
+                f"disk inside the reserve kept for sessions ({event.free_bytes >> 20} MiB"
+                " free): failed logins are only counted in memory until there is room"
+            )
+            return [Firing("disk_space", text, flag=False)]
+        case events.SessionEnd():
+            return on_session_end(event.reason, events.given(event.detail, None) or None)
+        case events.OperatorKill() | events.OperatorExtend():
+            return on_operator(event.TYPE, event.operator, event.reason)
+        case events.CommandExtractionError() | events.SftpParseError() | events.ScpParseError():
+            what = EXTRACTION_FAILURES[event.TYPE]
+            text = f"{what} can no longer be read on a channel; its recording continues"
+            detail = event.detail
+            return [Firing("extraction_failed", f"{text}: {detail}" if detail else text)]
+        case events.Drill():
+            return [Firing(DRILL, "test alert (breakglass drill)", flag=False)]
+        case events.ConfigReloadFailed():
+            n = len(event.problems)
+            text = f"config reload refused ({n} problem(s)); the old config stays in force"
+            return [Firing(CONFIG_RELOAD_FAILED, text, flag=False)]
+        case events.DiskSpaceLow() | events.DiskSpaceCritical():
+            level = events.DISK_SPACE_ALERTS[event.TYPE]
+            mib = f": {event.free_bytes >> 20} MiB free"
+            text = f"disk space {level} for the audit trail{mib}"
+            return [Firing("disk_space", text, flag=False)]
     return []
 
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.core import chain
+from proxy.core import chain, events
 
 # How far from its position a reordered event is looked for (only on a mismatch).
 REORDER_WINDOW = 64
@@ -34,9 +34,11 @@ RECENT_HASHES = 4096
 
 CHECKPOINT_DOMAIN = "breakglass checkpoint v1"
 
-ALERT_TYPES = frozenset({"alert"})
-FLAG_TYPES = frozenset({"flag"})
-PRUNED = "recording_pruned"
+ALERT_TYPES = frozenset({events.Alert.TYPE})
+FLAG_TYPES = frozenset({events.Flag.TYPE})
+PRUNED = events.RecordingPruned.TYPE
+# The events verify's projection reads (the rest are hashed and counted only).
+PROJECTED = events.SESSION_ROW_TYPES | {PRUNED, events.Checkpoint.TYPE}
 
 
 @dataclass(frozen=True)
@@ -105,24 +107,17 @@ def checkpoint_message(seq: int, head: str, time: float) -> bytes:
 
 
 def checkpoint_from_data(data: Mapping[str, Any], at: int | None = None) -> Checkpoint | None:
-    """A checkpoint from its event data (or a JSON document an auditor kept), or None
-    when a field is missing or of the wrong type."""
+    """A checkpoint from its event data (or a JSON document an auditor kept, whose other
+    keys are ignored), or None when a field is missing or of the wrong type."""
+    if not isinstance(data, Mapping):
+        return None
+    fields = ("seq", "head", "time", "signature", "key")
     try:
-        seq, head, time = data["seq"], data["head"], data["time"]
-        signature, key = data["signature"], data["key"]
-    except (KeyError, TypeError):
+        cp = events.decode(events.Checkpoint.TYPE, {k: data[k] for k in fields if k in data})
+    except events.EventDataError:
         return None
-    if (
-        isinstance(seq, bool)
-        or not isinstance(seq, int)
-        or not isinstance(head, str)
-        or isinstance(time, bool)
-        or not isinstance(time, int | float)
-        or not isinstance(signature, str)
-        or not isinstance(key, str)
-    ):
-        return None
-    return Checkpoint(seq, head, float(time), signature, key, at)
+    assert isinstance(cp, events.Checkpoint)
+    return Checkpoint(cp.seq, cp.head, float(cp.time), cp.signature, cp.key, at)
 
 
 def _session_label(row: ChainRow) -> str:
@@ -260,10 +255,7 @@ class ChainChecker:
         return None
 
     def _project(self, row: ChainRow) -> None:
-        kind = row.type
-        if kind not in ("session_start", "session_end", "deadline_changed", PRUNED) and not (
-            kind.startswith("channel_") or kind == "checkpoint"
-        ):
+        if row.type not in PROJECTED:
             return
         try:
             data = json.loads(row.data_json)
@@ -272,80 +264,78 @@ class ChainChecker:
         if not isinstance(data, dict):
             self._add("event_malformed", f"event {row.seq} has data that is not a JSON object")
             return
-        sid = row.session_id
-        if kind == "checkpoint":
-            cp = checkpoint_from_data(data, at=row.seq)
-            if cp is None:
-                self._add(
-                    "checkpoint_malformed",
-                    f"checkpoint at event {row.seq} lacks seq, head, time, signature or key",
-                    row,
-                )
-                return
-            self.checkpoints.append(cp)
-            if cp.seq >= row.seq:
-                self._add(
-                    "checkpoint_malformed",
-                    f"checkpoint at event {row.seq} claims to cover event {cp.seq},"
-                    " which comes after it",
-                    row,
-                )
-                return
-            known = self._recent.get(cp.seq)
-            if known is None:
-                self.unresolved.append(cp)
-            elif known != cp.head:
-                self._add(
-                    "checkpoint_head_mismatch",
-                    checkpoint_head_message(cp, known),
-                    row,
-                )
+        if row.type == events.Checkpoint.TYPE:
+            self._checkpoint(row, data)
             return
+        try:
+            ev = events.decode(row.type, data)
+        except events.EventDataError as exc:
+            self._add("event_malformed", f"event {row.seq}: {exc}", row)
+            return
+        sid = row.session_id
         if sid is None:
             return
-        if kind == "session_start":
-            deadline = data.get("deadline")
-            self.sessions[sid] = SessionState(
-                row.time, float(deadline) if isinstance(deadline, int | float) else row.time
+        match ev:
+            case events.SessionStart():
+                self.sessions[sid] = SessionState(row.time, float(ev.deadline))
+            case events.SessionEnd():
+                state = self.sessions.get(sid)
+                if state is None:
+                    self._add(
+                        "session_end_orphan",
+                        f"event {row.seq} ends session {sid}, which has no start in the chain",
+                        row,
+                    )
+                else:
+                    state.ended = True
+            case events.DeadlineChanged():
+                state = self.sessions.get(sid)
+                if state is not None:
+                    state.deadline = float(ev.deadline)
+            case events.ChannelStart() if row.channel is not None:
+                self.recordings[(sid, row.channel)] = RecordingClaim(sid, row.channel, ev.recording)
+            case events.ChannelEnd() if row.channel is not None:
+                key = (sid, row.channel)
+                claim = self.recordings.setdefault(key, RecordingClaim(sid, row.channel))
+                claim.ended = True
+                claim.end_seq = row.seq
+                claim.sha256 = ev.recording_sha256
+                claim.size = ev.recording_bytes
+            case events.RecordingPruned() if row.channel is not None:
+                pruned = self.recordings.get((sid, row.channel))
+                if pruned is None or not pruned.ended or pruned.sha256 != ev.sha256:
+                    self._add(
+                        "recording_pruned_mismatch",
+                        f"event {row.seq} prunes the recording of channel {sid}/{row.channel},"
+                        " but the chain has no ended channel with that hash",
+                        row,
+                    )
+                else:
+                    pruned.pruned_seq = row.seq
+
+    def _checkpoint(self, row: ChainRow, data: Mapping[str, Any]) -> None:
+        cp = checkpoint_from_data(data, at=row.seq)
+        if cp is None:
+            self._add(
+                "checkpoint_malformed",
+                f"checkpoint at event {row.seq} lacks seq, head, time, signature or key",
+                row,
             )
-        elif kind == "session_end":
-            state = self.sessions.get(sid)
-            if state is None:
-                self._add(
-                    "session_end_orphan",
-                    f"event {row.seq} ends session {sid}, which has no start in the chain",
-                    row,
-                )
-            else:
-                state.ended = True
-        elif kind == "deadline_changed":
-            state = self.sessions.get(sid)
-            deadline = data.get("deadline")
-            if state is not None and isinstance(deadline, int | float):
-                state.deadline = float(deadline)
-        elif kind == "channel_start" and row.channel is not None:
-            path = data.get("recording")
-            self.recordings[(sid, row.channel)] = RecordingClaim(
-                sid, row.channel, path if isinstance(path, str) else None
+            return
+        self.checkpoints.append(cp)
+        if cp.seq >= row.seq:
+            self._add(
+                "checkpoint_malformed",
+                f"checkpoint at event {row.seq} claims to cover event {cp.seq},"
+                " which comes after it",
+                row,
             )
-        elif kind == "channel_end" and row.channel is not None:
-            claim = self.recordings.setdefault((sid, row.channel), RecordingClaim(sid, row.channel))
-            claim.ended = True
-            claim.end_seq = row.seq
-            sha, size = data.get("recording_sha256"), data.get("recording_bytes")
-            claim.sha256 = sha if isinstance(sha, str) else None
-            claim.size = size if isinstance(size, int) and not isinstance(size, bool) else None
-        elif kind == PRUNED and row.channel is not None:
-            pruned = self.recordings.get((sid, row.channel))
-            if pruned is None or not pruned.ended or pruned.sha256 != data.get("sha256"):
-                self._add(
-                    "recording_pruned_mismatch",
-                    f"event {row.seq} prunes the recording of channel {sid}/{row.channel},"
-                    " but the chain has no ended channel with that hash",
-                    row,
-                )
-            else:
-                pruned.pruned_seq = row.seq
+            return
+        known = self._recent.get(cp.seq)
+        if known is None:
+            self.unresolved.append(cp)
+        elif known != cp.head:
+            self._add("checkpoint_head_mismatch", checkpoint_head_message(cp, known), row)
 
     def finish(self, now: float, grace: float = 60.0) -> None:
         """Findings that need the whole chain: sessions and channels left without an

@@ -30,6 +30,7 @@ from typing import Any
 
 import pyte
 
+from proxy.core import events as catalogue
 from proxy.core.limits import clamp_size
 
 TAIL_BYTES = 16 * 1024
@@ -184,7 +185,7 @@ class CommandExtractor:
             self._tail = bytearray()
             return [
                 {
-                    "kind": "command_extraction_error",
+                    "kind": catalogue.CommandExtractionError.TYPE,
                     "detail": f"{type(exc).__name__}: {exc}"[:500],
                     "source": self.source,
                     "offset": round(float(args[-1]), 6),
@@ -495,7 +496,7 @@ class CommandExtractor:
 
     def _event(self, offset: float, text: str, echoed: bool) -> dict[str, Any] | None:
         event: dict[str, Any] = {
-            "kind": "command",
+            "kind": catalogue.Command.TYPE,
             "redacted": False,
             "source": self.source,
             "offset": round(offset, 6),

@@ -23,9 +23,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.core import events
 from proxy.core.credentials import Credential
 
-CRED_EVENTS = ("cred_issued", "cred_activated", "cred_used", "cred_revoked")
+CRED_EVENTS = tuple(
+    t.TYPE for t in (events.CredIssued, events.CredActivated, events.CredUsed, events.CredRevoked)
+)
+_ISSUED, _ACTIVATED, _USED, _REVOKED = CRED_EVENTS
 # The fields of a state, in the row's order; ``hash_sha256`` is the SHA-256 (hex) of the
 # argon2 hash, so the hash itself stays out of the log and a swapped one is still seen.
 FIELDS = (
@@ -72,7 +76,7 @@ def snapshot(c: Credential, code_hash: str) -> dict[str, Any]:
 def event_credential_id(type_: str, data: Mapping[str, Any]) -> str | None:
     """The code an event is about (the first release's ``cred_issued`` said ``id``)."""
     found = data.get("credential_id")
-    if found is None and type_ == "cred_issued":
+    if found is None and type_ == _ISSUED:
         found = data.get("id")
     return found if isinstance(found, str) else None
 
@@ -96,18 +100,18 @@ def differences(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> list[
 def legacy_facts(type_: str, time: float, data: Mapping[str, Any]) -> dict[str, Any]:
     """What an event without a ``state`` says about the state after it."""
     facts: dict[str, Any] = {}
-    if type_ == "cred_issued":
+    if type_ == _ISSUED:
         facts.update(uses=0, activated_at=None, revoked_at=None, revoke_reason=None)
         for key in ("person", "issued_by", "window", "max_uses", "max_session"):
             if key in data:
                 facts[key] = data[key]
         if isinstance(data.get("targets"), list):
             facts["targets"] = data["targets"]
-    elif type_ == "cred_activated":
+    elif type_ == _ACTIVATED:
         facts["activated_at"] = time
-    elif type_ == "cred_used" and isinstance(data.get("use"), int):
+    elif type_ == _USED and isinstance(data.get("use"), int):
         facts["uses"] = data["use"]
-    elif type_ == "cred_revoked":
+    elif type_ == _REVOKED:
         facts.update(revoked_at=time, revoke_reason=data.get("reason"))
     return facts
 
@@ -156,7 +160,7 @@ class CredentialReplay:
             self.problems.append(f"{where} names no code")
             return
         code = self.codes.get(cred_id)
-        if type_ == "cred_issued":
+        if type_ == _ISSUED:
             if code is not None:
                 self.problems.append(f"{where}: code {cred_id} was already issued")
                 return
@@ -182,11 +186,11 @@ class CredentialReplay:
     ) -> None:
         """Only forward: nothing after a revocation, one activation, uses one by one."""
         s = code.state
-        if type_ != "cred_issued" and s.get("revoked_at") is not None:
+        if type_ != _ISSUED and s.get("revoked_at") is not None:
             self.problems.append(f"{where}: code {cred_id} was already revoked")
-        if type_ == "cred_activated" and s.get("activated_at") is not None:
+        if type_ == _ACTIVATED and s.get("activated_at") is not None:
             self.problems.append(f"{where}: code {cred_id} was already activated")
-        if type_ == "cred_used":
+        if type_ == _USED:
             use = data.get("use")
             uses = s.get("uses")
             if isinstance(uses, int) and use != uses + 1:

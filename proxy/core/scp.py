@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.core import events
 from proxy.core.sftp import decode_path
 
 Event = dict[str, Any]
@@ -73,7 +74,7 @@ class ScpTap:
 
     def __init__(self, command: ScpCommand) -> None:
         self.command = command
-        self.kind = "file_write" if command.mode == "t" else "file_read"
+        self.kind = events.FileWrite.TYPE if command.mode == "t" else events.FileRead.TYPE
         self.stopped = False
         self._line = bytearray()
         self._remaining = -1  # > 0: file bytes to skip; 0: the source's end byte next
@@ -247,7 +248,7 @@ class ScpTap:
             out.append(self._item_event(item, error))
         elif item.kind == "dir" and self.command.mode == "t":
             ev = self._item_event(item, error)
-            ev["kind"] = "file_mkdir"
+            ev["kind"] = events.FileMkdir.TYPE
             out.append(ev)
         elif item.kind == "dir" and error is not None:
             out.append(self._item_event(item, error))
@@ -274,7 +275,7 @@ class ScpTap:
 
     def _stop(self, detail: str) -> Event:
         self.stopped = True
-        return {"kind": "scp_parse_error", "detail": detail, "source": "scp"}
+        return {"kind": events.ScpParseError.TYPE, "detail": detail, "source": "scp"}
 
     def finish(self) -> list[Event]:
         """The channel closed: a file whose contents never got their answer."""

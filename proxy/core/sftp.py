@@ -25,6 +25,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.core import events as catalogue
+
 Event = dict[str, Any]
 
 # OpenSSH's sftp-server refuses messages over 256 KiB; a little slack for headers.
@@ -256,7 +258,12 @@ class SftpTap:
     def _stop(self, side: str, detail: str) -> Event:
         self.stopped = True
         self._bufs = {"client": bytearray(), "server": bytearray()}
-        return {"kind": "sftp_parse_error", "direction": side, "detail": detail, "source": "sftp"}
+        return {
+            "kind": catalogue.SftpParseError.TYPE,
+            "direction": side,
+            "detail": detail,
+            "source": "sftp",
+        }
 
     # -- engineer -> target -------------------------------------------------------------
 
@@ -299,28 +306,34 @@ class SftpTap:
             path, raw = decode_path(r.string())
             pflags = r.u32()
             attrs = r.attrs()
-            ev = self._event("file_open", path, raw, flags=flag_names(pflags))
+            ev = self._event(catalogue.FileOpen.TYPE, path, raw, flags=flag_names(pflags))
             if "mode" in attrs:
                 ev["mode"] = attrs["mode"]
-            self._pending[rid] = _Pending("file_open", ev)
+            self._pending[rid] = _Pending(catalogue.FileOpen.TYPE, ev)
             return
         if ptype == CLOSE:
             self._pending[rid] = _Pending("close", handle=r.string())
             return
         if ptype == OPENDIR:
             path, raw = decode_path(r.string())
-            self._pending[rid] = _Pending("opendir", self._event("file_list", path, raw))
+            self._pending[rid] = _Pending(
+                "opendir", self._event(catalogue.FileList.TYPE, path, raw)
+            )
             return
         if ptype == READDIR:
             self._pending[rid] = _Pending("readdir", handle=r.string())
             return
         if ptype in (REMOVE, RMDIR, READLINK):
-            kind = {REMOVE: "file_remove", RMDIR: "file_rmdir", READLINK: "file_readlink"}[ptype]
+            kind = {
+                REMOVE: catalogue.FileRemove.TYPE,
+                RMDIR: catalogue.FileRmdir.TYPE,
+                READLINK: catalogue.FileReadlink.TYPE,
+            }[ptype]
             path, raw = decode_path(r.string())
             self._pending[rid] = _Pending(kind, self._event(kind, path, raw))
             return
         if ptype in (MKDIR, SETSTAT):
-            kind = "file_mkdir" if ptype == MKDIR else "file_setstat"
+            kind = catalogue.FileMkdir.TYPE if ptype == MKDIR else catalogue.FileSetstat.TYPE
             path, raw = decode_path(r.string())
             ev = self._event(kind, path, raw)
             ev.update(r.attrs())
@@ -328,19 +341,21 @@ class SftpTap:
             return
         if ptype == FSETSTAT:
             handle = r.string()
-            ev = self._handle_event("file_setstat", handle)
+            ev = self._handle_event(catalogue.FileSetstat.TYPE, handle)
             ev.update(r.attrs())
-            self._pending[rid] = _Pending("file_setstat", ev)
+            self._pending[rid] = _Pending(catalogue.FileSetstat.TYPE, ev)
             return
         if ptype == RENAME:
-            self._pending[rid] = _Pending("file_rename", self._two_paths("file_rename", r))
+            self._pending[rid] = _Pending(
+                catalogue.FileRename.TYPE, self._two_paths(catalogue.FileRename.TYPE, r)
+            )
             return
         if ptype == SYMLINK:
             # OpenSSH sends (target, link), the reverse of the draft: the link is created.
             target, traw = decode_path(r.string())
             link, lraw = decode_path(r.string())
-            ev = self._event("file_symlink", link, lraw or traw, target_path=target)
-            self._pending[rid] = _Pending("file_symlink", ev)
+            ev = self._event(catalogue.FileSymlink.TYPE, link, lraw or traw, target_path=target)
+            self._pending[rid] = _Pending(catalogue.FileSymlink.TYPE, ev)
             return
         if ptype in _QUIET:
             self._pending[rid] = _Pending("")
@@ -354,20 +369,22 @@ class SftpTap:
         name = r.string().decode("utf-8", "backslashreplace")
         ev: Event | None
         if name == "posix-rename@openssh.com":
-            ev = self._two_paths("file_rename", r)
+            ev = self._two_paths(catalogue.FileRename.TYPE, r)
         elif name == "hardlink@openssh.com":
             old, oraw = decode_path(r.string())
             new, nraw = decode_path(r.string())
-            ev = self._event("file_link", new, oraw or nraw, target_path=old)
+            ev = self._event(catalogue.FileLink.TYPE, new, oraw or nraw, target_path=old)
         elif name in ("fsync@openssh.com", "fstatvfs@openssh.com"):
-            kind = "file_fsync" if name.startswith("fsync") else "file_statvfs"
+            kind = (
+                catalogue.FileFsync.TYPE if name.startswith("fsync") else catalogue.FileStatvfs.TYPE
+            )
             ev = self._handle_event(kind, r.string())
         elif name == "statvfs@openssh.com":
             path, raw = decode_path(r.string())
-            ev = self._event("file_statvfs", path, raw)
+            ev = self._event(catalogue.FileStatvfs.TYPE, path, raw)
         elif name == "lsetstat@openssh.com":
             path, raw = decode_path(r.string())
-            ev = self._event("file_setstat", path, raw)
+            ev = self._event(catalogue.FileSetstat.TYPE, path, raw)
             ev.update(r.attrs())
         elif name == "copy-data":
             src = r.string()
@@ -375,14 +392,14 @@ class SftpTap:
             length = r.u64()
             dst = r.string()
             dst_off = r.u64()
-            ev = self._handle_event("file_copy", src)
+            ev = self._handle_event(catalogue.FileCopy.TYPE, src)
             to = self._handles.get(dst)
             ev["target_path"] = to.path if to is not None else None
             ev.update(offset_from=src_off, length=length, offset_to=dst_off)
         elif name in _QUIET_EXTENSIONS:
             ev = None
         else:
-            ev = {"kind": "file_extended", "path": None, "source": "sftp"}
+            ev = {"kind": catalogue.FileExtended.TYPE, "path": None, "source": "sftp"}
         if ev is not None:
             ev["extension"] = name
         self._pending[rid] = _Pending("" if ev is None else str(ev["kind"]), ev)
@@ -431,7 +448,7 @@ class SftpTap:
             return
         if ptype == HANDLE:
             handle = r.string()
-            if p.op == "file_open" and p.event is not None:
+            if p.op == catalogue.FileOpen.TYPE and p.event is not None:
                 ev = p.event
                 ev["status"] = "ok"
                 self._handles[handle] = _Handle(
@@ -448,7 +465,7 @@ class SftpTap:
                 h = self._handles.get(p.handle)
                 if h is not None:
                     h.entries += count
-            elif p.op == "file_readlink" and p.event is not None and count >= 1:
+            elif p.op == catalogue.FileReadlink.TYPE and p.event is not None and count >= 1:
                 p.event["target_path"] = decode_path(r.string())[0]
                 p.event["status"] = "ok"
                 out.append(p.event)
@@ -508,10 +525,10 @@ class SftpTap:
 
     def _close_event(self, h: _Handle, code: int | None, message: str) -> Event:
         if h.flags is None:
-            ev = self._event("file_list", h.path, h.raw, entries=h.entries)
+            ev = self._event(catalogue.FileList.TYPE, h.path, h.raw, entries=h.entries)
         else:
             ev = self._event(
-                "file_close",
+                catalogue.FileClose.TYPE,
                 h.path,
                 h.raw,
                 flags=h.flags,

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncssh
 
+from proxy.core import events
 from proxy.core.commands import CommandExtractor
 from proxy.core.limits import (
     MAX_SIGNAL_NAME,
@@ -40,7 +41,9 @@ log = logging.getLogger("breakglass")
 
 ALLOWED_SUBSYSTEMS = frozenset({"sftp"})
 # The events of a channel tap or the command extractor that gave up (see ``resource``).
-EXTRACTION_FAILURES = frozenset({"command_extraction_error", "sftp_parse_error", "scp_parse_error"})
+EXTRACTION_FAILURES = frozenset(
+    t.TYPE for t in (events.CommandExtractionError, events.SftpParseError, events.ScpParseError)
+)
 _ENV_ALLOWED = re.compile(r"(LANG|LC_[A-Z_]+)\Z")
 _SIGNAL_NAME = re.compile(rf"[A-Z0-9]{{1,{MAX_SIGNAL_NAME}}}\Z")
 # Input that arrives before the target channel exists is held, up to this much.
@@ -236,9 +239,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         except (asyncssh.Error, OSError) as exc:
             reason = getattr(exc, "reason", str(exc))
             self.session.audit(
-                "upstream_failed",
-                {"reason": "channel_refused", "detail": str(reason)},
-                channel=self.n,
+                events.UpstreamFailed("channel_refused", str(reason)), channel=self.n
             )
             self._fail(
                 f"breakglass: target {self.session.info.target.name} refused the channel: {reason}"
@@ -272,20 +273,19 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
 
     def _start_event(self) -> NewEvent:
         info = self.session.info
-        data: dict[str, Any] = {
-            "kind": self.kind,
-            "command": self.command if self.kind == "exec" else self.subsystem,
-            "pty": self.pty is not None,
-            "term": truncate(self.pty[0], MAX_TERM_TYPE) if self.pty else None,
+        start = events.ChannelStart(
+            kind=self.kind,
+            command=self.command if self.kind == "exec" else self.subsystem,
+            pty=self.pty is not None,
+            term=truncate(self.pty[0], MAX_TERM_TYPE) if self.pty else None,
             # Relative to the recordings folder: a copy of the store and the folder
             # verifies on its own, wherever it is put.
-            "recording": str(self._cast.path.relative_to(self.session.host.recordings))
+            recording=str(self._cast.path.relative_to(self.session.host.recordings))
             if self._cast
             else None,
-        }
-        if self.pty is not None:
-            data["size"] = list(clamp_size(self.pty[1][0], self.pty[1][1]))
-        return NewEvent("channel_start", self.session.clock(), info.id, self.n, data)
+            size=list(clamp_size(self.pty[1][0], self.pty[1][1])) if self.pty else None,
+        )
+        return NewEvent.of(start, self.session.clock(), info.id, self.n)
 
     def _start_recording(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         info = self.session.info
@@ -331,21 +331,22 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         t = float(event.get("offset", self._t()))
         data = {k: v for k, v in event.items() if k != "kind"}
         data["offset"] = round(t, 6)
-        kind = str(event["kind"])
-        if kind in EXTRACTION_FAILURES:
+        # The catalogue checks what the parsers found (a field it does not know fails here).
+        typed = events.decode(str(event["kind"]), data)
+        if typed.TYPE in EXTRACTION_FAILURES:
             # A parser gave up on this channel: what is typed or transferred from now on
             # is only in the transcript, which keeps recording. Breaking the parser is a
             # way to dodge the audit's index, so it alerts and flags the session.
-            self.session.audit_alerting(kind, data, channel=self.n)
+            self.session.audit_alerting(typed, channel=self.n)
         else:
-            self.session.audit(kind, data, channel=self.n)
+            self.session.audit(typed, channel=self.n)
         if self._rec is not None and self._enc is not None:
             self._rec.flush_batch()
-            self._rec.write(self._enc.marker(t, marker_text(event)))
+            self._rec.write(self._enc.marker(t, marker_text(typed)))
 
     def _recording_failed(self, exc: RecordingError) -> None:
         log.critical("%s", exc)
-        self.session.audit("recording_failed", {"detail": str(exc)}, channel=self.n)
+        self.session.audit(events.RecordingFailed(str(exc)), channel=self.n)
         self.session.close("recording_error", "the recording cannot be written", detail=str(exc))
 
     def _fail(self, line: str) -> None:
@@ -610,27 +611,24 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
                 self._rec.write(self._enc.exit(t, status))
             self._rec.write(self._enc.finish(t))
             closed = await self._rec.aclose()
-            data: dict[str, Any] = {
-                "exit_status": status,
-                "exit_signal": signal,
-                "recording_sha256": closed.sha256,
-                "recording_bytes": closed.size,
-                "bytes_up": self.bytes_up,
-                "bytes_down": self.bytes_down,
-            }
-            if self._lines_not_read:
-                data["lines_not_read"] = self._lines_not_read
-            if self._resizes > self._resizes_applied:
-                data["resizes"] = self._resizes
-                data["resizes_applied"] = self._resizes_applied
-            if self._enc.capped:
-                data["omitted_bytes"] = self._enc.omitted_bytes
-                data["omitted_sha256"] = self._enc.omitted_sha256()
+            capped = self._enc.capped
+            resized = self._resizes > self._resizes_applied
+            end = events.ChannelEnd(
+                exit_status=status,
+                exit_signal=signal,
+                recording_sha256=closed.sha256,
+                recording_bytes=closed.size,
+                bytes_up=self.bytes_up,
+                bytes_down=self.bytes_down,
+                lines_not_read=self._lines_not_read or None,
+                resizes=self._resizes if resized else None,
+                resizes_applied=self._resizes_applied if resized else None,
+                omitted_bytes=self._enc.omitted_bytes if capped else None,
+                omitted_sha256=self._enc.omitted_sha256() if capped else None,
+            )
             with contextlib.suppress(StoreError):
                 await self.session.append(
-                    NewEvent(
-                        "channel_end", self.session.clock(), self.session.info.id, self.n, data
-                    )
+                    NewEvent.of(end, self.session.clock(), self.session.info.id, self.n)
                 )
         finally:
             self.session.channels.pop(self.n, None)

@@ -16,12 +16,12 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import asyncssh
 
 from proxy.alerts.payload import AlertContext
-from proxy.core import answers, ids
+from proxy.core import answers, events, ids
 from proxy.core.credentials import UseDecision
 from proxy.core.failsummary import Attempt
 from proxy.core.login import (
@@ -188,14 +188,10 @@ class ConnectionHandler(asyncssh.SSHServer):
             return
         self._aborted_audited = True
         now = time.time()
-        data = {
-            "source": self.source,
-            "client_version": self._client_version(),
-            "detail": detail[:200],
-        }
+        aborted = events.LoginAborted(self.source, self._client_version(), detail[:200])
         # Like a failed login: written singly, or counted into a summary in a flood.
-        attempt = Attempt(now, self.source, None, "login_aborted", None)
-        self.app.failure_log.failed(data, attempt, verified=False, event_type="login_aborted")
+        attempt = Attempt(now, self.source, None, events.LoginAborted.TYPE, None)
+        self.app.failure_log.failed(aborted, attempt, verified=False)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
@@ -319,7 +315,7 @@ class ConnectionHandler(asyncssh.SSHServer):
             started_at=now,
             deadline=plan.deadline,
         )
-        start = NewEvent("session_start", now, info.id, None, self._start_data(info))
+        start = NewEvent.of(self._start_event(info), now, info.id)
         alerts = await self.app.alerts.for_event(start)
         commit = asyncio.ensure_future(
             self.app.store.start_session(
@@ -336,7 +332,7 @@ class ConnectionHandler(asyncssh.SSHServer):
         except StoreError as exc:
             log.critical("cannot commit a session start: %s", exc)
             self.app.alerts.store_failed(
-                f"cannot commit a session start: {exc}", AlertContext.of_data(start.data)
+                f"cannot commit a session start: {exc}", AlertContext.of_event(start.typed())
             )
             return await self._refused(username, self.login.commit_failed())
         outcome = self.login.committed(decision, time.time())
@@ -370,8 +366,8 @@ class ConnectionHandler(asyncssh.SSHServer):
             return
         self.app.alerts.committed(alerts)
         log.warning("session %s abandoned before authentication completed", info.id)
-        data = {"reason": "client_exit", "detail": "left before authentication completed"}
-        await self.app.append_quietly(NewEvent("session_end", time.time(), info.id, None, data))
+        end = events.SessionEnd("client_exit", "left before authentication completed")
+        await self.app.append_quietly(NewEvent.of(end, time.time(), info.id))
 
     async def _refused(self, username: str, refusal: Refuse) -> bool:
         """Audit a refusal and answer the client as the machine said."""
@@ -398,18 +394,18 @@ class ConnectionHandler(asyncssh.SSHServer):
             with contextlib.suppress(OSError, asyncssh.Error):
                 self.conn.send_auth_banner(f"breakglass: {text}\n")
 
-    def _start_data(self, info: SessionInfo) -> dict[str, Any]:
-        return {
-            "person": info.person,
-            "credential_id": info.credential_id,
-            "source": info.source,
-            "source_port": self.source_port,
-            "client_version": info.client_version,
-            "target": info.target.name,
-            "login": info.login,
-            "justification": info.justification,
-            "deadline": info.deadline,
-        }
+    def _start_event(self, info: SessionInfo) -> events.SessionStart:
+        return events.SessionStart(
+            person=info.person,
+            credential_id=info.credential_id,
+            source=info.source,
+            source_port=self.source_port,
+            client_version=info.client_version,
+            target=info.target.name,
+            login=info.login,
+            justification=info.justification,
+            deadline=info.deadline,
+        )
 
     def _audit_failure(self, username: str, failure: Failure) -> None:
         """One failed login into the audit trail (the machine has already cut its text
@@ -429,22 +425,21 @@ class ConnectionHandler(asyncssh.SSHServer):
             else (None, None, None)
         )
         kept_username, username_length = kept_text(username, MAX_USERNAME)
-        data: dict[str, Any] = {
-            "reason": failure.reason,
-            "username": kept_username,
-            "username_length": username_length,
-            "person": person,
-            "target": target,
-            "login": login,
-            "credential_id": failure.cred_id or None,
-            "source": self.source,
-            "client_version": self._client_version(),
-            "justification": failure.justification,
-        }
-        if failure.justification_length is not None:
-            data["justification_length"] = failure.justification_length
+        failed = events.LoginFailed(
+            reason=failure.reason,
+            username=kept_username,
+            username_length=username_length,
+            person=person,
+            target=target,
+            login=login,
+            credential_id=failure.cred_id or None,
+            source=self.source,
+            client_version=self._client_version(),
+            justification=failure.justification,
+            justification_length=failure.justification_length,
+        )
         attempt = Attempt(time.time(), self.source, person, failure.reason, failure.cred_id or None)
-        single = self.app.failure_log.failed(data, attempt, verified=failure.verified)
+        single = self.app.failure_log.failed(failed, attempt, verified=failure.verified)
         # The log follows the audit: a failure counted into a summary is logged with it
         # (proxy.failurelog). What is logged is what the store keeps (no typed code).
         if single and (held := self.app.stranger_lines.allow("failed")) is not None:

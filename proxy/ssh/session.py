@@ -21,7 +21,7 @@ import asyncssh
 
 from proxy.alerts.payload import AlertContext
 from proxy.config import RecordingConfig, TargetConfig
-from proxy.core import answers
+from proxy.core import answers, events
 from proxy.core.limits import MAX_DETAIL, RefusalTally
 from proxy.core.policy import warning_times
 from proxy.core.text import truncate
@@ -132,13 +132,13 @@ class LiveSession:
             return await upstream.connect(target, keys, self.info.login)
         except UpstreamError as exc:
             self.upstream_error = exc
-            self.audit("upstream_failed", {"reason": exc.reason, "detail": exc.message})
+            self.audit(events.UpstreamFailed(exc.reason, exc.message))
             self.set_end("target_error", exc.reason)
             raise
         except (OSError, ValueError, asyncssh.KeyImportError) as exc:
             err = UpstreamError(f"cannot load keys for target {target.name}: {exc}")
             self.upstream_error = err
-            self.audit("upstream_failed", {"reason": err.reason, "detail": err.message})
+            self.audit(events.UpstreamFailed(err.reason, err.message))
             self.set_end("target_error", err.reason)
             raise err from exc
 
@@ -151,9 +151,9 @@ class LiveSession:
         self.recorded_bytes += size
         limit = self.host.recording.max_session_bytes
         if self.recorded_bytes > limit and not self._finishing:
-            self.audit("recording_limit", {"recorded_bytes": self.recorded_bytes, "limit": limit})
+            self.audit(events.RecordingLimit(self.recorded_bytes, limit))
             self.close(
-                "recording_limit",
+                events.RecordingLimit.TYPE,
                 f"the session's recordings reached their limit of {format_size(limit)}",
             )
 
@@ -182,10 +182,10 @@ class LiveSession:
 
     # -- audit ----------------------------------------------------------------------
 
-    def audit(self, type_: str, data: dict[str, Any], channel: int | None = None) -> None:
+    def audit(self, ev: events.Event, channel: int | None = None) -> None:
         """Append an event from a synchronous callback, in call order."""
-        event = NewEvent(type_, self.clock(), self.info.id, channel, data)
-        self._in_order(type_, lambda: self.append(event))
+        event = NewEvent.of(ev, self.clock(), self.info.id, channel)
+        self._in_order(ev.TYPE, lambda: self.append(event))
 
     def _in_order(self, type_: str, write: Callable[[], Awaitable[None]]) -> None:
         prev = self._audit_chain
@@ -210,8 +210,8 @@ class LiveSession:
         detail; the rest are counted into one ``request_refused`` event with counts."""
         request = truncate(request, 64)
         if self._refusals.note(request, full):
-            data = {"request": request, "detail": truncate(detail, MAX_DETAIL), **extra}
-            self.audit("request_refused", data, channel=channel)
+            refusal = events.RequestRefused(request, truncate(detail, MAX_DETAIL), **extra)
+            self.audit(refusal, channel=channel)
         elif self._refusal_summary is None and not self._finishing:
             loop = asyncio.get_running_loop()
             self._refusal_summary = loop.call_later(
@@ -223,21 +223,19 @@ class LiveSession:
         counts = self._refusals.drain()
         if counts:
             text = ", ".join(f"{k} x{n}" for k, n in sorted(counts.items()))
-            self.audit(
-                "request_refused",
-                {"request": "repeated", "detail": truncate(text, MAX_DETAIL), "counts": counts},
-            )
+            summary = events.RequestRefused("repeated", truncate(text, MAX_DETAIL), counts=counts)
+            self.audit(summary)
 
-    def audit_alerting(self, type_: str, data: dict[str, Any], channel: int | None = None) -> None:
+    def audit_alerting(self, ev: events.Event, channel: int | None = None) -> None:
         """Append an event with the alerts it raises (and the flag they set), in order."""
-        event = NewEvent(type_, self.clock(), self.info.id, channel, data)
+        event = NewEvent.of(ev, self.clock(), self.info.id, channel)
         alerts = self.host.alerts.fixed_for(event, self.context())
 
         async def write() -> None:
             await self._write(self.host.store.append_with_alerts([event], alerts))
             self.host.alerts.committed(alerts)
 
-        self._in_order(type_, write)
+        self._in_order(ev.TYPE, write)
 
     async def append(self, *events: NewEvent) -> None:
         """Write now; on failure the session fails closed."""
@@ -264,7 +262,7 @@ class LiveSession:
             await asyncio.sleep(max(0.0, at - self.clock()))
             left = format_duration(round(deadline - self.clock()))
             self.broadcast(f"breakglass: this session ends in {left} (time limit)")
-            self.audit("session_warning", {"remaining": round(deadline - self.clock(), 3)})
+            self.audit(events.SessionWarning(round(deadline - self.clock(), 3)))
         await asyncio.sleep(max(0.0, deadline - self.clock()))
         self.close("time_limit", "session time limit reached")
 
@@ -286,10 +284,7 @@ class LiveSession:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self.tasks.spawn(self._deadline_timer(), "deadline")
-        self.audit(
-            "deadline_changed",
-            {"deadline": deadline, "by": by, "operator": operator, "reason": reason},
-        )
+        self.audit(events.DeadlineChanged(deadline, by, operator, reason))
         self.broadcast(f"breakglass: {answers.extended_notice(by, deadline)}")
 
     def context(self) -> AlertContext:
@@ -340,12 +335,10 @@ class LiveSession:
             await self.flush_audit()
         finally:
             await self._close_upstream()
-            end = NewEvent(
-                "session_end",
+            end = NewEvent.of(
+                events.SessionEnd(self.end_reason or "client_exit", self.end_detail),
                 self.clock(),
                 self.info.id,
-                None,
-                {"reason": self.end_reason or "client_exit", "detail": self.end_detail},
             )
             alerts = self.host.alerts.fixed_for(end, self.context())
             try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any, Protocol
 
+from proxy.core import events
 from proxy.core.lines import LineSplitter
 from proxy.core.scp import ScpTap, match_scp
 from proxy.core.sftp import SftpTap
@@ -101,7 +102,7 @@ class StdinTap(Tap):
         self._emit(self.lines.finish())
         if self.omitted:
             self.sink.resource(
-                {"kind": "commands_omitted", "count": self.omitted, "source": "stdin"}
+                {"kind": events.CommandsOmitted.TYPE, "count": self.omitted, "source": "stdin"}
             )
 
     def _emit(self, lines: list[Any]) -> None:
@@ -110,7 +111,7 @@ class StdinTap(Tap):
                 self.omitted += 1
                 continue
             self.count += 1
-            ev: Event = {"kind": "command", "text": line.text, "source": "stdin"}
+            ev: Event = {"kind": events.Command.TYPE, "text": line.text, "source": "stdin"}
             if line.truncated:
                 ev["truncated"] = True
             self.sink.resource(ev)
@@ -123,7 +124,7 @@ def tap_for(
     if kind == "subsystem":
         return SftpChannelTap(sink) if subsystem == "sftp" else None
     if kind == "exec":
-        sink.resource({"kind": "command", "text": command or "", "source": "exec"})
+        sink.resource({"kind": events.Command.TYPE, "text": command or "", "source": "exec"})
         scp = match_scp(command or "")
         if scp is not None:
             return ScpChannelTap(sink, ScpTap(scp))
@@ -135,18 +136,22 @@ def tap_for(
     return None
 
 
-def marker_text(event: Event) -> str:
+def marker_text(event: events.Event) -> str:
     """A short, escaped label for the cast's ``"m"`` marker of one event."""
-    kind = str(event.get("kind", ""))
-    if kind == "command":
-        text = "(input not echoed: redacted)" if event.get("redacted") else str(event["text"])
-    else:
-        text = kind.removeprefix("file_") + " " + str(event.get("path") or "")
-        if event.get("target_path") is not None:
-            text += " -> " + str(event["target_path"])
-        status = event.get("status")
-        if status not in (None, "ok"):
-            text += f" [{status}]"
-        if kind.endswith("parse_error"):
-            text = f"{kind}: {event.get('detail', '')}"
+    match event:
+        case events.Command():
+            redacted = events.given(event.redacted, False)
+            text = "(input not echoed: redacted)" if redacted else event.text or ""
+        case events.FileEvent():
+            text = event.operation() + " " + (event.path or "")
+            target = events.given(event.target_path, None)
+            if target is not None:
+                text += " -> " + target
+            status = events.given(event.status, None)
+            if status not in (None, "ok"):
+                text += f" [{status}]"
+        case events.ScpParseError() | events.SftpParseError():
+            text = f"{event.TYPE}: {event.detail}"
+        case _:
+            text = event.TYPE + " "
     return escape(truncate(text, MARKER_CHARS))

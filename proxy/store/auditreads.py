@@ -24,6 +24,7 @@ from typing import Any
 
 import aiosqlite
 
+from proxy.core import events
 from proxy.core.chaincheck import FLAG_TYPES, PRUNED
 from proxy.errors import StoreError
 from proxy.store.base import (
@@ -43,7 +44,7 @@ from proxy.store.rows import (
     type_clause,
 )
 
-REVIEW = "review"
+REVIEW = events.Review.TYPE
 
 
 class _Follower:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from proxy.core import events
 from proxy.core.chaincheck import ChainRow
 from proxy.core.credentials import Credential, UseDecision
 
@@ -24,6 +25,21 @@ class NewEvent:
     session_id: str | None = None
     channel: int | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        event: events.Event,
+        time: float,
+        session_id: str | None = None,
+        channel: int | None = None,
+    ) -> NewEvent:
+        """The event to append for a catalogue event (``proxy.core.events``)."""
+        return cls(event.TYPE, time, session_id, channel, event.data())
+
+    def typed(self) -> events.Event:
+        """This event as its catalogue dataclass (``EventDataError`` if it is not one)."""
+        return events.decode(self.type, self.data)
 
 
 class CredentialRead(NamedTuple):
@@ -45,6 +61,10 @@ class StoredEvent:
     data: dict[str, Any]
     prev_hash: str
     hash: str
+
+    def typed(self) -> events.Event:
+        """This event as its catalogue dataclass (``EventDataError`` if it is not one)."""
+        return events.decode(self.type, self.data)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from contextlib import AbstractAsyncContextManager
 
 import aiosqlite
 
-from proxy.core import chain
+from proxy.core import chain, events
 from proxy.core.anomaly import SUMMARY_EVENT, summary_failures
 from proxy.errors import StoreError
 from proxy.store.base import ActivityRows, NewAlert, NewEvent, PendingAlert, StoredEvent
@@ -79,7 +79,7 @@ class AlertOutbox:
         raise NotImplementedError
 
     async def _alerts_in_tx(self, db: aiosqlite.Connection, alerts: Sequence[NewAlert]) -> None:
-        events: list[NewEvent] = []
+        written: list[NewEvent] = []
         for a in alerts:
             payload = chain.canonical(a.payload)
             await db.execute(
@@ -87,20 +87,14 @@ class AlertOutbox:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (a.alert_id, a.time, a.rule, a.subject, a.session_id, payload),
             )
-            events.append(NewEvent("alert", a.time, a.session_id, None, dict(a.payload)))
+            alert = events.decode(events.Alert.TYPE, a.payload)
+            assert isinstance(alert, events.Alert)
+            written.append(NewEvent.of(alert, a.time, a.session_id))
             if a.flag and a.session_id is not None:
-                detail = a.payload.get("detail")
-                events.append(
-                    NewEvent(
-                        "flag",
-                        a.time,
-                        a.session_id,
-                        None,
-                        {"rule": a.rule, "alert_id": a.alert_id, "detail": detail},
-                    )
-                )
-        if events:
-            await self._append_in_tx(db, events)
+                flag = events.Flag(a.rule, a.alert_id, alert.detail)
+                written.append(NewEvent.of(flag, a.time, a.session_id))
+        if written:
+            await self._append_in_tx(db, written)
 
     async def append_with_alerts(
         self, events: Sequence[NewEvent], alerts: Sequence[NewAlert]
@@ -170,15 +164,7 @@ class AlertOutbox:
             session_id = found[0] if found else None
             await self._append_in_tx(
                 db,
-                [
-                    NewEvent(
-                        "alert_delivered",
-                        time,
-                        session_id,
-                        None,
-                        {"alert_id": alert_id, "sink": sink, "attempt": attempt},
-                    )
-                ],
+                [NewEvent.of(events.AlertDelivered(alert_id, sink, attempt), time, session_id)],
             )
             wanted = sorted(set(sinks))
             marks = ",".join("?" for _ in wanted)
@@ -212,8 +198,8 @@ class AlertOutbox:
             async with self._db.execute(
                 "SELECT time, json_extract(data, '$.source'), json_extract(data, '$.person'),"
                 " json_extract(data, '$.reason') FROM events"
-                " WHERE type = 'login_failed' AND time > ?",
-                (since,),
+                " WHERE type = ? AND time > ?",
+                (events.LoginFailed.TYPE, since),
             ) as cur:
                 failures = [
                     (

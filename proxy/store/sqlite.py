@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import aiosqlite
 
-from proxy.core import chain
+from proxy.core import chain, events
 from proxy.core.chaincheck import FLAG_TYPES, ChainRow
 from proxy.core.credentials import Credential, UseDecision, check_use
 from proxy.core.credstate import (
@@ -65,7 +65,8 @@ from proxy.store.rows import (
 # The code an event changes, as the ``events_credential`` index computes it: queries
 # must spell the expression and the type list exactly so for SQLite to use the index.
 CRED_KEY = (
-    "CASE WHEN type = 'cred_issued' THEN coalesce(json_extract(data, '$.credential_id'),"
+    f"CASE WHEN type = '{events.CredIssued.TYPE}'"
+    " THEN coalesce(json_extract(data, '$.credential_id'),"
     " json_extract(data, '$.id')) ELSE json_extract(data, '$.credential_id') END"
 )
 CRED_TYPES = "type IN (" + ", ".join(f"'{t}'" for t in CRED_EVENTS) + ")"
@@ -367,9 +368,15 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
                 "UPDATE credentials SET revoked_at = ?, revoke_reason = ? WHERE id = ?",
                 (now, reason, cred_id),
             )
-            data = {"credential_id": cred_id, "person": cred.person, "by": actor, "reason": reason}
             await self._append_in_tx(
-                db, [_with_state(NewEvent("cred_revoked", now, data=data), cred, found.hash)]
+                db,
+                [
+                    _with_state(
+                        NewEvent.of(events.CredRevoked(cred_id, cred.person, actor, reason), now),
+                        cred,
+                        found.hash,
+                    )
+                ],
             )
         found = await self.get_credential(cred_id)
         return found[0] if found else None
@@ -396,27 +403,18 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
                 " WHERE id = ?",
                 (now, cred_id),
             )
-            events = []
-            base = {"credential_id": cred_id, "person": person}
+            written = []
             if cred.activated_at is None:
                 cred = replace(cred, activated_at=now)
-                events.append(
-                    _with_state(
-                        NewEvent(
-                            "cred_activated",
-                            now,
-                            start.session_id,
-                            data={**base, "window_ends": now + cred.window},
-                        ),
-                        cred,
-                        found.hash,
-                    )
+                activated = events.CredActivated(cred_id, person, now + cred.window)
+                written.append(
+                    _with_state(NewEvent.of(activated, now, start.session_id), cred, found.hash)
                 )
             cred = replace(cred, uses=cred.uses + 1)
-            used = NewEvent("cred_used", now, start.session_id, data={**base, "use": cred.uses})
-            events.append(_with_state(used, cred, found.hash))
-            events.append(start)
-            await self._append_in_tx(db, events)
+            used = NewEvent.of(events.CredUsed(cred_id, person, cred.uses), now, start.session_id)
+            written.append(_with_state(used, cred, found.hash))
+            written.append(start)
+            await self._append_in_tx(db, written)
             await self._alerts_in_tx(db, alerts)
             return decision
 
@@ -493,16 +491,17 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
         if flt.command is not None:
             clauses.append(
                 "(id IN (SELECT session_id FROM channels WHERE command GLOB ?)"
-                " OR id IN (SELECT session_id FROM events WHERE type = 'command'"
+                " OR id IN (SELECT session_id FROM events WHERE type = ?"
                 f"{ev_time} AND json_extract(data, '$.text') GLOB ?))"
             )
-            params += [flt.command, *ev_params, flt.command]
+            params += [flt.command, events.Command.TYPE, *ev_params, flt.command]
         if flt.path is not None:
+            marks = ",".join("?" for _ in _FILE_TYPES)
             clauses.append(
-                "id IN (SELECT session_id FROM events WHERE type GLOB 'file_*'"
+                f"id IN (SELECT session_id FROM events WHERE type IN ({marks})"
                 f"{ev_time} AND json_extract(data, '$.path') GLOB ?)"
             )
-            params += [*ev_params, flt.path]
+            params += [*_FILE_TYPES, *ev_params, flt.path]
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         tail = f"LIMIT {int(flt.limit)}" if flt.limit else ""
         return await self._sessions(where, params, tail, channels=channels)
@@ -581,6 +580,7 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
 
 # Every session raises a session_start alert, so "flagged" means a flag event only.
 _FLAGGING = sorted(FLAG_TYPES)
+_FILE_TYPES = sorted(events.FILE_TYPES)
 
 
 def _projection_differences(path: Path, limit: int = 50) -> list[str]:

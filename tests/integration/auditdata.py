@@ -15,6 +15,7 @@ from proxy.core.recording import CastEncoder
 from proxy.recorder import make_private_dirs, recording_path
 from proxy.store.base import NewEvent
 from proxy.store.sqlite import SQLiteStore
+from tests.eventdata import fill
 
 T0 = 1_800_000_000.0
 
@@ -98,7 +99,9 @@ class Trail:
         if person not in self._creds:
             cred_id = f"C{len(self._creds):05d}"
             await self.store.issue_credential(
-                cred(cred_id, person, t), "argon2-hash", NewEvent("cred_issued", t, data={})
+                cred(cred_id, person, t),
+                "argon2-hash",
+                NewEvent("cred_issued", t, data={"person": person}),
             )
             self._creds[person] = cred_id
         return self._creds[person]
@@ -184,7 +187,7 @@ class Trail:
                 ]
             )
         for dt_, type_, data in extra:
-            await self.store.append([NewEvent(type_, t + dt_, sid, None, data)])
+            await self.store.append([NewEvent(type_, t + dt_, sid, None, fill(type_, data))])
         if end_reason is not None:
             await self.store.append(
                 [

@@ -22,6 +22,7 @@ from proxy.configmodel import AlertRules, AlertsConfig, RateRule
 from proxy.core import anomaly
 from proxy.store.base import NewAlert, NewEvent
 from proxy.store.sqlite import SQLiteStore
+from tests.eventdata import fill
 from tests.integration.alertkit import (
     SECRET,
     SyslogListener,
@@ -280,7 +281,9 @@ async def test_a_failed_login_burst_is_committed_and_delivered(
     try:
         for i in range(4):
             clock[0] = NOW + i
-            data = {"reason": "wrong_code", "source": "127.0.0.9", "person": "mallory"}
+            data = fill(
+                "login_failed", {"reason": "wrong_code", "source": "127.0.0.9", "person": "mallory"}
+            )
             await alerts.record(NewEvent("login_failed", clock[0], data=data))
         got = webhook.wait_for(lambda d: d["rule"] == "failed_logins_per_source")
     finally:

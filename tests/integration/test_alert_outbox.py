@@ -18,6 +18,7 @@ from proxy.core.credentials import Credential
 from proxy.errors import StoreError
 from proxy.store.base import NewAlert, NewEvent
 from proxy.store.sqlite import SQLiteStore
+from tests.eventdata import fill
 
 NOW = 1_700_000_000.0
 
@@ -222,14 +223,18 @@ async def test_recent_activity_feeds_the_rules(store: SQLiteStore) -> None:
                 NOW - 5,
                 None,
                 None,
-                {"reason": "wrong_code", "source": "10.0.0.1", "person": "bob"},
+                fill(
+                    "login_failed", {"reason": "wrong_code", "source": "10.0.0.1", "person": "bob"}
+                ),
             ),
             NewEvent(
                 "login_failed",
                 NOW - 999,
                 None,
                 None,
-                {"reason": "wrong_code", "source": "10.0.0.1", "person": "bob"},
+                fill(
+                    "login_failed", {"reason": "wrong_code", "source": "10.0.0.1", "person": "bob"}
+                ),
             ),
         ],
         [alert("failed_logins_per_source", session=None)],

@@ -46,9 +46,9 @@ def build(tmp: Path) -> Data:
             channels=[Chan(command="sudo systemctl restart postgresql")],
             duration=600,
             extra=[
-                (3, "alert", {"rule": "session_start", "message": "break-glass used"}),
+                (3, "alert", {"rule": "session_start", "detail": "break-glass used"}),
                 (4, "command", {"text": "cat /etc/shadow", "offset": 1.5}),
-                (5, "file_open", {"path": "/etc/passwd", "flags": "r", "status": "ok"}),
+                (5, "file_open", {"path": "/etc/passwd", "flags": ["read"], "status": "ok"}),
             ],
         )
         ids["alice"] = b.session_id
@@ -219,7 +219,7 @@ def test_report_json_summary(data: Data) -> None:
     assert sm["durations"]["longest"] == 3600
     s = next(x for x in doc["sessions"] if x["id"] == data.ids["alice"])
     assert s["justification"] == EVIL
-    assert s["alerts"][0]["data"]["message"] == "break-glass used"
+    assert s["alerts"][0]["data"]["detail"] == "break-glass used"
     _rc, out, _ = cli(data, "report", "--since", "7d", "--until", "2d", "--format", "json")
     assert [x["id"] for x in json.loads(out)["sessions"]] == [data.ids["alice"], data.ids["bob"]]
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Mapping
 
 import pytest
 
 from proxy.configmodel import AlertRules, QuietHours, RateRule
 from proxy.core import anomaly
 from proxy.core.anomaly import Failure, Firing, History
+from proxy.core.events import Event, decode
+from tests.eventdata import fill
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 HOUR = 3600.0
@@ -335,22 +338,27 @@ def test_operator_actions_alert_with_who_and_why() -> None:
 # ------------------------------------------------------------------- evaluate
 
 
+def ev(type_: str, data: Mapping[str, object]) -> Event:
+    """The event ``evaluate`` judges, with the fields the test does not care about empty."""
+    return decode(type_, fill(type_, data))
+
+
 def test_evaluate_dispatches_on_the_event_type() -> None:
     r = rules(failed_logins_per_source=RateRule(count=1, window=600))
     data = {"reason": "target_not_allowed", "source": "10.0.0.1", "person": "alice"}
-    assert names(anomaly.evaluate("login_failed", data, r, History(), T0)) == [
+    assert names(anomaly.evaluate(ev("login_failed", data), r, History(), T0)) == [
         "not_allowed",
         "failed_logins_per_source",
     ]
     start_data = {"person": "alice", "credential_id": "ABC123"}
-    assert names(anomaly.evaluate("session_start", start_data, OFF, History(), T0)) == [
+    assert names(anomaly.evaluate(ev("session_start", start_data), OFF, History(), T0)) == [
         "session_start"
     ]
-    assert names(anomaly.evaluate("session_end", {"reason": "idle"}, OFF, History(), T0)) == [
+    assert names(anomaly.evaluate(ev("session_end", {"reason": "idle"}), OFF, History(), T0)) == [
         "idle_timeout"
     ]
-    assert names(anomaly.evaluate("drill", {}, OFF, History(), T0)) == ["drill"]
-    assert anomaly.evaluate("channel_start", {}, AlertRules(), History(), T0) == []
+    assert names(anomaly.evaluate(ev("drill", {}), OFF, History(), T0)) == ["drill"]
+    assert anomaly.evaluate(ev("channel_start", {}), AlertRules(), History(), T0) == []
 
 
 # ------------------------------------------------------------------- ids
@@ -386,19 +394,23 @@ def test_a_proven_engineer_refused_by_the_proxy_is_alerted(reason: str, rule: st
 
 def test_disk_space_crossings_alert() -> None:
     data = {"free_bytes": 300 << 20}
-    (low,) = anomaly.evaluate("disk_space_low", data, OFF, History(), T0)
+    (low,) = anomaly.evaluate(ev("disk_space_low", data), OFF, History(), T0)
     assert (low.rule, low.detail) == (
         "disk_space",
         "disk space low for the audit trail: 300 MiB free",
     )
-    assert names(anomaly.evaluate("disk_space_critical", {}, OFF, History(), T0)) == ["disk_space"]
-    assert anomaly.evaluate("disk_space_ok", data, OFF, History(), T0) == []
+    assert names(anomaly.evaluate(ev("disk_space_critical", {}), OFF, History(), T0)) == [
+        "disk_space"
+    ]
+    assert anomaly.evaluate(ev("disk_space_ok", data), OFF, History(), T0) == []
 
 
 def test_a_refused_reload_and_a_recording_limit_raise_alerts() -> None:
     from proxy.core.anomaly import evaluate, on_session_end
 
-    fired = evaluate("config_reload_failed", {"problems": ["a", "b"]}, AlertRules(), History(), 0.0)
+    fired = evaluate(
+        ev("config_reload_failed", {"problems": ["a", "b"]}), AlertRules(), History(), 0.0
+    )
     assert [(f.rule, f.flag) for f in fired] == [("config_reload_failed", False)]
     assert "2 problem(s)" in fired[0].detail
     assert [f.rule for f in on_session_end("recording_limit")] == ["recording_limit"]

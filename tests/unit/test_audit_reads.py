@@ -21,6 +21,7 @@ from proxy.audit.report import summary_doc
 from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES, PRUNED
 from proxy.store.base import NewEvent, SessionFilter
 from proxy.store.sqlite import SQLiteStore
+from tests.eventdata import fill
 
 T0 = 1_800_000_000.0
 DAY = 86400.0
@@ -92,8 +93,8 @@ async def _store(tmp_path: Path, n: int = 60, seed: int = 6) -> SQLiteStore:
         duration = rng.choice([60.0, 600.1234567, 3599.9996, 0.0004, -5.0, 7200.5])
         reason = rng.choice(["client_exit", "time_limit", "killed"])
         events.append(NewEvent("session_end", t + duration, sid, None, {"reason": reason}))
-    events.append(NewEvent("alert", T0 + 5 * DAY, None, None, {"kind": "failed_logins"}))
-    await store.append(events)
+    events.append(NewEvent("alert", T0 + 5 * DAY, None, None, {"rule": "failed_logins"}))
+    await store.append([dataclasses.replace(e, data=fill(e.type, e.data)) for e in events])
     return store
 
 

@@ -17,6 +17,7 @@ from proxy.core.chaincheck import (
     checkpoint_message,
     recording_problem,
 )
+from tests.eventdata import fill
 
 T0 = 1_800_000_000.0
 
@@ -25,7 +26,8 @@ def build(specs: list[tuple[str, str | None, int | None, dict[str, Any]]]) -> li
     rows: list[ChainRow] = []
     prev = chain.GENESIS
     for i, (type_, sid, ch, data) in enumerate(specs, start=1):
-        data_json = chain.canonical(data)
+        # A checkpoint's data is the test's subject; every other event is made complete.
+        data_json = chain.canonical(data if type_ == "checkpoint" else fill(type_, data))
         t = T0 + i
         digest = chain.link(prev, i, t, type_, sid, ch, data_json)
         rows.append(ChainRow(i, t, type_, sid, ch, data_json, prev, digest))

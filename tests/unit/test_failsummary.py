@@ -5,6 +5,7 @@ from __future__ import annotations
 from proxy.configmodel import AlertRules, RateRule
 from proxy.core import anomaly
 from proxy.core.failsummary import Attempt, FailureSummariser, SummaryLimits, network_of
+from tests.eventdata import typed
 
 T0 = 1_800_000_000.0  # a minute boundary
 
@@ -93,8 +94,7 @@ def test_the_rate_rules_count_summarised_attempts_as_single_ones() -> None:
     history = anomaly.History(failures=singles + anomaly.summary_failures(summary, T0 + 14))
     # 4 single + 5 summarised + this one = 10: both rules fire, as with 10 singles.
     fired = anomaly.evaluate(
-        "login_failed",
-        {"reason": "wrong_code", "source": "10.1.2.3", "person": "alice"},
+        typed("login_failed", {"reason": "wrong_code", "source": "10.1.2.3", "person": "alice"}),
         rules,
         history,
         T0 + 20,
@@ -106,15 +106,15 @@ def test_the_rate_rules_count_summarised_attempts_as_single_ones() -> None:
     history = anomaly.History(
         failures=[*singles, anomaly.Failure(T0 + 10, "10.1.2.3", "alice", "wrong_code", 5)]
     )
-    fired = anomaly.evaluate(anomaly.SUMMARY_EVENT, late, rules, history, T0 + 200)
+    fired = anomaly.evaluate(typed(anomaly.SUMMARY_EVENT, late), rules, history, T0 + 200)
     assert {f.rule for f in fired} == {"failed_logins_per_source", "failed_logins_per_person"}
 
 
 def test_slots_full_alerts_at_most_once_per_quiet_period() -> None:
-    data = {"dropped": 3, "refused": 1}
-    fired = anomaly.evaluate(anomaly.SLOTS_FULL_EVENT, data, AlertRules(), anomaly.History(), T0)
+    data = typed(anomaly.SLOTS_FULL_EVENT, {"dropped": 3, "refused": 1})
+    fired = anomaly.evaluate(data, AlertRules(), anomaly.History(), T0)
     assert [f.rule for f in fired] == ["at_capacity"]
     recent = anomaly.History(last_fired={("at_capacity", "unauthenticated"): T0 - 60})
-    assert anomaly.evaluate(anomaly.SLOTS_FULL_EVENT, data, AlertRules(), recent, T0) == []
+    assert anomaly.evaluate(data, AlertRules(), recent, T0) == []
     later = T0 + anomaly.CAPACITY_QUIET
-    assert anomaly.evaluate(anomaly.SLOTS_FULL_EVENT, data, AlertRules(), recent, later)
+    assert anomaly.evaluate(data, AlertRules(), recent, later)

@@ -27,6 +27,7 @@ from proxy.core.limits import (
     target_size,
 )
 from proxy.core.recording import CastEncoder
+from tests.eventdata import typed
 
 PROMPT = b"user@host:~$ "
 
@@ -182,9 +183,8 @@ def test_the_kinds_a_client_names_are_bounded_too() -> None:
     "type_", ["command_extraction_error", "sftp_parse_error", "scp_parse_error"]
 )
 def test_an_extraction_failure_raises_an_alert_that_flags_the_session(type_: str) -> None:
-    [firing] = anomaly.evaluate(
-        type_, {"detail": "TypeError: boom"}, AlertRules(), anomaly.History(), 0.0
-    )
+    failure = typed(type_, {"detail": "TypeError: boom"})
+    [firing] = anomaly.evaluate(failure, AlertRules(), anomaly.History(), 0.0)
     assert firing.rule == "extraction_failed"
     assert firing.flag
     assert "TypeError: boom" in firing.detail
