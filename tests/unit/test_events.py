@@ -142,3 +142,16 @@ def test_the_readme_table_of_event_types_is_the_catalogues() -> None:
         "README's event table differs from proxy/core/events.py: regenerate it with"
         " `python -m proxy.core.events` and paste it between the markers"
     )
+
+
+def test_an_event_the_store_cut_to_its_bound_still_decodes_to_its_bytes() -> None:
+    from proxy.core.limits import bound_data
+
+    for big in (
+        events.RequestRefused("env", "x" * 100_000),
+        events.Command(source="stdin", offset=1.0, text="y" * 100_000, truncated=True),
+    ):
+        cut, text = bound_data(big.data())
+        assert "truncated" in cut
+        ev = decode(big.TYPE, cut)
+        assert chain.canonical(ev.data()) == text
