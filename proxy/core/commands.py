@@ -5,7 +5,7 @@ command always comes from the *screen* (what the target echoed), never from the
 keystrokes, so input typed at a no-echo prompt (``read -s``, sudo) cannot end up in an
 event; when the keystrokes were not echoed the event says ``redacted`` and has no text.
 
-How (see ../shared/notes/recording-and-commands.md, section H):
+How:
 
 * Between commands ("tail mode") only the last ``TAIL_BYTES`` of output are kept and
   scanned for alternate-screen switches; a ``cat hugefile`` never reaches pyte.
@@ -18,8 +18,10 @@ How (see ../shared/notes/recording-and-commands.md, section H):
   if the screen line ends with the typed text.
 * Full-screen programs (alternate screen) are not parsed; the line that launched them is.
 
-Best effort, an index into the recording: any internal error emits one
-``command_extraction_error`` event and disables extraction for the channel.
+Best effort, an index into the recording. Whatever the target prints is parsed
+(proxy.core.screen ignores malformed control sequences, as a terminal does); an internal
+error emits one ``command_extraction_error`` event and disables extraction for the
+channel (the caller alerts and flags the session).
 """
 
 from __future__ import annotations
@@ -28,10 +30,9 @@ import codecs
 import re
 from typing import Any
 
-import pyte
-
 from proxy.core import events as catalogue
 from proxy.core.limits import clamp_size
+from proxy.core.screen import ScreenStream, TrackingScreen
 
 TAIL_BYTES = 16 * 1024
 # A typing phase that would see more output than this without an Enter being echoed
@@ -45,7 +46,6 @@ ECHO_WAIT = 1.0  # seconds to wait for the echoed newline after Enter
 # and a 32 KiB paste of empty lines would otherwise hold every session for ~0.3 s. The
 # rest are in the transcript and counted in ``lines_not_read``.
 MAX_PASTE_LINES = 200
-_ALT_MODES = (1049, 1047, 47)
 _ALT_SWITCH = re.compile(rb"\x1b\[\?(?:1049|1047|47)([hl])")
 _ALT_CARRY = 8  # longest switch is 8 bytes: keep 7 from the previous chunk
 _IGNORED_ONLY = frozenset(b"\x03\x04\x1a\x1c")  # ^C ^D ^Z ^\ on their own
@@ -66,64 +66,6 @@ def _is_subsequence(needle: str, haystack: str) -> bool:
     return all(c in it for c in needle)
 
 
-class TrackingScreen(pyte.Screen):
-    """A pyte screen with the alternate screen (pyte 0.8.2 has none) and a scroll count."""
-
-    def __init__(self, columns: int, lines: int) -> None:
-        super().__init__(columns, lines)
-        self.scrolled = 0
-        self.alt = False
-        self._saved: tuple[Any, Any] | None = None
-        self._drawing = False
-
-    def draw(self, data: str) -> None:
-        self._drawing = True
-        try:
-            super().draw(data)
-        finally:
-            self._drawing = False
-
-    def linefeed(self) -> None:
-        # A row left by drawing past the last column is soft-wrapped: one logical line.
-        vars(self.buffer[self.cursor.y])["soft_wrap"] = self._drawing
-        super().linefeed()
-
-    def soft_wrapped(self, y: int) -> bool:
-        return bool(getattr(self.buffer[y], "soft_wrap", False))
-
-    def index(self) -> None:
-        bottom = self.margins.bottom if self.margins else self.lines - 1
-        if self.cursor.y == bottom:
-            self.scrolled += 1
-        super().index()
-
-    def set_mode(self, *modes: int, **kwargs: Any) -> None:
-        if kwargs.get("private") and any(m in _ALT_MODES for m in modes) and not self.alt:
-            self._saved = (
-                {y: dict(row) for y, row in self.buffer.items()},
-                (self.cursor.x, self.cursor.y),
-            )
-            self.alt = True
-            self.erase_in_display(2)
-        super().set_mode(*modes, **kwargs)
-
-    def reset_mode(self, *modes: int, **kwargs: Any) -> None:
-        if kwargs.get("private") and any(m in _ALT_MODES for m in modes) and self.alt:
-            self.alt = False
-            self.erase_in_display(2)
-            if self._saved is not None:
-                rows, (x, y) = self._saved
-                for row_y, row in rows.items():
-                    self.buffer[row_y].update(row)
-                self.cursor.x, self.cursor.y = x, y
-                self._saved = None
-        super().reset_mode(*modes, **kwargs)
-
-    def row(self, y: int) -> list[str]:
-        line = self.buffer[y]
-        return [line[x].data for x in range(self.columns)]
-
-
 class CommandExtractor:
     """Fed a PTY channel's output, input and resizes; returns ``command`` events."""
 
@@ -139,7 +81,7 @@ class CommandExtractor:
         self.alt = False
         # Typing phase: a screen exists from the first keystroke to the echoed newline.
         self._screen: TrackingScreen | None = None
-        self._stream: pyte.Stream | None = None
+        self._stream: ScreenStream | None = None
         self._decoder: codecs.IncrementalDecoder | None = None
         self._prompt = ""
         self._prompt_row = 0
@@ -347,7 +289,7 @@ class CommandExtractor:
     def _start_typing(self) -> None:
         screen = TrackingScreen(self.columns, self.lines)
         self._screen = screen
-        self._stream = pyte.Stream(screen)
+        self._stream = ScreenStream(screen)
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         # Only the last screenful of lines can hold the prompt: start a line before it
         # (not inside an escape sequence), at most TAIL_BYTES back.

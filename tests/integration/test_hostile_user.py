@@ -2,8 +2,9 @@
 targets and a second session (the probe) that types a key every 50 ms and times its
 echoes: a resize to 16,000,000 columns does not stall the probe for a second, a flood of
 window changes is coalesced, the per-session channel limit holds, no event's data
-exceeds the bound, and a command extractor that gives up flags the session (alert) while
-the transcript keeps recording. Stall timings beyond these generous bounds are
+exceeds the bound, a prompt of malformed control sequences does not switch command
+extraction off, and an extractor that gives up (an injected bug) flags the session
+(alert) while the transcript keeps recording. Stall timings beyond these generous bounds are
 benchmarks/hostile_user.py's.
 """
 
@@ -19,6 +20,7 @@ import asyncssh
 import pytest
 
 from proxy.core.limits import MAX_COLUMNS, MAX_EVENT_DATA
+from proxy.core.screen import TrackingScreen
 from proxy.ssh import wire
 from proxy.ssh.relay import ChannelBridge
 from tests.integration.conftest import standard_targets
@@ -240,9 +242,12 @@ async def test_no_event_exceeds_the_data_bound(proxy: InProcessProxy) -> None:
     assert 10 + counts["subsystem"] + at_limit + counts.get("session", 0) == 40, counts
 
 
-def test_extraction_failure_flags_the_session_and_recording_continues(
+def test_a_prompt_of_malformed_sequences_does_not_switch_extraction_off(
     deployment: Deployment, person: str, tmp_path: Path
 ) -> None:
+    """A prompt anyone can set, with sequences pyte 0.8.2 raised on (a private form of a
+    cursor move and of SGR, an erase mode out of range, extra parameters): each switched
+    command extraction off for the channel, so what was typed after it was not audited."""
     code = deployment.code(person)
     # LogLevel=INFO: the session notice is an authentication banner (issue 18 item 6).
     terminal = ssh_terminal(
@@ -250,26 +255,56 @@ def test_extraction_failure_flags_the_session_and_recording_continues(
     )
     try:
         terminal.expect(rb"is recorded", timeout=30)
-        terminal.send(b"echo ready-$((40 + 2))\r")
-        terminal.expect(rb"ready-42")
-        # A prompt with a sequence the extractor's terminal emulator (pyte) cannot take:
-        # the next line typed breaks it. Anyone can set such a prompt.
-        terminal.send(b"PS1=$'\\e[?A$ '\r")
+        terminal.send(b"PS1=$'\\e[?A\\e[?1m\\e[9K\\e[1;2;3B$ '\r")
         mark = len(terminal.output())
         terminal.expect(rb"\$ ", after=mark)
-        mark = len(terminal.output())
-        terminal.send(b"echo after-$((6*7))\r")
-        terminal.expect(rb"after-42", after=mark)
+        for n in (6, 7):
+            mark = len(terminal.output())
+            terminal.send(b"echo after-$((%d*7))\r" % n)
+            terminal.expect(b"after-%d" % (n * 7), after=mark)
         terminal.send(b"exit\r")
         terminal.wait(30)
     finally:
         terminal.close()
     session = deployment.wait_for_session(person)
-    [failure] = events_of(session, "command_extraction_error")
-    [flag] = events_of(session, "flag")
-    assert flag["data"]["rule"] == "extraction_failed", flag
-    assert any(a["data"].get("rule") == "extraction_failed" for a in events_of(session, "alert"))
-    # The transcript kept recording after the extractor gave up.
-    channel = session["channels"][0]
-    text = cast_text(Path(channel["recording"]))
-    assert "after-42" in text.split("echo after-")[-1], failure
+    texts = [e["data"].get("text") for e in events_of(session, "command")]
+    assert "echo after-$((6*7))" in texts, texts
+    assert "echo after-$((7*7))" in texts, texts
+    assert events_of(session, "command_extraction_error") == []
+    assert events_of(session, "flag") == []
+
+
+async def test_an_extraction_failure_flags_the_session_and_recording_continues(
+    proxy: InProcessProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No known output breaks the extractor any more, so a bug is injected: the screen
+    raises on a marker. The session is flagged (alert), the transcript keeps recording."""
+    draw = TrackingScreen.draw
+
+    def buggy(self: TrackingScreen, data: str) -> None:
+        if "BREAK-ME" in data:
+            raise RuntimeError("injected extractor bug")
+        draw(self, data)
+
+    monkeypatch.setattr(TrackingScreen, "draw", buggy)
+    person = new_person("extractor")
+    conn = await log_in(proxy.port, person, await proxy.quick_code(person))
+    try:
+        process = await conn.create_process("cat", term_type="xterm", encoding=None)
+        for line in (b"BREAK-ME", b"after-42"):
+            process.stdin.write(line + b"\r")
+            async with asyncio.timeout(30):
+                await process.stdout.readuntil(line)
+        process.stdin.write_eof()
+        process.close()
+    finally:
+        await close(conn)
+    ids = sessions_of(proxy, person)
+    await proxy.wait_events("session_end", lambda e: e.row["session_id"] in ids)
+    mine = [e for e in proxy.events() if e.row["session_id"] in ids]
+    [failure] = [e for e in mine if e.type == "command_extraction_error"]
+    assert "injected extractor bug" in failure.data["detail"], failure.data
+    [flag] = [e for e in mine if e.type == "flag"]
+    assert flag.data["rule"] == "extraction_failed", flag.data
+    [cast] = attacker_casts(proxy, person)
+    assert "after-42" in cast_text(cast)

@@ -13,6 +13,8 @@ from typing import Any
 
 import pyte
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.core import commands
 from proxy.core.commands import CommandExtractor
@@ -259,3 +261,81 @@ def test_random_bytes_never_raise() -> None:
             else:
                 events = ex.resize(rng.randint(0, 200), rng.randint(0, 60), step)
             assert all(e["kind"] == "command" for e in events), events
+
+
+# Sequences pyte 0.8.2 raised on (each switched extraction off for the channel): a private
+# form of a sequence that has none, extra parameters, a mode out of range, digits that are
+# not ASCII, a number longer than int() reads.
+MALFORMED = [
+    b"\x1b[?A",
+    b"\x1b[?m",
+    b"\x1b[?1;2r",
+    b"\x1b[?5n",
+    b"\x1b[?@",
+    b"\x1b[?X",
+    b"\x1b[?3d",
+    b"\x1b[1;2A",
+    b"\x1b[;5B",
+    b"\x1b[9K",
+    b"\x1b[7J",
+    b"\x1b[\xc2\xb2A",
+    b"\x1b[" + b"9" * 5000 + b"m",
+    b"\x9b?A",
+]
+
+
+@pytest.mark.parametrize("sequence", MALFORMED, ids=[repr(s[:12]) for s in MALFORMED])
+def test_a_malformed_sequence_in_the_prompt_is_ignored(sequence: bytes) -> None:
+    ex = CommandExtractor(80, 24)
+    prompt = b"\r\n" + sequence + b"$ "
+    ex.output(prompt, 0.0)
+    ex.input(b"id\r", 1.0)
+    events = ex.output(b"id\r\nuid=0\r\n" + prompt, 1.1)
+    ex.input(b"echo next\r", 2.0)
+    events += ex.output(b"echo next\r\nnext\r\n" + prompt, 2.1)
+    assert [e.get("text") for e in events] == ["id", "echo next"], events
+    assert not ex.disabled
+
+
+def test_malformed_sequences_while_typing_are_counted_and_ignored() -> None:
+    ex = CommandExtractor(80, 24)
+    ex.output(PROMPT, 0.0)
+    ex.input(b"l", 1.0)
+    ex.output(b"l" + b"".join(MALFORMED), 1.0)
+    assert ex._screen is not None
+    assert ex._screen.dropped >= len(MALFORMED) - 3  # some of pyte's draw them as text
+    ex.input(b"s\r", 1.1)
+    events = ex.output(b"s\r\n", 1.2)
+    assert [e["kind"] for e in events] == ["command"], events
+
+
+_FRAGMENTS = st.sampled_from(
+    [b"\x1b", b"\x1b[", b"\x9b", b"\x1b]", b"\x1b#", b"\x1b%", b"\x1b(", b"?", b";", b"$",
+     b"0", b"9" * 40, b"\xc2\xb2", b"\xd9\xa3", b"1049h", b"1049l", b"\x07", b"\x18",
+     b"\r", b"\n", b"\x08", b"\t", b"\xe2\x80\x8b", b"\xcc\x81", b"\xef\xbc\xa1", b"$ "]
+)  # fmt: skip
+_CHUNK = st.lists(st.one_of(_FRAGMENTS, st.binary(max_size=8)), max_size=12).map(b"".join)
+_STEP = st.one_of(
+    st.tuples(st.just("o"), _CHUNK),
+    st.tuples(st.just("i"), _CHUNK),
+    st.tuples(st.just("r"), st.tuples(st.integers(0, 600), st.integers(0, 300))),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(size=st.tuples(st.integers(0, 200), st.integers(0, 60)), steps=st.lists(_STEP))
+def test_arbitrary_bytes_never_break_extraction(
+    size: tuple[int, int], steps: list[tuple[str, Any]]
+) -> None:
+    ex = CommandExtractor(*size)
+    ex.input(b"x", 0.0)  # a screen exists: output goes through pyte
+    for t, (kind, data) in enumerate(steps, start=1):
+        if kind == "o":
+            events = ex.output(data, t)
+        elif kind == "i":
+            events = ex.input(data, t)
+        else:
+            columns, lines = data
+            events = ex.resize(columns, lines, t)
+        assert all(e["kind"] == "command" for e in events), events
+    assert not ex.disabled
