@@ -649,6 +649,18 @@ class SftpParseError(Event):
     offset: float
 
 
+@event("sftp_untracked")
+class SftpUntracked(Event):
+    """At a channel's end: requests and handles the SFTP parser let go past its caps."""
+
+    requests: int
+    handles: int
+    max_pending: int
+    max_handles: int
+    source: str
+    offset: float
+
+
 class FileEvent(Event):
     """A file operation seen in an sftp or scp channel. Every file event has these
     fields; which of the others are present depends on the operation."""
@@ -681,6 +693,7 @@ class FileEvent(Event):
     length: int | Absent = ABSENT
     offset_to: int | Absent = ABSENT
     extension: str | Absent = ABSENT
+    path_cut: bool | Absent = ABSENT  # path (or target_path) held cut at 4,096 characters
 
     def operation(self) -> str:
         """What was done, as the auditor reads it: ``open``, ``rename`` ..."""

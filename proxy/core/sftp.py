@@ -15,7 +15,10 @@ One event per file operation, completed with the target's answer::
 Paths are stored verbatim (control characters included; callers escape whenever they
 show them); bytes that are not UTF-8 become ``\\xNN`` and the event says ``"raw": true``.
 A packet longer than ``MAX_PACKET`` or one that does not parse yields one
-``sftp_parse_error`` event, after which the parser ignores the channel.
+``sftp_parse_error`` event, after which the parser ignores the channel. The tables of
+requests awaiting replies and of open handles are capped (``MAX_PENDING``,
+``MAX_HANDLES``): past a cap the oldest entry's event is written with status
+``not tracked``, and the channel's end adds one ``sftp_untracked`` event with the counts.
 """
 
 from __future__ import annotations
@@ -26,11 +29,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.core import events as catalogue
+from proxy.core.text import truncate
 
 Event = dict[str, Any]
 
 # OpenSSH's sftp-server refuses messages over 256 KiB; a little slack for headers.
 MAX_PACKET = 256 * 1024 + 4096
+# Requests awaiting their reply, and open handles, tracked at most (the client picks how
+# many: one that never reads its replies, or opens files it never closes, would otherwise
+# grow the tables without end). OpenSSH's sftp keeps 64 requests in flight; sftp-server
+# holds a handle per open file. Past a cap the oldest entry is let go: its event is
+# written then, its status "not tracked", and ``finish`` reports how many went.
+MAX_PENDING = 1024
+MAX_HANDLES = 1024
+# A path longer than Linux's PATH_MAX names no file; an event keeps this much of it.
+MAX_PATH = 4096
 
 # Packet types (draft-ietf-secsh-filexfer-02, version 3).
 INIT, VERSION = 1, 2
@@ -198,8 +211,17 @@ class _Pending:
 class SftpTap:
     """Both directions of one sftp channel. ``feed_*`` never raise."""
 
-    def __init__(self, max_packet: int = MAX_PACKET) -> None:
+    def __init__(
+        self,
+        max_packet: int = MAX_PACKET,
+        max_pending: int = MAX_PENDING,
+        max_handles: int = MAX_HANDLES,
+    ) -> None:
         self.max_packet = max_packet
+        self.max_pending = max_pending
+        self.max_handles = max_handles
+        self.untracked_requests = 0
+        self.untracked_handles = 0
         self.stopped = False
         self.version: int | None = None
         self._bufs = {"client": bytearray(), "server": bytearray()}
@@ -294,13 +316,13 @@ class SftpTap:
                         with memoryview(buf) as view:
                             h.wsha.update(view[a:b])
                         h.wnext = offset + n
-            self._pending[rid] = _Pending("")
+            self._expect(rid, _Pending(""), out)
             return
         if ptype == READ:
             handle = r.string()
             offset = r.u64()
             length = r.u32()
-            self._pending[rid] = _Pending("read", handle=handle, offset=offset, length=length)
+            self._expect(rid, _Pending("read", handle=handle, offset=offset, length=length), out)
             return
         if ptype == OPEN:
             path, raw = decode_path(r.string())
@@ -309,19 +331,19 @@ class SftpTap:
             ev = self._event(catalogue.FileOpen.TYPE, path, raw, flags=flag_names(pflags))
             if "mode" in attrs:
                 ev["mode"] = attrs["mode"]
-            self._pending[rid] = _Pending(catalogue.FileOpen.TYPE, ev)
+            self._expect(rid, _Pending(catalogue.FileOpen.TYPE, ev), out)
             return
         if ptype == CLOSE:
-            self._pending[rid] = _Pending("close", handle=r.string())
+            self._expect(rid, _Pending("close", handle=r.string()), out)
             return
         if ptype == OPENDIR:
             path, raw = decode_path(r.string())
-            self._pending[rid] = _Pending(
-                "opendir", self._event(catalogue.FileList.TYPE, path, raw)
+            self._expect(
+                rid, _Pending("opendir", self._event(catalogue.FileList.TYPE, path, raw)), out
             )
             return
         if ptype == READDIR:
-            self._pending[rid] = _Pending("readdir", handle=r.string())
+            self._expect(rid, _Pending("readdir", handle=r.string()), out)
             return
         if ptype in (REMOVE, RMDIR, READLINK):
             kind = {
@@ -330,24 +352,26 @@ class SftpTap:
                 READLINK: catalogue.FileReadlink.TYPE,
             }[ptype]
             path, raw = decode_path(r.string())
-            self._pending[rid] = _Pending(kind, self._event(kind, path, raw))
+            self._expect(rid, _Pending(kind, self._event(kind, path, raw)), out)
             return
         if ptype in (MKDIR, SETSTAT):
             kind = catalogue.FileMkdir.TYPE if ptype == MKDIR else catalogue.FileSetstat.TYPE
             path, raw = decode_path(r.string())
             ev = self._event(kind, path, raw)
             ev.update(r.attrs())
-            self._pending[rid] = _Pending(kind, ev)
+            self._expect(rid, _Pending(kind, ev), out)
             return
         if ptype == FSETSTAT:
             handle = r.string()
             ev = self._handle_event(catalogue.FileSetstat.TYPE, handle)
             ev.update(r.attrs())
-            self._pending[rid] = _Pending(catalogue.FileSetstat.TYPE, ev)
+            self._expect(rid, _Pending(catalogue.FileSetstat.TYPE, ev), out)
             return
         if ptype == RENAME:
-            self._pending[rid] = _Pending(
-                catalogue.FileRename.TYPE, self._two_paths(catalogue.FileRename.TYPE, r)
+            self._expect(
+                rid,
+                _Pending(catalogue.FileRename.TYPE, self._two_paths(catalogue.FileRename.TYPE, r)),
+                out,
             )
             return
         if ptype == SYMLINK:
@@ -355,17 +379,17 @@ class SftpTap:
             target, traw = decode_path(r.string())
             link, lraw = decode_path(r.string())
             ev = self._event(catalogue.FileSymlink.TYPE, link, lraw or traw, target_path=target)
-            self._pending[rid] = _Pending(catalogue.FileSymlink.TYPE, ev)
+            self._expect(rid, _Pending(catalogue.FileSymlink.TYPE, ev), out)
             return
         if ptype in _QUIET:
-            self._pending[rid] = _Pending("")
+            self._expect(rid, _Pending(""), out)
             return
         if ptype == EXTENDED:
-            self._extended(rid, r)
+            self._extended(rid, r, out)
             return
         raise ParseError(f"unknown request type {ptype}")
 
-    def _extended(self, rid: int, r: _Reader) -> None:
+    def _extended(self, rid: int, r: _Reader, out: list[Event]) -> None:
         name = r.string().decode("utf-8", "backslashreplace")
         ev: Event | None
         if name == "posix-rename@openssh.com":
@@ -402,7 +426,33 @@ class SftpTap:
             ev = {"kind": catalogue.FileExtended.TYPE, "path": None, "source": "sftp"}
         if ev is not None:
             ev["extension"] = name
-        self._pending[rid] = _Pending("" if ev is None else str(ev["kind"]), ev)
+        self._expect(rid, _Pending("" if ev is None else str(ev["kind"]), ev), out)
+
+    def _expect(self, rid: int, pending: _Pending, out: list[Event]) -> None:
+        """Track a request until its reply; past the cap, let the oldest one go."""
+        if rid not in self._pending and len(self._pending) >= self.max_pending:
+            oldest = next(iter(self._pending))
+            self.untracked_requests += 1
+            self._unanswered(self._pending.pop(oldest), "not tracked", out)
+        self._pending[rid] = pending
+
+    def _track(self, handle: bytes, h: _Handle, out: list[Event]) -> None:
+        """Track an open handle until it is closed; past the cap, let the oldest go."""
+        if handle not in self._handles and len(self._handles) >= self.max_handles:
+            oldest = next(iter(self._handles))
+            self.untracked_handles += 1
+            out.append(self._close_event(self._handles.pop(oldest), None, "not tracked"))
+        self._handles[handle] = h
+
+    def _unanswered(self, p: _Pending, status: str, out: list[Event]) -> None:
+        """A request whose reply will not be read: its event, with ``status``."""
+        if p.op == "close" and p.handle is not None:
+            h = self._handles.pop(p.handle, None)
+            if h is not None:
+                out.append(self._close_event(h, None, status))
+        elif p.event is not None and p.op not in ("", "read", "readdir"):
+            p.event["status"] = status
+            out.append(p.event)
 
     def _two_paths(self, kind: str, r: _Reader) -> Event:
         old, oraw = decode_path(r.string())
@@ -411,6 +461,15 @@ class SftpTap:
 
     @staticmethod
     def _event(kind: str, path: str | None, raw: bool, **more: Any) -> Event:
+        target = more.get("target_path")
+        if (path is not None and len(path) > MAX_PATH) or (
+            isinstance(target, str) and len(target) > MAX_PATH
+        ):
+            # Held while the request waits (up to MAX_PENDING of them): not 256 KiB each.
+            path = None if path is None else truncate(path, MAX_PATH)
+            if isinstance(target, str):
+                more["target_path"] = truncate(target, MAX_PATH)
+            more["path_cut"] = True
         ev: Event = {"kind": kind, "path": path, **more}
         if raw:
             ev["raw"] = True
@@ -451,13 +510,13 @@ class SftpTap:
             if p.op == catalogue.FileOpen.TYPE and p.event is not None:
                 ev = p.event
                 ev["status"] = "ok"
-                self._handles[handle] = _Handle(
-                    str(ev["path"]), bool(ev.get("raw")), list(ev["flags"])
+                self._track(
+                    handle, _Handle(str(ev["path"]), bool(ev.get("raw")), list(ev["flags"])), out
                 )
                 out.append(ev)
             elif p.op == "opendir" and p.event is not None:
                 ev = p.event
-                self._handles[handle] = _Handle(str(ev["path"]), bool(ev.get("raw")), None)
+                self._track(handle, _Handle(str(ev["path"]), bool(ev.get("raw")), None), out)
             return
         if ptype == NAME:
             count = r.u32()
@@ -557,15 +616,20 @@ class SftpTap:
         if self.stopped:
             return out
         for p in self._pending.values():
-            if p.op == "close" and p.handle is not None:
-                h = self._handles.pop(p.handle, None)
-                if h is not None:
-                    out.append(self._close_event(h, None, "no reply"))
-            elif p.event is not None and p.op not in ("", "read", "readdir"):
-                p.event["status"] = "no reply"
-                out.append(p.event)
+            self._unanswered(p, "no reply", out)
         for h in self._handles.values():
             out.append(self._close_event(h, None, "not closed"))
+        if self.untracked_requests or self.untracked_handles:
+            out.append(
+                {
+                    "kind": catalogue.SftpUntracked.TYPE,
+                    "requests": self.untracked_requests,
+                    "handles": self.untracked_handles,
+                    "max_pending": self.max_pending,
+                    "max_handles": self.max_handles,
+                    "source": "sftp",
+                }
+            )
         self._pending.clear()
         self._handles.clear()
         self.stopped = True

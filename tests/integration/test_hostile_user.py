@@ -15,12 +15,14 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
 
 from proxy.core.limits import MAX_COLUMNS, MAX_EVENT_DATA
 from proxy.core.screen import TrackingScreen
+from proxy.core.sftp import MAX_HANDLES, MAX_PENDING, SftpTap
 from proxy.ssh import wire
 from proxy.ssh.relay import ChannelBridge
 from tests.integration.conftest import standard_targets
@@ -41,8 +43,9 @@ from tests.integration.hostile import (
     refused_flood,
     resize_flood,
 )
-from tests.integration.inproc import InProcessProxy, close, in_process_proxy
+from tests.integration.inproc import InProcessProxy, close, in_process_proxy, wait_for
 from tests.integration.sshtools import ssh_terminal
+from tests.unit import sftpwire as w
 
 pytestmark = pytest.mark.slow
 
@@ -308,3 +311,84 @@ async def test_an_extraction_failure_flags_the_session_and_recording_continues(
     assert flag.data["rule"] == "extraction_failed", flag.data
     [cast] = attacker_casts(proxy, person)
     assert "after-42" in cast_text(cast)
+
+
+class _SftpReplies(asyncssh.SSHClientSession[bytes]):
+    """Counts the sftp packets the target sends back (a raw sftp client's side)."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.count = 0
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.buf += data
+        while len(self.buf) >= 4 and len(self.buf) >= 4 + int.from_bytes(self.buf[:4]):
+            self.buf = self.buf[4 + int.from_bytes(self.buf[:4]) :]
+            self.count += 1
+
+
+async def test_an_sftp_client_cannot_grow_the_parsers_tables(
+    proxy: InProcessProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A raw sftp client through the proxy to the real sshd's sftp-server: it opens
+    MAX_HANDLES + 100 files and never closes them, then sends 120,000 requests without
+    reading the replies (its window: 64 KiB), so they pile up in the proxy unanswered.
+    The parser tracks at most its caps and says what it let go."""
+    peak = [0, 0]
+    expect, track = SftpTap._expect, SftpTap._track
+
+    def watched_expect(self: SftpTap, *args: Any) -> None:
+        expect(self, *args)
+        peak[0] = max(peak[0], len(self._pending))
+
+    def watched_track(self: SftpTap, *args: Any) -> None:
+        track(self, *args)
+        peak[1] = max(peak[1], len(self._handles))
+
+    taps: list[SftpTap] = []
+    init = SftpTap.__init__
+
+    def kept(self: SftpTap, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        taps.append(self)
+
+    monkeypatch.setattr(SftpTap, "_expect", watched_expect)
+    monkeypatch.setattr(SftpTap, "_track", watched_track)
+    monkeypatch.setattr(SftpTap, "__init__", kept)
+    person = new_person("sftp")
+    conn = await log_in(proxy.port, person, await proxy.quick_code(person))
+    opens = MAX_HANDLES + 100
+    stats = 120_000
+    try:
+        replies = _SftpReplies()
+        chan, _ = await conn.create_session(
+            lambda: replies, subsystem="sftp", encoding=None, window=64 * 1024
+        )
+        chan.write(w.init())
+        for start in range(0, opens, 500):  # under the pending cap: every open tracked
+            end = min(opens, start + 500)
+            chan.write(b"".join(w.open_(rid, "/dev/null", 1) for rid in range(start, end)))
+            await wait_for(lambda: replies.count == 1 + end, within=60, what="handles")  # noqa: B023
+        chan.pause_reading()
+        chan.write(b"".join(w.req(17, opens + i, w.s("/")) for i in range(stats)))
+        [tap] = taps
+        await wait_for(lambda: tap.untracked_requests, within=120, what="requests let go")
+        chan.resume_reading()
+        await wait_for(lambda: replies.count == 1 + opens + stats, within=120, what="replies")
+        chan.close()
+        await chan.wait_closed()
+    finally:
+        await close(conn)
+    assert peak == [MAX_PENDING, MAX_HANDLES], peak
+    ids = sessions_of(proxy, person)
+    await proxy.wait_events("session_end", lambda e: e.row["session_id"] in ids, within=120)
+    mine = [e for e in proxy.events() if e.row["session_id"] in ids]
+    [lost] = [e for e in mine if e.type == "sftp_untracked"]
+    assert lost.data["handles"] == 100, lost.data
+    assert lost.data["requests"] == tap.untracked_requests > 0, lost.data
+    # Nothing lost from the trail: every open is one event, every handle one close
+    # event (100 let go while open, the rest not closed at the channel's end).
+    closes = Counter(e.data["status"] for e in mine if e.type == "file_close")
+    assert closes == {"not tracked": 100, "not closed": MAX_HANDLES}, closes
+    opened = Counter(e.data["status"] for e in mine if e.type == "file_open")
+    assert opened == {"ok": opens}, opened

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.core.sftp import MAX_PACKET, SftpTap
+from proxy.core.sftp import MAX_HANDLES, MAX_PACKET, MAX_PATH, MAX_PENDING, SftpTap
 from tests.unit import sftpwire as w
 
 H = b"\x00\x00\x00\x01"
@@ -380,6 +380,72 @@ def test_finish_reports_files_left_open_and_requests_unanswered() -> None:
         ("file_close", "/f", "not closed"),
     ]
     assert events[1]["bytes_written"] == 3
+
+
+def test_requests_never_answered_are_tracked_up_to_the_cap_then_the_oldest_go() -> None:
+    tap = SftpTap()
+    tap.feed_client(w.init())
+    tap.feed_server(w.version())
+    removes = b"".join(w.req(13, rid, w.s(f"/gone-{rid}")) for rid in range(5000))
+    stats = b"".join(w.req(17, rid, w.s("/")) for rid in range(5000, 10_000))
+    lost = tap.feed_client(removes) + tap.feed_client(stats)
+    assert len(tap._pending) == MAX_PENDING
+    # Every remove is still written once (its status says its reply was not awaited);
+    # the stats make no event, they are counted.
+    assert len(lost) == 5000, len(lost)
+    assert {(e["kind"], e["status"]) for e in lost} == {("file_remove", "not tracked")}
+    assert [e["path"] for e in lost[:2]] == ["/gone-0", "/gone-1"]  # the oldest first
+    # A reply to a request still tracked completes it as usual.
+    assert tap.feed_server(w.status(9999)) == []
+    assert len(tap._pending) == MAX_PENDING - 1
+    end = tap.finish()
+    assert end[-1] == {
+        "kind": "sftp_untracked",
+        "requests": 10_000 - MAX_PENDING,
+        "handles": 0,
+        "max_pending": MAX_PENDING,
+        "max_handles": MAX_HANDLES,
+        "source": "sftp",
+    }
+
+
+def test_handles_never_closed_are_tracked_up_to_the_cap_then_the_oldest_go() -> None:
+    tap = SftpTap()
+    tap.feed_client(w.init())
+    tap.feed_server(w.version())
+    count = MAX_HANDLES + 300
+    events: list[dict[str, Any]] = []
+    for rid in range(count):
+        events += tap.feed_client(w.open_(rid, f"/f{rid}", 1))
+        events += tap.feed_server(w.handle(rid, b"h%d" % rid))
+    assert len(tap._handles) == MAX_HANDLES
+    opens = [e for e in events if e["kind"] == "file_open"]
+    closes = [e for e in events if e["kind"] == "file_close"]
+    assert len(opens) == count
+    assert [(e["path"], e["status"]) for e in closes[:2]] == [
+        ("/f0", "not tracked"),
+        ("/f1", "not tracked"),
+    ]
+    assert len(closes) == 300
+    # A handle still tracked is closed as usual.
+    done = tap.feed_client(w.close(count, b"h%d" % (count - 1)))
+    done += tap.feed_server(w.status(count))
+    assert [(e["kind"], e["path"], e["status"]) for e in done] == [
+        ("file_close", f"/f{count - 1}", "ok")
+    ]
+    end = tap.finish()
+    assert len([e for e in end if e.get("status") == "not closed"]) == MAX_HANDLES - 1
+    assert (end[-1]["handles"], end[-1]["requests"]) == (300, 0), end[-1]
+
+
+def test_a_path_longer_than_path_max_is_held_cut() -> None:
+    tap = SftpTap()
+    long = "/" + "p" * 200_000
+    tap.feed_client(w.init() + w.req(13, 1, w.s(long)))
+    [ev] = tap.feed_server(w.status(1, 2, "no such file"))
+    assert len(ev["path"]) == MAX_PATH, len(ev["path"])
+    assert ev["path_cut"] is True
+    assert ev["status"] == "no such file"
 
 
 def test_replies_to_requests_never_seen_are_ignored() -> None:
