@@ -5,9 +5,9 @@ settings, its own store and casts). A probe session types a key every 50 ms at a
 (tests/integration/hostile.py ``Probe``) while another session, in a process of its own
 (its client-side work must not delay the probe's keys), runs one attack. Per attack and
 run: the probe's worst echo stall (from when the key was due to its echo), the proxy's
-peak RSS growth over the attack (sampled every 20 ms), and how much the audit store
-(its logical size, pages x page size, WAL included) and the recordings folder grew for
-the attacker's session, measured once that session's end is written.
+peak RSS growth over the attack (sampled every 20 ms) and CPU seconds, and how much the
+audit store (its logical size, pages x page size, WAL included) and the recordings
+folder grew for the attacker's session, measured once that session's end is written.
 
     .venv/bin/python benchmarks/hostile_user.py [--runs 3] [--only huge_columns,...]
 
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import asyncssh  # noqa: E402
 
-from benchmarks.rig import rss_kib  # noqa: E402
+from benchmarks.rig import cpu_seconds, rss_kib  # noqa: E402
 from tests.integration import hostile  # noqa: E402
 from tests.integration.harness import (  # noqa: E402
     ProxyProcess,
@@ -66,6 +66,7 @@ ATTACKS: dict[str, hostile.Attack] = {
     "huge_lines": hostile.huge_lines,
     "resize_flood": functools.partial(hostile.resize_flood, count=10_000),
     "channel_flood": functools.partial(hostile.channel_flood, count=1000),
+    "channel_churn": functools.partial(hostile.channel_churn, count=1000),
     "env_flood": functools.partial(hostile.env_flood, count=10_000),
     "refused_flood": functools.partial(hostile.refused_flood, count=1000),
     "long_exec": functools.partial(hostile.long_exec, size=200_000),
@@ -80,6 +81,7 @@ class Result:
     rss_kib: list[int] = field(default_factory=list)
     store: list[int] = field(default_factory=list)
     casts: list[int] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
 
 
@@ -119,6 +121,7 @@ async def one_attack(
     ends = session_ends(proxy.database)
     store0, casts0 = store_bytes(proxy.database), folder_bytes(proxy.recordings)
     base = rss_kib(pid)
+    cpu0 = cpu_seconds(pid)
     peak = [base]
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_rss(pid, stop, peak))
@@ -141,6 +144,7 @@ async def one_attack(
     while session_ends(proxy.database) <= ends and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)  # another process's store: polled
     result.seconds.append(time.monotonic() - started)
+    result.cpu.append(cpu_seconds(pid) - cpu0)
     result.stall.append(probe.worst)
     result.rss_kib.append(peak[0] - base)
     result.store.append(store_bytes(proxy.database) - store0)
@@ -182,8 +186,11 @@ async def run(
 
 def report(results: dict[str, Result], runs: int) -> None:
     print(f"\nmedians of {runs} run(s); the machine is shared (other engineers' tests run on it)")
-    head = ("attack", "stall ms", "RSS MiB", "store KiB", "casts KiB", "secs")
-    print(f"{head[0]:<15}{head[1]:>9}{head[2]:>9}{head[3]:>10}{head[4]:>10}{head[5]:>6}  bars")
+    head = ("attack", "stall ms", "RSS MiB", "store KiB", "casts KiB", "CPU s", "secs")
+    print(
+        f"{head[0]:<15}{head[1]:>9}{head[2]:>9}{head[3]:>10}{head[4]:>10}{head[5]:>7}"
+        f"{head[6]:>6}  bars"
+    )
     for name, r in results.items():
         stall = statistics.median(r.stall)
         rss = statistics.median(r.rss_kib)
@@ -195,8 +202,8 @@ def report(results: dict[str, Result], runs: int) -> None:
         ]
         print(
             f"{name:<15}{stall * 1000:>9.0f}{rss / 1024:>9.1f}{store / 1024:>10.0f}"
-            f"{statistics.median(r.casts) / 1024:>10.0f}{statistics.median(r.seconds):>6.1f}  "
-            + " ".join(bars)
+            f"{statistics.median(r.casts) / 1024:>10.0f}{statistics.median(r.cpu):>7.2f}"
+            f"{statistics.median(r.seconds):>6.1f}  " + " ".join(bars)
         )
 
 

@@ -93,6 +93,8 @@ _POLICY = (
     "max_live_sessions",
     "shutdown_grace",
     "max_channels",
+    "channel_open_burst",
+    "channel_open_rate",
 )
 _JUSTIFICATION = ("min_length", "max_bytes", "pattern")
 _RECORDING = ("input", "max_channel_bytes", "max_session_bytes")
@@ -219,6 +221,12 @@ class _Loader(AlertsReader):
             max_live_sessions=self.integer(view, "max_live_sessions", 200, 1, 100_000),
             shutdown_grace=self.duration(view, "shutdown_grace", 10.0),
             max_channels=self.integer(view, "max_channels", PolicyConfig().max_channels, 1, 1000),
+            channel_open_burst=self.integer(
+                view, "channel_open_burst", PolicyConfig().channel_open_burst, 1, 100_000
+            ),
+            channel_open_rate=self.integer(
+                view, "channel_open_rate", PolicyConfig().channel_open_rate, 1, 10_000
+            ),
         )
 
     def justification(self, view: MapView) -> JustificationRule:

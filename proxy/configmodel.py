@@ -112,6 +112,11 @@ class PolicyConfig:
     # Channels open at once in one session: room for a ControlMaster's multiplexed
     # clients and Ansible's parallel channels (sshd's own MaxSessions is 10 by default).
     max_channels: int = 32
+    # Channels one session may open in a burst, then per second (opened and closed in a
+    # loop, each would be a cast and three events): a multiplexed ssh or an Ansible run
+    # opens a few per command.
+    channel_open_burst: int = 100
+    channel_open_rate: int = 10
 
 
 @dataclass(frozen=True, kw_only=True)

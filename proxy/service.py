@@ -211,6 +211,10 @@ class App:
     def max_channels(self) -> int:
         return self.config.policy.max_channels
 
+    @property
+    def channel_open_rate(self) -> tuple[int, int]:
+        return self.config.policy.channel_open_burst, self.config.policy.channel_open_rate
+
     def upstream_keys(self, target: TargetConfig) -> upstream.UpstreamKeys:
         keys = self._keys.get(target.name)
         if keys is None:

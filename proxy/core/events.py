@@ -328,6 +328,8 @@ class RequestRefused(Event):
     detail: str
     count: int | None = None  # environment variables refused at once
     limit: int | None = None  # the channel limit a channel was refused at
+    burst: int | None = None  # the channel open rate a channel was refused at: its burst
+    rate: int | None = None  # ... and opens a second
     counts: dict[str, int] | None = None  # "repeated": refusals per kind
 
 

@@ -3,7 +3,8 @@
 Owns the numbers and the small pure helpers that keep one user's requests from costing
 everyone else: terminal sizes the proxy itself uses (the command extractor's screen,
 the cast's header and ``"r"`` events) and those it forwards to the target, the size of
-one audit event's data, the pace of window changes, and the tally of repeated refusals.
+one audit event's data, the pace of window changes and of channel opens, and the tally of
+repeated refusals.
 Pure: no I/O, no clock.
 """
 
@@ -107,6 +108,31 @@ def _shrink(value: Any, keep: int) -> Any:
         pairs = list(value.items())[: max(1, keep // 64)]
         return {truncate(str(k), 64): _shrink(v, keep // 2) for k, v in pairs}
     return value
+
+
+class OpenRate:
+    """A token bucket for one session's channel opens: ``burst`` at once, then
+    ``per_second`` more each second. A limit on *open* channels alone lets a user open
+    and close channels in a loop (a cast and three events each, ~35 a second); this
+    bounds how many a session starts, and leaves ControlMaster clients and Ansible
+    (a few channels per task) their pace."""
+
+    def __init__(self, burst: int, per_second: float) -> None:
+        self.burst = burst
+        self.per_second = per_second
+        self._tokens = float(burst)
+        self._at: float | None = None
+
+    def allow(self, now: float) -> bool:
+        """One open at ``now`` (monotonic seconds): True when it is within the rate."""
+        if self._at is not None:
+            elapsed = max(0.0, now - self._at)
+            self._tokens = min(float(self.burst), self._tokens + elapsed * self.per_second)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
 
 
 class RefusalTally:

@@ -22,7 +22,7 @@ import asyncssh
 from proxy.alerts.payload import AlertContext
 from proxy.config import RecordingConfig, TargetConfig
 from proxy.core import answers, events
-from proxy.core.limits import MAX_DETAIL, RefusalTally
+from proxy.core.limits import MAX_DETAIL, OpenRate, RefusalTally
 from proxy.core.policy import warning_times
 from proxy.core.text import truncate
 from proxy.core.units import format_duration, format_size
@@ -79,6 +79,9 @@ class SessionHost(Protocol):
     @property
     def max_channels(self) -> int: ...
 
+    @property
+    def channel_open_rate(self) -> tuple[int, int]: ...
+
     def upstream_keys(self, target: TargetConfig) -> upstream.UpstreamKeys: ...
 
     def session_ended(self, session: LiveSession) -> None: ...
@@ -111,6 +114,7 @@ class LiveSession:
         self._finishing = False
         self.recorded_bytes = 0
         self._refusals = RefusalTally()
+        self._opens = OpenRate(*host.channel_open_rate)
         self._refusal_summary: asyncio.TimerHandle | None = None
         # Monotonic time of the last byte in either direction, for the idle timeout.
         self.last_activity = time.monotonic()
@@ -165,14 +169,28 @@ class LiveSession:
         """Why a new channel cannot be opened now (None: it can). Past the limit the
         channel costs nothing: no cast, no target channel, one event for the first."""
         limit = self.host.max_channels
-        if len(self.channels) < limit:
-            return None
-        # One event says the limit was hit; the channels refused after it are counted.
-        self.refused("session", f"channel limit: {limit} open", full=1, limit=limit)
-        return (
-            f"breakglass: this session already has {limit} channels open, its limit"
-            " (policy.max_channels); close one and retry"
-        )
+        if len(self.channels) >= limit:
+            # One event says the limit was hit; the channels refused after it are counted.
+            self.refused("session", f"channel limit: {limit} open", full=1, limit=limit)
+            return (
+                f"breakglass: this session already has {limit} channels open, its limit"
+                " (policy.max_channels); close one and retry"
+            )
+        if not self._opens.allow(time.monotonic()):
+            burst, rate = self._opens.burst, self._opens.per_second
+            self.refused(
+                "session-rate",
+                f"channel open rate: {burst} at once, then {rate:g} a second",
+                full=1,
+                burst=burst,
+                rate=int(rate),
+            )
+            return (
+                f"breakglass: this session opens channels faster than {rate:g} a second"
+                f" after {burst} (policy.channel_open_rate, policy.channel_open_burst);"
+                " wait a moment and retry"
+            )
+        return None
 
     def set_end(self, reason: str, detail: str | None = None) -> None:
         """The first reason given wins: it is the cause, the rest are consequences."""

@@ -160,6 +160,22 @@ async def channel_flood(conn: asyncssh.SSHClientConnection, count: int = 1000) -
     return opened.count(False)
 
 
+async def channel_churn(conn: asyncssh.SSHClientConnection, count: int = 1000) -> int:
+    """``count`` channels opened one after another, each running ``true`` to its end
+    before the next opens (never more than one open: under any limit on open channels);
+    returns how many were refused."""
+    refused = 0
+    async with asyncio.timeout(180):
+        for _ in range(count):
+            try:
+                chan, _ = await conn.create_session(asyncssh.SSHClientSession, "true")
+            except asyncssh.ChannelOpenError:
+                refused += 1
+                continue
+            await chan.wait_closed()
+    return refused
+
+
 async def env_flood(conn: asyncssh.SSHClientConnection, count: int = 10_000) -> None:
     """One channel with ``count`` environment variables (none of them allowed)."""
     env = {f"HOSTILE_{i:05d}": "x" * 100 for i in range(count)}

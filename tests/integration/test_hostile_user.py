@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,6 +36,7 @@ from tests.integration.harness import (
     new_person,
 )
 from tests.integration.hostile import (
+    channel_churn,
     env_flood,
     huge_columns,
     log_in,
@@ -203,6 +205,49 @@ async def test_the_channel_limit_holds_with_one_event(proxy: InProcessProxy) -> 
     assert summary.data["counts"] == {"session": 5}, summary.data  # ... and their count
     starts = [e for e in proxy.events("channel_start") if e.row["session_id"] in ids]
     assert len(starts) == CHANNEL_LIMIT + 1  # no cast, no target channel for the refused
+
+
+async def test_channels_opened_one_after_another_are_rate_limited(
+    tmp_path: Path, target: SshdTarget, other_target: SshdTarget
+) -> None:
+    """Never more than one channel open, so the open-channel limit never applies: 200
+    opened one after another were 200 casts and 600 events. Past the burst they are
+    refused at the rate, with one event and a count."""
+    burst, rate, tries = 20, 5, 200
+    async with in_process_proxy(
+        tmp_path / "proxy",
+        standard_targets(target, other_target),
+        policy={"channel_open_burst": burst, "channel_open_rate": rate},
+    ) as proxy:
+        person = new_person("churn")
+        conn = await log_in(proxy.port, person, await proxy.quick_code(person))
+        try:
+            started = time.monotonic()
+            refused = await channel_churn(conn, tries)
+            elapsed = time.monotonic() - started
+            with pytest.raises(asyncssh.ChannelOpenError) as caught:
+                await conn.create_process("true")
+            assert "policy.channel_open_rate" in caught.value.reason, caught.value.reason
+            # The bucket refills: a moment later a channel opens again.
+            await asyncio.sleep(2 / rate)
+            again = await conn.create_process("echo again", encoding=None)
+            assert (await again.stdout.read()).strip() == b"again"
+            await again.wait_closed()
+        finally:
+            await close(conn)
+        ids = sessions_of(proxy, person)
+        await proxy.wait_events("session_end", lambda e: e.row["session_id"] in ids)
+        mine = [e for e in proxy.events() if e.row["session_id"] in ids]
+    opened = tries - refused
+    assert opened <= burst + rate * elapsed + 1, (opened, elapsed)
+    assert refused >= tries // 2, refused
+    assert len([e for e in mine if e.type == "channel_start"]) == opened + 1
+    refusals = [e for e in mine if e.type == "request_refused"]
+    [first] = [e for e in refusals if e.data["request"] == "session-rate"]
+    assert (first.data["burst"], first.data["rate"]) == (burst, rate), first.data
+    [summary] = [e for e in refusals if e.data["request"] == "repeated"]
+    # The one refused after the loop is counted; the first was written in full.
+    assert summary.data["counts"] == {"session-rate": refused}, summary.data
 
 
 async def test_no_event_exceeds_the_data_bound(proxy: InProcessProxy) -> None:

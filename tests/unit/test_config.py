@@ -516,6 +516,16 @@ def test_preauth_limits_and_the_reserve_for_sessions(site: Site) -> None:
     assert config.storage.failure_reserve == 1 << 30
 
 
+def test_the_channel_open_rate_is_a_policy_setting_within_bounds(site: Site) -> None:
+    policy = load_config(site.write("policy: {}\n")).policy
+    assert (policy.channel_open_burst, policy.channel_open_rate) == (100, 10)
+    text = "policy:\n  channel_open_burst: 20\n  channel_open_rate: 2\n"
+    policy = load_config(site.write(text)).policy
+    assert (policy.channel_open_burst, policy.channel_open_rate) == (20, 2)
+    problem = one_problem(site.write("policy:\n  channel_open_rate: 0\n"))
+    assert "policy.channel_open_rate" in str(problem)
+
+
 @pytest.mark.parametrize("value", ["0", "0s", "null", "~", ""])
 def test_idle_timeout_zero_or_null_turns_it_off(site: Site, value: str) -> None:
     config = load_config(site.write(f"policy:\n  idle_timeout: {value}\n"))

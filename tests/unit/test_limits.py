@@ -20,6 +20,7 @@ from proxy.core.limits import (
     MAX_EVENT_DATA,
     MAX_LINES,
     TARGET_MAX_SIZE,
+    OpenRate,
     RefusalTally,
     bound_data,
     clamp_size,
@@ -188,3 +189,15 @@ def test_an_extraction_failure_raises_an_alert_that_flags_the_session(type_: str
     assert firing.rule == "extraction_failed"
     assert firing.flag
     assert "TypeError: boom" in firing.detail
+
+
+def test_channel_opens_pass_in_a_burst_then_at_the_rate() -> None:
+    rate = OpenRate(burst=5, per_second=2)
+    assert [rate.allow(0.0) for _ in range(7)] == [True] * 5 + [False] * 2
+    assert rate.allow(0.4) is False  # 0.8 of an open earned: not yet
+    assert rate.allow(0.5) is True
+    assert rate.allow(0.6) is False
+    # An hour's quiet earns the burst back, never more.
+    assert [rate.allow(3600.0) for _ in range(6)] == [True] * 5 + [False]
+    # A clock that steps back earns nothing.
+    assert rate.allow(10.0) is False
