@@ -11,6 +11,7 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +38,10 @@ MAX_EVENT_DATA = 16 * 1024
 MAX_DETAIL = 256
 # Refused environment variables named in one event; the rest are counted.
 MAX_ENV_NAMES = 32
+# Environment variables passed to the target: locale ones only (the target's shell picks
+# its own everything else), and at most this many (glibc has 13 LC_ categories).
+ENV_ALLOWED = re.compile(r"(LANG|LC_[A-Z_]+)\Z")
+MAX_ENV_KEPT = 32
 
 # Window changes take effect at most this often per channel; the last size asked in
 # between wins (10,000 of them stalled every other session for 1-2 s).
@@ -64,13 +69,42 @@ def target_size(size: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     )
 
 
-def env_refusal_detail(names: list[str]) -> dict[str, Any]:
-    """The refused variables' names (at most MAX_ENV_NAMES, each cut) and their count."""
+def env_refusal_detail(names: list[str], count: int | None = None) -> dict[str, Any]:
+    """The refused variables' names (at most MAX_ENV_NAMES, each cut) and their count
+    (``count``, when more were refused than ``names`` holds)."""
     shown = [truncate(n, 64) for n in names[:MAX_ENV_NAMES]]
     detail: dict[str, Any] = {"detail": ",".join(shown)}
-    if len(names) > len(shown):
-        detail["count"] = len(names)
+    total = len(names) if count is None else count
+    if total > len(shown):
+        detail["count"] = total
     return detail
+
+
+class EnvRequests:
+    """The environment variables one channel asked for, as they come: the allowed ones
+    kept (the first MAX_ENV_KEPT), the others counted and the first MAX_ENV_NAMES of
+    them named. Nothing grows with the count: 10,000 of them were a 1 MB dict per
+    channel, and a log line formatted for each."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, bytes] = {}
+        self.refused_names: list[str] = []
+        self.refused = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        text = name.decode("utf-8", "backslashreplace")
+        if ENV_ALLOWED.match(text) and (text in self.kept or len(self.kept) < MAX_ENV_KEPT):
+            self.kept[text] = value
+            return
+        self.refused += 1
+        if len(self.refused_names) < MAX_ENV_NAMES:
+            self.refused_names.append(truncate(text, 64))
+
+    def refusal(self) -> dict[str, Any] | None:
+        """The ``request_refused`` event's detail, or None when none was refused."""
+        if not self.refused:
+            return None
+        return env_refusal_detail(sorted(self.refused_names), self.refused)
 
 
 def bound_data(

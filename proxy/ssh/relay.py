@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import asyncssh
+from asyncssh.packet import SSHPacket
 
 from proxy.core import events
 from proxy.core.commands import CommandExtractor
@@ -24,8 +25,8 @@ from proxy.core.limits import (
     MAX_SIGNAL_NAME,
     MAX_TERM_TYPE,
     RESIZE_INTERVAL,
+    EnvRequests,
     clamp_size,
-    env_refusal_detail,
     target_size,
 )
 from proxy.core.recording import CastEncoder
@@ -44,17 +45,11 @@ ALLOWED_SUBSYSTEMS = frozenset({"sftp"})
 EXTRACTION_FAILURES = frozenset(
     t.TYPE for t in (events.CommandExtractionError, events.SftpParseError, events.ScpParseError)
 )
-_ENV_ALLOWED = re.compile(r"(LANG|LC_[A-Z_]+)\Z")
 _SIGNAL_NAME = re.compile(rf"[A-Z0-9]{{1,{MAX_SIGNAL_NAME}}}\Z")
 # Input that arrives before the target channel exists is held, up to this much.
 EARLY_INPUT_LIMIT = 256 * 1024
 # Target output held to the end of a socket read, at most: OpenSSH's packet size.
 COALESCE_BYTES = 32 * 1024
-
-
-def allowed_env(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    kept = {k: v for k, v in env.items() if _ENV_ALLOWED.match(k)}
-    return kept, sorted(k for k in env if k not in kept)
 
 
 class UpstreamSession(asyncssh.SSHClientSession[bytes]):
@@ -113,6 +108,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self._resizes = 0
         self._resizes_applied = 0
         self._lines_not_read = 0  # pasted lines the command extractor left to the cast
+        self._env = EnvRequests()
         self._closing = False
         # Closed from the proxy's side: what the target still sends is neither shown nor
         # recorded. The cast is what the engineer saw, and a session cut at its recording
@@ -141,6 +137,27 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._chan = chan
         self._watch_refusals(chan)
+        self._take_env(chan)
+
+    def _take_env(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        """Read ``env`` requests into an EnvRequests tally instead of asyncssh's dict.
+
+        asyncssh keeps every variable asked and formats a debug line for each (what
+        10,000 of them cost, in memory and time on the one event loop); its handler is a
+        private method looked up by name per request, replaced here on this channel.
+        """
+        if getattr(chan, "_process_env_request", None) is None:
+            log.warning("asyncssh changed: environment requests are read by asyncssh")
+            return
+
+        def env_request(packet: SSHPacket) -> bool:
+            name = packet.get_string()
+            value = packet.get_string()
+            packet.check_end()
+            self._env.add(name, value)
+            return True
+
+        setattr(chan, "_process_env_request", env_request)  # noqa: B010 - see above
 
     def _watch_refusals(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         """Audit every channel request asyncssh refuses (agent, X11, unknown ones).
@@ -219,10 +236,11 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             self.session.set_end("store_error", str(exc))
             self._fail("breakglass: the session cannot be recorded, so it is refused; tell ops")
             return
-        kept, dropped = allowed_env(chan.get_environment())
-        env: dict[bytes | str, bytes | str] = {k: v for k, v in kept.items()}
-        if dropped:
-            refusal = env_refusal_detail(dropped)
+        for name, value in chan.get_environment().items():  # if the seam above is gone
+            self._env.add(name.encode(), value.encode())
+        env: dict[bytes | str, bytes | str] = {k: v for k, v in self._env.kept.items()}
+        refusal = self._env.refusal()
+        if refusal is not None:
             self._refused("env", refusal.pop("detail"), **refusal)
         try:
             up_chan, _ = await up_conn.create_session(

@@ -176,9 +176,15 @@ async def channel_churn(conn: asyncssh.SSHClientConnection, count: int = 1000) -
     return refused
 
 
-async def env_flood(conn: asyncssh.SSHClientConnection, count: int = 10_000) -> None:
-    """One channel with ``count`` environment variables (none of them allowed)."""
-    env = {f"HOSTILE_{i:05d}": "x" * 100 for i in range(count)}
+async def env_flood(
+    conn: asyncssh.SSHClientConnection, count: int = 10_000, *, locale: bool = False
+) -> None:
+    """One channel with ``count`` environment variables: none of them allowed, or with
+    ``locale``, each a name the proxy passes on (``LC_`` and capitals)."""
+    if locale:
+        env = {"LC_" + "".join(chr(65 + int(d)) for d in f"{i:05d}"): "C" for i in range(count)}
+    else:
+        env = {f"HOSTILE_{i:05d}": "x" * 100 for i in range(count)}
     async with asyncio.timeout(60):
         await conn.run("true", env=env, check=False)
 

@@ -21,7 +21,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from proxy.core.limits import MAX_COLUMNS, MAX_EVENT_DATA
+from proxy.core.limits import MAX_COLUMNS, MAX_ENV_KEPT, MAX_EVENT_DATA
 from proxy.core.screen import TrackingScreen
 from proxy.core.sftp import MAX_HANDLES, MAX_PENDING, SftpTap
 from proxy.ssh import wire
@@ -248,6 +248,24 @@ async def test_channels_opened_one_after_another_are_rate_limited(
     [summary] = [e for e in refusals if e.data["request"] == "repeated"]
     # The one refused after the loop is counted; the first was written in full.
     assert summary.data["counts"] == {"session-rate": refused}, summary.data
+
+
+async def test_a_flood_of_locale_variables_is_not_passed_to_the_target(
+    proxy: InProcessProxy,
+) -> None:
+    """Locale variables are passed on; 10,000 of them were 10,000 requests to the target.
+    The first MAX_ENV_KEPT go, the rest are refused and counted."""
+    person = new_person("locale")
+    conn = await log_in(proxy.port, person, await proxy.quick_code(person))
+    try:
+        await env_flood(conn, 10_000, locale=True)
+    finally:
+        await close(conn)
+    ids = sessions_of(proxy, person)
+    await proxy.wait_events("session_end", lambda e: e.row["session_id"] in ids)
+    mine = [e for e in proxy.events() if e.row["session_id"] in ids]
+    [env] = [e for e in mine if e.type == "request_refused" and e.data["request"] == "env"]
+    assert env.data["count"] == 10_000 - MAX_ENV_KEPT, env.data
 
 
 async def test_no_event_exceeds_the_data_bound(proxy: InProcessProxy) -> None:

@@ -16,10 +16,12 @@ from proxy.core.chain import canonical
 from proxy.core.commands import MAX_PASTE_LINES, TYPING_OUTPUT_LIMIT, CommandExtractor
 from proxy.core.limits import (
     MAX_COLUMNS,
+    MAX_ENV_KEPT,
     MAX_ENV_NAMES,
     MAX_EVENT_DATA,
     MAX_LINES,
     TARGET_MAX_SIZE,
+    EnvRequests,
     OpenRate,
     RefusalTally,
     bound_data,
@@ -154,6 +156,27 @@ def test_refused_environment_names_are_bounded_and_counted() -> None:
     assert len(detail["detail"].split(",")) == MAX_ENV_NAMES
     assert detail["count"] == 10_000
     assert env_refusal_detail(["A", "B"]) == {"detail": "A,B"}
+
+
+def test_environment_requests_keep_the_locale_and_count_the_rest() -> None:
+    env = EnvRequests()
+    env.add(b"LANG", b"C.UTF-8")
+    for i in range(10_000):
+        env.add(b"HOSTILE_%05d" % i, b"x" * 100)
+        env.add(b"LC_" + bytes(d + 17 for d in b"%05d" % i), b"y")  # LC_AAAAB ...
+    env.add(b"LANG", b"en_US.UTF-8")  # asked again: the last value wins, no new slot
+    assert len(env.kept) == MAX_ENV_KEPT
+    assert env.kept["LANG"] == b"en_US.UTF-8"
+    assert len(env.refused_names) == MAX_ENV_NAMES
+    assert env.refused == 20_000 - (MAX_ENV_KEPT - 1)
+    refusal = env.refusal()
+    assert refusal is not None
+    assert refusal["count"] == env.refused
+    assert refusal["detail"].split(",")[:2] == ["HOSTILE_00000", "HOSTILE_00001"]
+    assert EnvRequests().refusal() is None
+    bad = EnvRequests()
+    bad.add(b"\xff\xfeX", b"")  # not UTF-8: named, escaped
+    assert bad.refusal() == {"detail": "\\xff\\xfeX"}
 
 
 # -- repeated refusals -------------------------------------------------------------------
