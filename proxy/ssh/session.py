@@ -166,8 +166,9 @@ class LiveSession:
         return self._next_channel
 
     def channel_refusal(self) -> str | None:
-        """Why a new channel cannot be opened now (None: it can). Past the limit the
-        channel costs nothing: no cast, no target channel, one event for the first."""
+        """Why a new channel cannot be opened now (None: it can). Past a limit (open
+        channels, or the open rate) the channel costs nothing: no cast, no target
+        channel, one event for the first of each."""
         limit = self.host.max_channels
         if len(self.channels) >= limit:
             # One event says the limit was hit; the channels refused after it are counted.
