@@ -28,6 +28,7 @@ from proxy.ssh import wire
 from proxy.ssh.relay import ChannelBridge
 from tests.integration.conftest import standard_targets
 from tests.integration.harness import (
+    AuditEvent,
     Deployment,
     SshdTarget,
     cast_events,
@@ -92,6 +93,22 @@ def sessions_of(proxy: InProcessProxy, person: str) -> set[str]:
         for e in proxy.events("session_start")
         if e.data.get("person") == person
     }
+
+
+async def ended_events(
+    proxy: InProcessProxy, person: str, within: float = 10.0
+) -> list[AuditEvent]:
+    """Every event of ``person``'s sessions, once they have ended."""
+    ids = sessions_of(proxy, person)
+    await proxy.wait_events("session_end", lambda e: e.row["session_id"] in ids, within=within)
+    return [e for e in proxy.events() if e.row["session_id"] in ids]
+
+
+async def opens_again(conn: asyncssh.SSHClientConnection) -> None:
+    """A new channel runs a command: the session is not locked out."""
+    again = await conn.create_process("echo again", encoding=None)
+    assert (await again.stdout.read()).strip() == b"again"
+    await again.wait_closed()
 
 
 async def test_a_resize_to_16m_columns_does_not_stall_another_session(
@@ -191,9 +208,7 @@ async def test_the_channel_limit_holds_with_one_event(proxy: InProcessProxy) -> 
         await held[0].wait_closed()
         ids = sessions_of(proxy, person)
         await proxy.wait_events("channel_end", lambda e: e.row["session_id"] in ids)
-        again = await conn.create_process("echo again", encoding=None)
-        assert (await again.stdout.read()).strip() == b"again"
-        await again.wait_closed()
+        await opens_again(conn)
     finally:
         await close(conn)
     ids = sessions_of(proxy, person)
@@ -230,14 +245,10 @@ async def test_channels_opened_one_after_another_are_rate_limited(
             assert "policy.channel_open_rate" in caught.value.reason, caught.value.reason
             # The bucket refills: a moment later a channel opens again.
             await asyncio.sleep(2 / rate)
-            again = await conn.create_process("echo again", encoding=None)
-            assert (await again.stdout.read()).strip() == b"again"
-            await again.wait_closed()
+            await opens_again(conn)
         finally:
             await close(conn)
-        ids = sessions_of(proxy, person)
-        await proxy.wait_events("session_end", lambda e: e.row["session_id"] in ids)
-        mine = [e for e in proxy.events() if e.row["session_id"] in ids]
+        mine = await ended_events(proxy, person)
     opened = tries - refused
     assert opened <= burst + rate * elapsed + 1, (opened, elapsed)
     assert refused >= tries // 2, refused
@@ -261,9 +272,7 @@ async def test_a_flood_of_locale_variables_is_not_passed_to_the_target(
         await env_flood(conn, 10_000, locale=True)
     finally:
         await close(conn)
-    ids = sessions_of(proxy, person)
-    await proxy.wait_events("session_end", lambda e: e.row["session_id"] in ids)
-    mine = [e for e in proxy.events() if e.row["session_id"] in ids]
+    mine = await ended_events(proxy, person)
     [env] = [e for e in mine if e.type == "request_refused" and e.data["request"] == "env"]
     assert env.data["count"] == 10_000 - MAX_ENV_KEPT, env.data
 
@@ -277,9 +286,7 @@ async def test_no_event_exceeds_the_data_bound(proxy: InProcessProxy) -> None:
         await refused_flood(conn, 40)
     finally:
         await close(conn)
-    ids = sessions_of(proxy, person)
-    await proxy.wait_events("session_end", lambda e: e.row["session_id"] in ids)
-    mine = [e for e in proxy.events() if e.row["session_id"] in ids]
+    mine = await ended_events(proxy, person)
     sizes = {e.type: 0 for e in mine}
     for e in mine:
         size = len(
@@ -365,9 +372,7 @@ async def test_an_extraction_failure_flags_the_session_and_recording_continues(
         process.close()
     finally:
         await close(conn)
-    ids = sessions_of(proxy, person)
-    await proxy.wait_events("session_end", lambda e: e.row["session_id"] in ids)
-    mine = [e for e in proxy.events() if e.row["session_id"] in ids]
+    mine = await ended_events(proxy, person)
     [failure] = [e for e in mine if e.type == "command_extraction_error"]
     assert "injected extractor bug" in failure.data["detail"], failure.data
     [flag] = [e for e in mine if e.type == "flag"]
@@ -443,9 +448,7 @@ async def test_an_sftp_client_cannot_grow_the_parsers_tables(
     finally:
         await close(conn)
     assert peak == [MAX_PENDING, MAX_HANDLES], peak
-    ids = sessions_of(proxy, person)
-    await proxy.wait_events("session_end", lambda e: e.row["session_id"] in ids, within=120)
-    mine = [e for e in proxy.events() if e.row["session_id"] in ids]
+    mine = await ended_events(proxy, person, within=120)
     [lost] = [e for e in mine if e.type == "sftp_untracked"]
     assert lost.data["handles"] == 100, lost.data
     assert lost.data["requests"] == tap.untracked_requests > 0, lost.data
