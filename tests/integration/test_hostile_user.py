@@ -84,7 +84,8 @@ def attacker_casts(proxy: InProcessProxy, person: str) -> list[Path]:
         for e in proxy.events("channel_start")
         if e.row["session_id"] in sessions_of(proxy, person)
     ]
-    return [Path(e.data["recording"]) for e in starts]
+    # Events name casts relative to storage.recordings.
+    return [proxy.recordings / e.data["recording"] for e in starts]
 
 
 def sessions_of(proxy: InProcessProxy, person: str) -> set[str]:
