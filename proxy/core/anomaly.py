@@ -107,6 +107,7 @@ OPERATOR_RULES = {t: t for t in (events.OperatorKill.TYPE, events.OperatorExtend
 EXTRACTION_FAILURES = {
     events.CommandExtractionError.TYPE: "commands",
     events.SftpParseError.TYPE: "SFTP file operations",
+    events.SftpTrackingLost.TYPE: "some SFTP file operations",
     events.ScpParseError.TYPE: "scp file operations",
 }
 SUMMARY_EVENT = events.LoginFailuresSummarised.TYPE

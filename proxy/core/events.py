@@ -651,6 +651,15 @@ class SftpParseError(Event):
     offset: float
 
 
+@event("sftp_tracking_lost")
+class SftpTrackingLost(Event):
+    """The SFTP parser let go of its first request or handle past a cap (it alerts)."""
+
+    detail: str
+    source: str
+    offset: float
+
+
 @event("sftp_untracked")
 class SftpUntracked(Event):
     """At a channel's end: requests and handles the SFTP parser let go past its caps."""

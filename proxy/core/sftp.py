@@ -18,7 +18,8 @@ A packet longer than ``MAX_PACKET`` or one that does not parse yields one
 ``sftp_parse_error`` event, after which the parser ignores the channel. The tables of
 requests awaiting replies and of open handles are capped (``MAX_PENDING``,
 ``MAX_HANDLES``): past a cap the oldest entry's event is written with status
-``not tracked``, and the channel's end adds one ``sftp_untracked`` event with the counts.
+``not tracked``; the first time, an ``sftp_tracking_lost`` event (which alerts), and the
+channel's end adds one ``sftp_untracked`` event with the counts.
 """
 
 from __future__ import annotations
@@ -432,6 +433,7 @@ class SftpTap:
         """Track a request until its reply; past the cap, let the oldest one go."""
         if rid not in self._pending and len(self._pending) >= self.max_pending:
             oldest = next(iter(self._pending))
+            self._lost(f"more than {self.max_pending} requests awaiting replies", out)
             self.untracked_requests += 1
             self._unanswered(self._pending.pop(oldest), "not tracked", out)
         self._pending[rid] = pending
@@ -440,9 +442,17 @@ class SftpTap:
         """Track an open handle until it is closed; past the cap, let the oldest go."""
         if handle not in self._handles and len(self._handles) >= self.max_handles:
             oldest = next(iter(self._handles))
+            self._lost(f"more than {self.max_handles} open handles", out)
             self.untracked_handles += 1
             out.append(self._close_event(self._handles.pop(oldest), None, "not tracked"))
         self._handles[handle] = h
+
+    def _lost(self, detail: str, out: list[Event]) -> None:
+        """The first entry let go: one event, which alerts (a way around the file index)."""
+        if not self.untracked_requests and not self.untracked_handles:
+            out.append(
+                {"kind": catalogue.SftpTrackingLost.TYPE, "detail": detail, "source": "sftp"}
+            )
 
     def _unanswered(self, p: _Pending, status: str, out: list[Event]) -> None:
         """A request whose reply will not be read: its event, with ``status``."""

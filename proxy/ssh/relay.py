@@ -43,7 +43,13 @@ log = logging.getLogger("breakglass")
 ALLOWED_SUBSYSTEMS = frozenset({"sftp"})
 # The events of a channel tap or the command extractor that gave up (see ``resource``).
 EXTRACTION_FAILURES = frozenset(
-    t.TYPE for t in (events.CommandExtractionError, events.SftpParseError, events.ScpParseError)
+    t.TYPE
+    for t in (
+        events.CommandExtractionError,
+        events.SftpParseError,
+        events.SftpTrackingLost,
+        events.ScpParseError,
+    )
 )
 _SIGNAL_NAME = re.compile(rf"[A-Z0-9]{{1,{MAX_SIGNAL_NAME}}}\Z")
 # Input that arrives before the target channel exists is held, up to this much.

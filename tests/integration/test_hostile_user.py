@@ -459,3 +459,8 @@ async def test_an_sftp_client_cannot_grow_the_parsers_tables(
     assert closes == {"not tracked": 100, "not closed": MAX_HANDLES}, closes
     opened = Counter(e.data["status"] for e in mine if e.type == "file_open")
     assert opened == {"ok": opens}, opened
+    # Losing track is a way around the file index: it alerts and flags the session.
+    [first] = [e for e in mine if e.type == "sftp_tracking_lost"]
+    assert "open handles" in first.data["detail"], first.data
+    [flag] = [e for e in mine if e.type == "flag"]
+    assert flag.data["rule"] == "extraction_failed", flag.data

@@ -390,6 +390,11 @@ def test_requests_never_answered_are_tracked_up_to_the_cap_then_the_oldest_go() 
     stats = b"".join(w.req(17, rid, w.s("/")) for rid in range(5000, 10_000))
     lost = tap.feed_client(removes) + tap.feed_client(stats)
     assert len(tap._pending) == MAX_PENDING
+    assert lost.pop(0) == {
+        "kind": "sftp_tracking_lost",
+        "detail": f"more than {MAX_PENDING} requests awaiting replies",
+        "source": "sftp",
+    }
     # Every remove is still written once (its status says its reply was not awaited);
     # the stats make no event, they are counted.
     assert len(lost) == 5000, len(lost)
@@ -419,6 +424,9 @@ def test_handles_never_closed_are_tracked_up_to_the_cap_then_the_oldest_go() -> 
         events += tap.feed_client(w.open_(rid, f"/f{rid}", 1))
         events += tap.feed_server(w.handle(rid, b"h%d" % rid))
     assert len(tap._handles) == MAX_HANDLES
+    assert [e["detail"] for e in events if e["kind"] == "sftp_tracking_lost"] == [
+        f"more than {MAX_HANDLES} open handles"
+    ]
     opens = [e for e in events if e["kind"] == "file_open"]
     closes = [e for e in events if e["kind"] == "file_close"]
     assert len(opens) == count
