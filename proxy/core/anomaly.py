@@ -441,7 +441,12 @@ def evaluate(event: events.Event, rules: AlertRules, history: History, now: floa
             return on_session_end(event.reason, events.given(event.detail, None) or None)
         case events.OperatorKill() | events.OperatorExtend():
             return on_operator(event.TYPE, event.operator, event.reason)
-        case events.CommandExtractionError() | events.SftpParseError() | events.ScpParseError():
+        case (
+            events.CommandExtractionError()
+            | events.SftpParseError()
+            | events.SftpTrackingLost()
+            | events.ScpParseError()
+        ):
             what = EXTRACTION_FAILURES[event.TYPE]
             text = f"{what} can no longer be read on a channel; its recording continues"
             detail = event.detail

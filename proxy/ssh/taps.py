@@ -150,7 +150,7 @@ def marker_text(event: events.Event) -> str:
             status = events.given(event.status, None)
             if status not in (None, "ok"):
                 text += f" [{status}]"
-        case events.ScpParseError() | events.SftpParseError():
+        case events.ScpParseError() | events.SftpParseError() | events.SftpTrackingLost():
             text = f"{event.TYPE}: {event.detail}"
         case _:
             text = event.TYPE + " "
