@@ -31,7 +31,7 @@ from proxy.audit.views import (
     write_lines,
 )
 from proxy.cliutil import CREATE, WRITE, operator, print_json, with_store
-from proxy.config import Config, default_config_path, load_config
+from proxy.config import Config, default_config_path, load_config, unresolved_hosts
 from proxy.core import events
 from proxy.core.chaincheck import PRUNED
 from proxy.core.credentials import (
@@ -40,6 +40,7 @@ from proxy.core.credentials import (
     credential_state,
     generate_code,
     parse_target_globs,
+    target_allowed,
     validate_person,
 )
 from proxy.core.credstate import MISMATCH
@@ -244,6 +245,7 @@ def cmd_cred_issue(args: argparse.Namespace, config: Config) -> int:
     except ValueError as exc:
         print(f"breakglass: --targets: {exc}", file=sys.stderr)
         return 2
+    _warn_unmatched_globs(targets, config)
     now = time.time()
     new = generate_code(secrets.token_bytes)
     cred = Credential(
@@ -271,7 +273,7 @@ def cmd_cred_issue(args: argparse.Namespace, config: Config) -> int:
         return 0
     print(f"Break-glass code for {person} (shown once; seal it now):\n\n    {new.code}\n")
     print(
-        f"id {cred.cred_id}; sealed until {doc['valid_until']}; works for "
+        f"id {cred.cred_id}; expires unused at {_minute(cred.valid_until)}; works for "
         f"{format_duration(cred.window)} after first use; uses "
         f"{cred.max_uses or 'unlimited'}; targets {','.join(targets)}"
     )
@@ -287,6 +289,33 @@ async def _credentials(store: SQLiteStore) -> list[tuple[Credential, str | None]
     return out
 
 
+def _warn_unmatched_globs(globs: Sequence[str], config: Config) -> None:
+    """A glob that matches no configured target is most likely a typo (``bd*``); the
+    code is still issued, since targets may be added to the config later."""
+    configured = sorted(config.targets)
+    listed = ", ".join(configured) if configured else "none"
+    for glob in globs:
+        if not any(target_allowed((glob,), name) for name in configured):
+            print(
+                f"breakglass: warning: --targets {escape(glob)!r} matches no configured "
+                f"target (configured: {listed})",
+                file=sys.stderr,
+            )
+
+
+def _minute(t: float) -> str:
+    """``2026-12-03 22:00 UTC``: what an operator reads in a table or a sentence."""
+    return (rfc3339(t) or "")[:16].replace("T", " ") + " UTC"
+
+
+def _state_words(c: Credential, now: float) -> str:
+    """sealed, active until T, burnt, spent, revoked or expired."""
+    state = credential_state(c, now)
+    if state == "active" and c.activated_at is not None:
+        return f"active until {_minute(c.activated_at + c.window)}"
+    return state
+
+
 def cmd_cred_list(args: argparse.Namespace, config: Config) -> int:
     creds = asyncio.run(with_store(config, _credentials))
     now = time.time()
@@ -300,13 +329,14 @@ def cmd_cred_list(args: argparse.Namespace, config: Config) -> int:
             docs.append(doc)
         print_json(docs)
         return 1 if any(m is not None for _, m in creds) else 0
-    print(f"{'ID':8}  {'PERSON':14}  {'STATE':8}  {'USES':>5}  {'ISSUED (UTC)':16}  TARGETS")
-    for c, mismatch in creds:
+    states = ["TAMPERED" if mismatch is not None else _state_words(c, now) for c, mismatch in creds]
+    width = max([len("STATE"), *map(len, states)])
+    print(f"{'ID':8}  {'PERSON':14}  {'STATE':{width}}  {'USES':>5}  {'ISSUED (UTC)':16}  TARGETS")
+    for (c, _), state in zip(creds, states, strict=True):
         uses = f"{c.uses}/{c.max_uses}" if c.max_uses else str(c.uses)
         issued = (rfc3339(c.issued_at) or "")[:16].replace("T", " ")
-        state = "TAMPERED" if mismatch is not None else credential_state(c, now)
         print(
-            f"{c.cred_id:8}  {escape(c.person):14}  {state:8}  {uses:>5}  "
+            f"{c.cred_id:8}  {escape(c.person):14}  {state:{width}}  {uses:>5}  "
             f"{issued:16}  {escape(','.join(c.targets))}"
         )
     if any(m is not None for _, m in creds):
@@ -320,16 +350,25 @@ def cmd_cred_list(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_cred_revoke(args: argparse.Namespace, config: Config) -> int:
     cred_id = args.cred_id.upper()
+    now = time.time()
     cred = asyncio.run(
         with_store(
             config,
-            lambda s: s.revoke_credential(cred_id, args.reason, operator(), time.time()),
+            lambda s: s.revoke_credential(cred_id, args.reason, operator(), now),
             CREATE,
         )
     )
     if cred is None:
         print(f"breakglass: no code with id {escape(args.cred_id)}", file=sys.stderr)
         return 1
+    if cred.revoked_at is not None and cred.revoked_at != now:
+        # The store keeps the first revocation (its time, operator and reason); this one
+        # changed nothing, and the operator must not believe their reason was recorded.
+        print(
+            f"{cred.cred_id} ({escape(cred.person)}) was already revoked at "
+            f"{_minute(cred.revoked_at)}; nothing changed (this reason is not recorded)"
+        )
+        return 0
     print(f"revoked {cred.cred_id} ({escape(cred.person)})")
     return 0
 
@@ -572,6 +611,8 @@ def cmd_config_check(args: argparse.Namespace, config: Config) -> int:
     )
     if not config.targets:
         print("note: no targets are configured, so nobody can reach anything yet")
+    for warning in unresolved_hosts(config):
+        print(f"warning: {warning}")
     return 0
 
 
