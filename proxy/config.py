@@ -4,7 +4,9 @@ Owns the schema (every key, its type, its default) and the rule that a config ei
 loads completely or fails with one ConfigError listing every problem, each with the
 file, the 1-based line and a hint. Relative paths start at the config file's folder.
 Strings stay literal: YAML's ``no``, ``22:30`` and ``0755`` are text where text is meant
-(see proxy.yamlnodes). Target host names are resolved here, once, at load.
+(see proxy.yamlnodes). Target host names are not resolved at load: the proxy resolves
+them at each connect, so a name that does not resolve (a DNS outage, a typo) costs that
+one target, never the proxy; ``unresolved_hosts`` is the check ``config check`` warns with.
 Never puts key material, passphrases or secrets in a message, and never changes a file:
 the listen host key may be missing here; ``serve`` creates it.
 """
@@ -70,6 +72,7 @@ __all__ = [
     "TargetConfig",
     "default_config_path",
     "load_config",
+    "unresolved_hosts",
 ]
 
 DEFAULT_HOST_KEY = "../recordings/ssh_host_ed25519_key"
@@ -147,6 +150,29 @@ def load_config(path: Path) -> Config:
     if problems.items or config is None:
         raise ConfigError(sorted(problems.items, key=lambda p: p.line or 0))
     return config
+
+
+def unresolved_hosts(config: Config) -> list[str]:
+    """One warning per target whose host name does not resolve now (asks the resolver).
+
+    Not a config error: the proxy resolves at each connect, so during a DNS outage it
+    still starts and serves every other target; this is for ``config check`` and the log.
+    """
+    warnings = []
+    for name, target in sorted(config.targets.items()):
+        try:
+            ipaddress.ip_address(target.host)
+            continue
+        except ValueError:
+            pass
+        try:
+            files.resolve_host(target.host, target.port)
+        except OSError as exc:
+            warnings.append(
+                f"target {name}: host {target.host!r} does not resolve now "
+                f"({exc.strerror or exc}); logins to {name} fail until it does"
+            )
+    return warnings
 
 
 class _Loader(AlertsReader):
@@ -345,16 +371,6 @@ class _Loader(AlertsReader):
         self.require(view, "host", "login", "identity_file")
         host = self.text(view, "host")
         port = self.integer(view, "port", 22, 1, 65535)
-        addresses: tuple[str, ...] = ()
-        if host is not None:
-            try:
-                addresses = files.resolve_host(host, port)
-            except OSError as exc:
-                self.p.add(
-                    view.get("host"),
-                    f"target {name}: host {host!r} does not resolve ({exc.strerror or exc})",
-                    "use an IP address, or a name this machine can resolve",
-                )
         login = self.text(view, "login")
         logins = self.logins(view, login)
         identity_file = None
@@ -363,13 +379,12 @@ class _Loader(AlertsReader):
             issue = files.private_key_issue(identity_file, view.path("identity_file"))
             if issue:
                 self.p.add(view.get("identity_file"), *issue)
-        host_keys = self.host_keys(name, view, host or "", addresses, port)
+        host_keys = self.host_keys(name, view, host or "", port)
         if host is None or login is None or identity_file is None:
             return None
         return TargetConfig(
             name=name,
             host=host,
-            addresses=addresses,
             port=port,
             login=login,
             logins=logins,
@@ -408,9 +423,7 @@ class _Loader(AlertsReader):
         self.p.add(node, f"{what} {login!r} is not a valid login name")
         return False
 
-    def host_keys(
-        self, name: str, view: MapView, host: str, addresses: tuple[str, ...], port: int
-    ) -> tuple[str, ...]:
+    def host_keys(self, name: str, view: MapView, host: str, port: int) -> tuple[str, ...]:
         key_node, known_node = view.get("host_key"), view.get("known_hosts")
         if key_node is None and known_node is None:
             self.p.add(
@@ -431,7 +444,7 @@ class _Loader(AlertsReader):
         path = self.path(view, "known_hosts", "")
         what = f"{view.path('known_hosts')} {path}"
         try:
-            keys = files.known_hosts_keys(path, host, addresses, port)
+            keys = files.known_hosts_keys(path, host, port)
         except OSError as exc:
             self.p.add(known_node, f"{what} cannot be read: {exc.strerror or exc}")
             return ()

@@ -14,7 +14,6 @@ import os
 import shutil
 import socket
 import stat
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -126,12 +125,14 @@ def normalise_host_key(text: str) -> str:
     return _openssh_line(key)
 
 
-def known_hosts_keys(path: Path, host: str, addresses: Sequence[str], port: int) -> tuple[str, ...]:
+def known_hosts_keys(path: Path, host: str, port: int) -> tuple[str, ...]:
     """The host keys ``path`` (OpenSSH known_hosts format) pins for the target.
 
-    Matches the name and every resolved address, like ssh does; ``@revoked`` keys are
-    left out and ``@cert-authority`` lines are not host keys. Raises OSError when the
-    file cannot be read, ValueError when it is malformed.
+    Matches ``host`` as written in the config (a name or an address), as ssh does with
+    its default ``CheckHostIP no``: never what the name resolves to, so DNS neither
+    chooses the pinned key nor, when it is down, stops the config from loading.
+    ``@revoked`` keys are left out and ``@cert-authority`` lines are not host keys.
+    Raises OSError when the file cannot be read, ValueError when it is malformed.
     """
     import asyncssh
 
@@ -141,15 +142,10 @@ def known_hosts_keys(path: Path, host: str, addresses: Sequence[str], port: int)
         raise ValueError("has a line that is not a known_hosts entry") from None
     # ssh writes port-22 entries without "[host]:22"; other ports are tried both ways.
     match_port = None if port == 22 else port
-    keys: dict[str, None] = {}
-    for addr in addresses or ("",):
-        host_keys, _ca_keys, revoked, *_ = known.match(host, addr, match_port)
-        revoked_lines = {_openssh_line(key) for key in revoked}
-        for key in host_keys:
-            line = _openssh_line(key)
-            if line not in revoked_lines:
-                keys[line] = None
-    return tuple(keys)
+    host_keys, _ca_keys, revoked, *_ = known.match(host, "", match_port)
+    revoked_lines = {_openssh_line(key) for key in revoked}
+    keys = (_openssh_line(key) for key in host_keys)
+    return tuple(dict.fromkeys(line for line in keys if line not in revoked_lines))
 
 
 def resolve_host(host: str, port: int) -> tuple[str, ...]:

@@ -131,8 +131,7 @@ class RecordingConfig:
 @dataclass(frozen=True, kw_only=True)
 class TargetConfig:
     name: str
-    host: str
-    addresses: tuple[str, ...] = ()
+    host: str  # an address, or a name resolved at each connect (proxy.ssh.upstream)
     port: int = 22
     login: str
     logins: tuple[str, ...] = ()  # empty means (login,); always contains login after init

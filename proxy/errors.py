@@ -85,7 +85,8 @@ class NotFound(BreakglassError):
 
 class UpstreamError(BreakglassError):
     """The target could not be reached. ``reason`` says which way it failed:
-    ``target_unreachable``, ``host_key_mismatch``, ``upstream_auth_refused``,
-    ``upstream_timeout``, ``upstream_error``."""
+    ``target_unresolved`` (its host name does not resolve now), ``target_unreachable``,
+    ``host_key_mismatch``, ``upstream_auth_refused``, ``upstream_timeout``,
+    ``upstream_error``."""
 
     reason = "upstream_error"

@@ -25,7 +25,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from proxy.alerts.raiser import Alerts
 from proxy.alerts.runtime import AlertRuntime
 from proxy.audit.checkpoint import checkpoint_loop, key_path, load_or_generate, write_checkpoint
-from proxy.config import Config, RateRule, RecordingConfig, TargetConfig, load_config
+from proxy.config import (
+    Config,
+    RateRule,
+    RecordingConfig,
+    TargetConfig,
+    load_config,
+    unresolved_hosts,
+)
 from proxy.core import events
 from proxy.core.credentials import CodeHasher
 from proxy.core.throttle import FailureCounter, LoginThrottle, ThrottleRule
@@ -314,6 +321,7 @@ async def serve(
         )
         await app.append_quietly(NewEvent.of(events.ProxyStarted(os.getpid()), time.time()))
         notifier.ready(f"listening on {config.listen.host}:{config.listen.port}")
+        app.tasks.spawn(warn_unresolved(config), "resolve targets")
         app.tasks.spawn(_disk_monitor(app, stop), "disk monitor")
         app.tasks.spawn(
             checkpoint_loop(store, checkpoint_key, CHECKPOINT_INTERVAL, stop), "checkpoints"
@@ -408,6 +416,14 @@ async def _watchdog(notifier: Notifier, interval: float, stop: asyncio.Event) ->
             await asyncio.wait_for(stop.wait(), interval)
 
 
+async def warn_unresolved(config: Config) -> None:
+    """Log each target whose host name does not resolve now. Only a warning: names are
+    resolved at each connect, so a DNS outage never stops the proxy or a reload, and the
+    targets given as addresses keep working. In a thread: the resolver blocks."""
+    for warning in await asyncio.to_thread(unresolved_hosts, config):
+        log.warning("%s", warning)
+
+
 async def reload(app: App, notifier: Notifier) -> None:
     """SIGHUP: new targets, policy and alerts for new logins; live sessions untouched.
 
@@ -431,6 +447,7 @@ async def reload(app: App, notifier: Notifier) -> None:
         new = dataclasses.replace(new, listen=old.listen, storage=old.storage)
     app.apply_config(new)
     log.info("config reloaded: %d target(s)", len(new.targets))
+    app.tasks.spawn(warn_unresolved(new), "resolve targets")
     await app.append_quietly(
         NewEvent.of(events.ConfigReloaded(sorted(new.targets), pending), time.time())
     )

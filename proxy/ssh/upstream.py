@@ -8,6 +8,8 @@ connection can fail into one ``UpstreamError`` with a precise reason. Never read
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 from dataclasses import dataclass
 
 import asyncssh
@@ -47,11 +49,11 @@ async def connect(
 ) -> asyncssh.SSHClientConnection:
     """Connect to the first of the target's addresses that answers.
 
-    Raises UpstreamError with reason target_unreachable, host_key_mismatch,
-    upstream_auth_refused, upstream_timeout or upstream_error.
+    Raises UpstreamError with reason target_unresolved, target_unreachable,
+    host_key_mismatch, upstream_auth_refused, upstream_timeout or upstream_error.
     """
     last: UpstreamError | None = None
-    for address in target.addresses:
+    for address in await resolve(target):
         try:
             return await asyncio.wait_for(
                 asyncssh.connect(
@@ -101,3 +103,33 @@ async def connect(
                 reason="upstream_error",
             )
     raise last or UpstreamError(f"target {target.name} has no address", reason="target_unreachable")
+
+
+async def resolve(target: TargetConfig) -> list[str]:
+    """The target's addresses, asked of the resolver now (at each connect, never cached
+    from the config's load: DNS changes, and a name that does not resolve must cost only
+    the logins to that target). An address literal is returned as it is."""
+    try:
+        ipaddress.ip_address(target.host)
+        return [target.host]
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM),
+            timeout=target.connect_timeout,
+        )
+    except TimeoutError:
+        raise UpstreamError(
+            f"host name {target.host!r} of target {target.name} did not resolve within "
+            f"{target.connect_timeout:g}s",
+            reason="target_unresolved",
+        ) from None
+    except (OSError, UnicodeError) as exc:
+        detail = getattr(exc, "strerror", None) or str(exc)
+        raise UpstreamError(
+            f"host name {target.host!r} of target {target.name} does not resolve ({detail})",
+            reason="target_unresolved",
+        ) from None
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))

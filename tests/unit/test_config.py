@@ -28,6 +28,7 @@ from proxy.config import (
     TargetConfig,
     default_config_path,
     load_config,
+    unresolved_hosts,
 )
 from proxy.errors import ConfigError, ConfigProblem
 
@@ -742,7 +743,6 @@ def test_a_complete_target(site: Site) -> None:
     assert target == TargetConfig(
         name="db01",
         host="127.0.0.1",
-        addresses=("127.0.0.1",),
         port=2200,
         login="root",
         logins=("postgres", "root"),
@@ -868,26 +868,10 @@ def test_target_bad_connect_timeout(site: Site) -> None:
     )
 
 
-# ---- host resolution
+# ---- host resolution: never at load (a DNS outage must not stop the proxy)
 
 
-@pytest.mark.parametrize(("host", "addresses"), [("127.0.0.1", {"127.0.0.1"}), ("::1", {"::1"})])
-def test_address_literal_resolves_to_itself(site: Site, host: str, addresses: set[str]) -> None:
-    path = site.target(good_target(site).replace("host: 127.0.0.1", f'host: "{host}"'))
-    target = load_config(path).targets["db01"]
-    assert target.host == host
-    assert set(target.addresses) == addresses
-
-
-def test_localhost_resolves_to_loopback(site: Site) -> None:
-    path = site.target(good_target(site).replace("host: 127.0.0.1", "host: localhost"))
-    addresses = load_config(path).targets["db01"].addresses
-    assert addresses
-    assert set(addresses) <= {"127.0.0.1", "::1"}
-    assert len(addresses) == len(set(addresses))
-
-
-def test_host_that_does_not_resolve(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_host_name_is_not_resolved_at_load(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[str] = []
 
     def fake(host: str, *args: Any, **kwargs: Any) -> Any:
@@ -896,13 +880,38 @@ def test_host_that_does_not_resolve(site: Site, monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
     path = site.target(good_target(site).replace("host: 127.0.0.1", "host: db01.invalid"))
-    assert_problem(
-        path,
-        3,
-        "target db01: host 'db01.invalid' does not resolve (Name or service not known)",
-        "use an IP address, or a name this machine can resolve",
+    target = load_config(path).targets["db01"]
+    assert target.host == "db01.invalid"
+    assert asked == []
+
+
+def test_unresolved_hosts_names_each_name_that_does_not_resolve(site: Site) -> None:
+    # .invalid never resolves (RFC 2606); localhost and address literals always do.
+    hosts = {"db01": "127.0.0.1", "ghost": "ghost.invalid", "local": "localhost", "v6": '"::1"'}
+    body = "".join(
+        f"  {name}:\n"
+        + textwrap.indent(good_target(site).replace("127.0.0.1", host), "    ")
+        + "\n"
+        for name, host in hosts.items()
     )
-    assert asked == ["db01.invalid"]
+    config = load_config(site.write(f"targets:\n{body}"))
+    assert set(config.targets) == set(hosts)
+
+    warnings = unresolved_hosts(config)
+
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("target ghost: host 'ghost.invalid' does not resolve now ("), (
+        warnings
+    )
+    assert warnings[0].endswith("logins to ghost fail until it does"), warnings
+
+
+def test_known_hosts_matches_the_name_not_what_it_resolves_to(site: Site) -> None:
+    # DNS must not choose the pinned key: an entry for an address that the name happens
+    # to resolve to today does not pin the name (ssh's default CheckHostIP no).
+    (site.folder / "known_hosts").write_text(f"127.0.0.1 {site.host_pub}\n")
+    problem = one_problem(known_hosts_target(site, host="localhost"))
+    assert "has no key for localhost" in problem.message, problem
 
 
 # ---- identity files
