@@ -21,6 +21,7 @@ from asyncssh.packet import SSHPacket
 
 from proxy.core import events
 from proxy.core.commands import CommandExtractor
+from proxy.core.execrules import refused_exec
 from proxy.core.limits import (
     MAX_SIGNAL_NAME,
     MAX_TERM_TYPE,
@@ -116,6 +117,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self._lines_not_read = 0  # pasted lines the command extractor left to the cast
         self._env = EnvRequests()
         self._closing = False
+        self._refusal: str | None = None  # why this exec is refused (core.execrules)
         # Closed from the proxy's side: what the target still sends is neither shown nor
         # recorded. The cast is what the engineer saw, and a session cut at its recording
         # limit stops growing at once instead of taking in whatever is in flight.
@@ -204,6 +206,9 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
     def exec_requested(self, command: str) -> bool:
         self.kind = "exec"
         self.command = command
+        # Accepted, then answered with the reason on stderr (session_started): a refused
+        # exec request would only make ssh say "exec request failed".
+        self._refusal = refused_exec(command)
         return True
 
     def subsystem_requested(self, subsystem: str) -> bool:
@@ -215,6 +220,10 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         return True
 
     def session_started(self) -> None:
+        if self._refusal is not None:
+            self._refused("exec", self.command or "")
+            self._fail(self._refusal)
+            return
         self._opener = self.session.tasks.spawn(self._open(), f"open {self.name}")
 
     # -- opening ----------------------------------------------------------------------

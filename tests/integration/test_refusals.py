@@ -165,3 +165,24 @@ def assert_next_session_works(deployment: Deployment, person: str) -> None:
     result = deployment.ssh(person, TARGET, code, "echo still-fine")
     assert result.returncode == 0, result.describe()
     assert result.stdout == b"still-fine\n"
+
+
+def test_mosh_server_is_refused_with_the_reason(deployment: Deployment, person: str) -> None:
+    # What the mosh client runs over ssh: its shell would then go over UDP, unrecorded.
+    code = deployment.code(person)
+
+    result = deployment.ssh(
+        person, TARGET, code, "mosh-server new -c 256 -s -l LANG=C.UTF-8", tty=True
+    )
+
+    assert result.returncode == 255, result.describe()
+    assert b"MOSH CONNECT" not in result.stdout, result.describe()  # mosh-server never ran
+    stderr = result.stderr.decode(errors="replace")
+    assert "breakglass: mosh is not allowed" in stderr, result.describe()
+    assert "UDP" in stderr, result.describe()
+    session = deployment.wait_for_session(person)
+    deployment.wait_for_event(
+        str(session["id"]), "request_refused", where=mentions("exec", "mosh-server new")
+    )
+    assert session["channels"] == [], session["channels"]
+    assert_next_session_works(deployment, person)
