@@ -98,6 +98,9 @@ END_RULES = {
     "store_error": "audit_write_failed",
     "recording_error": "audit_write_failed",
     events.RecordingLimit.TYPE: events.RecordingLimit.TYPE,
+    # A session that opened no channel and asked only for forwarding (ProxyJump, -W, -L,
+    # -D): its session_start alert went out at login, this one says nothing ran.
+    "forwarding_only": "forwarding_only",
 }
 # Rules named after the event that raises them.
 SESSION_START = events.SessionStart.TYPE
@@ -398,6 +401,8 @@ def on_session_end(reason: str, detail: str | None = None) -> list[Firing]:
         "idle_timeout": "session closed after its idle timeout",
         "audit_write_failed": "session closed: its audit trail or recording could not be written",
         "recording_limit": "session closed: its recordings reached their size limit",
+        "forwarding_only": "session ended without opening a channel: it asked only for "
+        "forwarding (ProxyJump, -W, -L or -D), which was refused",
     }[rule]
     return [Firing(rule, f"{text}: {detail}" if detail else text)]
 

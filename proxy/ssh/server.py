@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import asyncssh
 
@@ -489,24 +489,41 @@ class ConnectionHandler(asyncssh.SSHServer):
     def _refuse(self, request: str, detail: str) -> bool:
         if self.session is not None:
             self.session.refused(request, detail)
+            self.session.forwarding_refused()
         return False
+
+    def _prohibit(self, request: str, detail: str) -> NoReturn:
+        """Refuse a channel open as "administratively prohibited", with a reason OpenSSH
+        prints (channel N: open failed: administratively prohibited: REASON): a bare
+        refusal reads "connect failed: Connection refused", as if the target were down."""
+        self._refuse(request, detail)
+        usage = "ssh PERSON@TARGET@proxy"
+        if self.session is not None:
+            info = self.session.info
+            usage += f" (here: ssh {info.person}@{info.target.name}@proxy)"
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+            f"breakglass does not forward connections (-L, -D, -W, ProxyJump -J); "
+            f"log in through it: {usage}",
+        )
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> bool:
-        return self._refuse("direct-tcpip", f"{dest_host[:255]}:{dest_port}")
+        self._prohibit("direct-tcpip", f"{dest_host[:255]}:{dest_port}")
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        # A global request: SSH gives its refusal no reason text.
         return self._refuse("tcpip-forward", f"{listen_host[:255]}:{listen_port}")
 
     def unix_connection_requested(self, dest_path: str) -> bool:
-        return self._refuse("direct-streamlocal", dest_path[:255])
+        self._prohibit("direct-streamlocal", dest_path[:255])
 
     def unix_server_requested(self, listen_path: str) -> bool:
         return self._refuse("streamlocal-forward", listen_path[:255])
 
     def tun_requested(self, unit: int | None) -> bool:
-        return self._refuse("tun", str(unit))
+        self._prohibit("tun", str(unit))
 
     def tap_requested(self, unit: int | None) -> bool:
-        return self._refuse("tap", str(unit))
+        self._prohibit("tap", str(unit))

@@ -39,6 +39,15 @@ log = logging.getLogger("breakglass")
 
 # While refusals keep coming, their counts are written at most this often (and at the end).
 REFUSAL_SUMMARY_INTERVAL = 10.0
+# A session whose forwarding was refused before it opened any session channel (-N -L,
+# -N -D, and what is left of -W / ProxyJump if the client stays) ends after this long
+# without one: it has nothing else to do. A channel opened meanwhile (a ControlMaster's
+# first client) keeps it, and a master that asks for no forwarding is never timed.
+FORWARD_ONLY_GRACE = 5.0
+FORWARD_ONLY_MESSAGE = (
+    "no channel was opened and breakglass refuses forwarding (-L, -D, -W, ProxyJump -J); "
+    "log in with ssh PERSON@TARGET@proxy"
+)
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,8 @@ class LiveSession:
         self._refusals = RefusalTally()
         self._opens = OpenRate(*host.channel_open_rate)
         self._refusal_summary: asyncio.TimerHandle | None = None
+        self.forwards_refused = 0
+        self._forward_only: asyncio.TimerHandle | None = None
         # Monotonic time of the last byte in either direction, for the idle timeout.
         self.last_activity = time.monotonic()
 
@@ -160,6 +171,27 @@ class LiveSession:
                 events.RecordingLimit.TYPE,
                 f"the session's recordings reached their limit of {format_size(limit)}",
             )
+
+    def forwarding_refused(self) -> None:
+        """A forwarding request was refused (audited by the caller). If no session channel
+        was ever opened, the session ends after FORWARD_ONLY_GRACE unless one opens."""
+        self.forwards_refused += 1
+        if self._next_channel == 0 and self._forward_only is None and not self._finishing:
+            loop = asyncio.get_running_loop()
+            self._forward_only = loop.call_later(FORWARD_ONLY_GRACE, self._end_forward_only)
+
+    def _end_forward_only(self) -> None:
+        self._forward_only = None
+        if self._next_channel == 0:
+            self.close("forwarding_only", FORWARD_ONLY_MESSAGE, detail=self._no_channel_detail())
+
+    def _no_channel_detail(self) -> str:
+        if self.forwards_refused:
+            return (
+                "no channel opened: a forwarding-only or ProxyJump attempt "
+                f"({self.forwards_refused} forwarding request(s) refused)"
+            )
+        return "no channel opened"
 
     def new_channel_number(self) -> int:
         self._next_channel += 1
@@ -345,9 +377,16 @@ class LiveSession:
         self._finishing = True
         for bridge in list(self.channels.values()):
             bridge.terminate(None)
-        for timer in (self._timer, self._idle, self._refusal_summary):
+        for timer in (self._timer, self._idle, self._refusal_summary, self._forward_only):
             if timer is not None:
                 timer.cancel()
+        if self._next_channel == 0:
+            # Nothing ran: the record says so plainly. The code's use and the session
+            # start stay (they were committed at login, and the login was real).
+            if self.forwards_refused:
+                self.set_end("forwarding_only", self._no_channel_detail())
+            else:
+                self.set_end("client_exit", self._no_channel_detail())
         try:
             await self._wait_channels()
             self._write_refusal_summary()

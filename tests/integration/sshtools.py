@@ -278,7 +278,9 @@ class ControlMaster:
     """An OpenSSH ControlMaster connection to the proxy (``ssh -M -N``): one login, then
     any number of channels opened over it by ``ssh -o ControlPath=...`` clients."""
 
-    def __init__(self, deployment: Deployment, person: str, code: str) -> None:
+    def __init__(
+        self, deployment: Deployment, person: str, code: str, *, args: Sequence[str] = ()
+    ) -> None:
         # A unix socket path must stay short: not under pytest's deep tmp dirs.
         self._dir = tempfile.TemporaryDirectory(prefix="bg-cm-")
         self.path = Path(self._dir.name) / "cm"
@@ -289,7 +291,7 @@ class ControlMaster:
             TARGET,
             code,
             None,
-            args=["-M", "-N"],
+            args=["-M", "-N", *args],
             options=[f"ControlPath={self.path}", "ControlPersist=no"],
         )
         try:

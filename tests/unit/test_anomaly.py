@@ -313,6 +313,7 @@ def test_a_single_ordinary_failure_raises_nothing(reason: str) -> None:
         ("idle", "idle_timeout"),
         ("store_error", "audit_write_failed"),
         ("recording_error", "audit_write_failed"),
+        ("forwarding_only", "forwarding_only"),
     ],
 )
 def test_session_ends_that_alert(reason: str, rule: str) -> None:
