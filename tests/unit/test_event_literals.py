@@ -27,6 +27,7 @@ OTHER_MEANINGS = {
     ("proxy/cli_ops.py", "drill"): "the `breakglass drill` subcommand",
     ("proxy/configmodel.py", "command"): "an alert sink type",
     ("proxy/configalerts.py", "command"): "an alert sink type",
+    ("proxy/core/execrules.py", "command"): "sh's `command` builtin, which runs a program",
     ("proxy/errors.py", "recording_failed"): "RecordingError's refusal reason",
 }
 
