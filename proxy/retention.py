@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.audit.verify import file_digest, locate_recording
-from proxy.configmodel import StorageConfig
+from proxy.config.model import StorageConfig
 from proxy.core.chaincheck import PRUNED
 from proxy.core.events import RecordingPruned
 from proxy.errors import StoreError

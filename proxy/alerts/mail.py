@@ -26,7 +26,7 @@ import aiosmtplib
 
 from proxy.alerts.base import Outgoing, SinkError, read_secret, tls_context
 from proxy.alerts.message import Summary, summarize, text_body
-from proxy.configmodel import SmtpTls
+from proxy.config.model import SmtpTls
 
 SUBJECT_LIMIT = 200
 

@@ -20,7 +20,7 @@ from proxy.alerts.direct import RULE as STORE_FAILED
 from proxy.alerts.direct import alert_store_failure
 from proxy.alerts.payload import AlertContext, build
 from proxy.alerts.sinks import Outgoing, Sink, SyslogSink, make_event_sinks, make_sinks
-from proxy.configmodel import AlertsConfig
+from proxy.config.model import AlertsConfig
 from proxy.core import anomaly, chain, events
 from proxy.core.text import escape
 from proxy.errors import StoreError

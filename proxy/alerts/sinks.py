@@ -39,7 +39,7 @@ from proxy.alerts.chat import ChatSink
 from proxy.alerts.http import check, post, where
 from proxy.alerts.mail import EmailSink
 from proxy.alerts.paging import JsmSink, PagerDutySink
-from proxy.configmodel import SinkConfig
+from proxy.config.model import SinkConfig
 from proxy.core import events
 
 __all__ = [

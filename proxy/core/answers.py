@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from proxy.configmodel import TargetConfig
+from proxy.config.model import TargetConfig
 from proxy.core.credentials import (
     Credential,
     credential_state,

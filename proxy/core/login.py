@@ -29,7 +29,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from proxy.configmodel import IPNetwork, PolicyConfig, TargetConfig
+from proxy.config.model import IPNetwork, PolicyConfig, TargetConfig
 from proxy.core import answers as words
 from proxy.core.credentials import Credential, UseDecision, check_use, parse_code
 from proxy.core.credstate import MISMATCH

@@ -18,7 +18,7 @@ from proxy.alerts.delivery import Backoff, Deliverer
 from proxy.alerts.payload import AlertContext, build
 from proxy.alerts.raiser import Alerts
 from proxy.alerts.sinks import CommandSink, Sink, SyslogSink, WebhookSink
-from proxy.configmodel import AlertRules, AlertsConfig, RateRule
+from proxy.config.model import AlertRules, AlertsConfig, RateRule
 from proxy.core import anomaly
 from proxy.store.base import NewAlert, NewEvent
 from proxy.store.sqlite import SQLiteStore

@@ -24,7 +24,7 @@ from proxy.alerts.mail import EmailSink
 from proxy.alerts.paging import JsmSink, PagerDutySink
 from proxy.alerts.payload import AlertContext, build
 from proxy.alerts.sinks import Sink, make_sinks
-from proxy.configmodel import SinkConfig
+from proxy.config.model import SinkConfig
 from proxy.core import anomaly, chain
 from proxy.store.base import NewAlert, NewEvent
 from proxy.store.sqlite import SQLiteStore

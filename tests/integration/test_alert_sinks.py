@@ -25,7 +25,7 @@ from proxy.alerts.sinks import (
     rfc5424,
     sink_key,
 )
-from proxy.configmodel import SinkConfig
+from proxy.config.model import SinkConfig
 from proxy.core import anomaly, chain
 from tests.integration.alertkit import (
     SECRET,

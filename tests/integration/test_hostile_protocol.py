@@ -38,7 +38,7 @@ from asyncssh.constants import (
 )
 from asyncssh.packet import Boolean, SSHPacket, String, UInt32
 
-from proxy.configmodel import PolicyConfig
+from proxy.config.model import PolicyConfig
 from tests.integration.conftest import TARGET, standard_targets
 from tests.integration.harness import GOOD_JUSTIFICATION, AuditEvent, SshdTarget, new_person
 from tests.integration.inproc import (

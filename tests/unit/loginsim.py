@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from proxy.configmodel import PolicyConfig, TargetConfig, all_sources
+from proxy.config.model import PolicyConfig, TargetConfig, all_sources
 from proxy.core.credentials import Credential, check_use, format_code
 from proxy.core.login import (
     Admit,

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from proxy.configmodel import AlertRules, QuietHours, RateRule
+from proxy.config.model import AlertRules, QuietHours, RateRule
 from proxy.core import anomaly
 from proxy.core.anomaly import Failure, Firing, History
 from proxy.core.events import Event, decode

@@ -21,12 +21,12 @@ CATALOGUE = ROOT / "core" / "events.py"
 
 # The same word, meaning something else: (module, word) -> what it is there.
 OTHER_MEANINGS = {
-    ("proxy/cli.py", "command"): "argparse's dest for the subcommand",
-    ("proxy/cli.py", "review"): "the `breakglass review` subcommand",
-    ("proxy/cli_care.py", "backup"): "the `breakglass backup` subcommand",
-    ("proxy/cli_ops.py", "drill"): "the `breakglass drill` subcommand",
-    ("proxy/configmodel.py", "command"): "an alert sink type",
-    ("proxy/configalerts.py", "command"): "an alert sink type",
+    ("proxy/cli/app.py", "command"): "argparse's dest for the subcommand",
+    ("proxy/cli/app.py", "review"): "the `breakglass review` subcommand",
+    ("proxy/cli/care.py", "backup"): "the `breakglass backup` subcommand",
+    ("proxy/cli/ops.py", "drill"): "the `breakglass drill` subcommand",
+    ("proxy/config/model.py", "command"): "an alert sink type",
+    ("proxy/config/alerts.py", "command"): "an alert sink type",
     ("proxy/core/execrules.py", "command"): "sh's `command` builtin, which runs a program",
     ("proxy/errors.py", "recording_failed"): "RecordingError's refusal reason",
 }

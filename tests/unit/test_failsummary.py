@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.configmodel import AlertRules, RateRule
+from proxy.config.model import AlertRules, RateRule
 from proxy.core import anomaly
 from proxy.core.failsummary import Attempt, FailureSummariser, SummaryLimits, network_of
 from tests.eventdata import typed

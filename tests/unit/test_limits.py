@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from proxy.configmodel import AlertRules
+from proxy.config.model import AlertRules
 from proxy.core import anomaly
 from proxy.core.chain import canonical
 from proxy.core.commands import MAX_PASTE_LINES, TYPING_OUTPUT_LIMIT, CommandExtractor

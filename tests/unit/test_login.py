@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.configmodel import PolicyConfig
+from proxy.config.model import PolicyConfig
 from proxy.core.credentials import UseDecision, format_code
 from proxy.core.login import (
     JUSTIFICATION_PROMPT,

@@ -4,7 +4,7 @@
 Owns their checks: each secret (a webhook URL, a routing key, an API key, SMTP
 credentials) is in a file closed to group and others, an overriding URL is https, a CA
 file loads, e-mail addresses are plain ``user@host`` and a password never travels
-without TLS. Part of the config loader (proxy.configalerts); never sends anything and
+without TLS. Part of the config loader (proxy.config.alerts); never sends anything and
 never puts a secret file's content into a message.
 """
 
@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from proxy import configfiles as files
-from proxy.configmodel import SinkConfig, SmtpTls
-from proxy.yamlnodes import Fields, MapView, read_list, read_text
+from proxy.config import files
+from proxy.config.model import SinkConfig, SmtpTls
+from proxy.config.yamlnodes import Fields, MapView, read_list, read_text
 
 __all__ = ["NOTIFY_SINK_KEYS", "NotifySinks"]
 

@@ -7,7 +7,7 @@ notices within about a second (proxy.alerts.overrides) and acts. The command the
 (bounded) to see it done. ``drill`` sends a test alert through every configured sink and
 says which answered.
 
-Wired into proxy/cli.py by ``register`` and ``COMMANDS``. Human output escapes every
+Wired into proxy/cli/app.py by ``register`` and ``COMMANDS``. Human output escapes every
 untrusted string; ``--json`` prints one JSON document.
 """
 
@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from proxy.alerts.overrides import EXTEND, KILL
 from proxy.audit.views import rfc3339
-from proxy.cliutil import WRITE, open_store, operator, print_json, with_store
+from proxy.cli.util import WRITE, open_store, operator, print_json, with_store
 from proxy.config import Config
 from proxy.core import chain, events
 from proxy.core.text import escape

@@ -14,7 +14,7 @@ snapshot vouches for was final before its ``channel_end`` was committed.
 
 ``prune [--dry-run]`` applies ``storage.retention`` (proxy.retention).
 
-Wired into proxy/cli.py by ``register`` and ``COMMANDS``.
+Wired into proxy/cli/app.py by ``register`` and ``COMMANDS``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from proxy.cliutil import WRITE, open_store, operator, print_json
+from proxy.cli.util import WRITE, open_store, operator, print_json
 from proxy.config import Config
 from proxy.core import events
 from proxy.core.text import escape

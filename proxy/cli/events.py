@@ -9,7 +9,7 @@ the last cursor it printed (or the cursor file) loses and repeats nothing. SIGTE
 SIGINT end it between pages. ``--json`` prints proxy.audit.feed's JSON lines; without
 it a readable line with every untrusted string escaped.
 
-Wired into proxy/cli.py by ``register`` and ``COMMANDS``.
+Wired into proxy/cli/app.py by ``register`` and ``COMMANDS``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from proxy.audit.feed import event_line, event_text
-from proxy.cliutil import READ, open_store
+from proxy.cli.util import READ, open_store
 from proxy.config import Config
 from proxy.core.cursor import Cursor
 from proxy.store.sqlite import SQLiteStore

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from proxy import cli_care, cli_events, cli_ops
 from proxy.audit.facts import SessionFacts, session_facts, with_recordings
 from proxy.audit.verify import with_resolved_paths
 from proxy.audit.views import (
@@ -30,7 +29,10 @@ from proxy.audit.views import (
     write_json_lines_array,
     write_lines,
 )
-from proxy.cliutil import CREATE, WRITE, operator, print_json, with_store
+from proxy.cli import care as cli_care
+from proxy.cli import events as cli_events
+from proxy.cli import ops as cli_ops
+from proxy.cli.util import CREATE, WRITE, operator, print_json, with_store
 from proxy.config import Config, default_config_path, load_config, unresolved_hosts
 from proxy.core import events
 from proxy.core.chaincheck import PRUNED
@@ -694,7 +696,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

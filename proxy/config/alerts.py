@@ -1,7 +1,7 @@
 """The ``alerts`` section of the config: sinks and rules.
 
 Owns the checks on alert sinks (webhook URL and secret file, syslog address and
-``events``, command argv; the chat, paging and e-mail sinks' are proxy.configsinks')
+``events``, command argv; the chat, paging and e-mail sinks' are proxy.config.sinks')
 and rules (rate limits, quiet hours). Part of the config loader (proxy.config); never
 sends anything and never reads a secret file's content into a message.
 """
@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from proxy import configfiles as files
-from proxy.configmodel import (
+from proxy.config import files
+from proxy.config.model import (
     DEFAULT_RULES,
     DEFAULT_SINK_TIMEOUT,
     AlertRules,
@@ -25,8 +25,8 @@ from proxy.configmodel import (
     RateRule,
     SinkConfig,
 )
-from proxy.configsinks import NOTIFY_SINK_KEYS, NotifySinks
-from proxy.yamlnodes import (
+from proxy.config.sinks import NOTIFY_SINK_KEYS, NotifySinks
+from proxy.config.yamlnodes import (
     MapView,
     describe,
     is_null,

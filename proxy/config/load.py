@@ -1,10 +1,10 @@
-"""The configuration: one YAML file read into frozen dataclasses (proxy.configmodel).
+"""The configuration: one YAML file read into frozen dataclasses (proxy.config.model).
 
 Owns the schema (every key, its type, its default) and the rule that a config either
 loads completely or fails with one ConfigError listing every problem, each with the
 file, the 1-based line and a hint. Relative paths start at the config file's folder.
 Strings stay literal: YAML's ``no``, ``22:30`` and ``0755`` are text where text is meant
-(see proxy.yamlnodes). Target host names are not resolved at load: the proxy resolves
+(see proxy.config.yamlnodes). Target host names are not resolved at load: the proxy resolves
 them at each connect, so a name that does not resolve (a DNS outage, a typo) costs that
 one target, never the proxy; ``unresolved_hosts`` is the check ``config check`` warns with.
 Never puts key material, passphrases or secrets in a message, and never changes a file:
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from proxy import configfiles as files
-from proxy.configalerts import AlertsReader
-from proxy.configmodel import (
+from proxy.config import files
+from proxy.config.alerts import AlertsReader
+from proxy.config.model import (
     DEFAULT_JUSTIFICATION_BYTES,
     MAX_JUSTIFICATION_BYTES,
     AlertRules,
@@ -42,9 +42,7 @@ from proxy.configmodel import (
     TargetConfig,
     all_sources,
 )
-from proxy.core.units import parse_size
-from proxy.errors import ConfigError, ConfigProblem
-from proxy.yamlnodes import (
+from proxy.config.yamlnodes import (
     MapView,
     Problems,
     compose,
@@ -56,6 +54,8 @@ from proxy.yamlnodes import (
     read_mapping,
     read_text,
 )
+from proxy.core.units import parse_size
+from proxy.errors import ConfigError, ConfigProblem
 
 __all__ = [
     "AlertRules",
