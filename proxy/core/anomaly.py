@@ -44,10 +44,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.config.model import AlertRules, QuietHours, RateRule
 from proxy.core import events
 from proxy.core.credstate import MISMATCH as CREDENTIAL_TAMPERED
 from proxy.core.ids import ALPHABET
+from proxy.core.settings import AlertRules, QuietHours, RateRule
 
 __all__ = [
     "DISALLOWED_REASONS",

@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from proxy.config.model import TargetConfig
 from proxy.core.credentials import (
     Credential,
     credential_state,
@@ -28,6 +27,7 @@ from proxy.core.credentials import (
     validate_person,
 )
 from proxy.core.policy import JustificationRule, ParsedUser, describe_rule
+from proxy.core.settings import TargetConfig
 from proxy.core.text import escape
 from proxy.core.units import format_duration
 

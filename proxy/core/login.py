@@ -29,7 +29,6 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from proxy.config.model import IPNetwork, PolicyConfig, TargetConfig
 from proxy.core import answers as words
 from proxy.core.credentials import Credential, UseDecision, check_use, parse_code
 from proxy.core.credstate import MISMATCH
@@ -43,6 +42,7 @@ from proxy.core.policy import (
     source_allowed,
 )
 from proxy.core.preauth import kept_code_id, kept_text
+from proxy.core.settings import IPNetwork, PolicyConfig, TargetConfig
 from proxy.core.text import escape
 from proxy.core.throttle import LoginThrottle
 
