@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy.core.errors import RecordingError
 from proxy.core.recording import CastEncoder
-from proxy.errors import RecordingError
 
 FLUSH_BYTES = 64 * 1024
 FLUSH_SECONDS = 1.0

@@ -26,8 +26,8 @@ from pathlib import Path
 from proxy.audit.verify import file_digest, locate_recording
 from proxy.config.model import StorageConfig
 from proxy.core.chaincheck import PRUNED
+from proxy.core.errors import StoreError
 from proxy.core.events import RecordingPruned
-from proxy.errors import StoreError
 from proxy.store.base import NewEvent, SessionFilter
 from proxy.store.sqlite import SQLiteStore
 

@@ -35,8 +35,8 @@ from proxy.config import (
 )
 from proxy.core import events
 from proxy.core.credentials import CodeHasher
+from proxy.core.errors import ConfigError, StoreError
 from proxy.core.throttle import FailureCounter, LoginThrottle, ThrottleRule
-from proxy.errors import ConfigError, StoreError
 from proxy.failurelog import FailureLog
 from proxy.loginslots import LoginSlots
 from proxy.logs import LineBudget

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from proxy.alerts.sinks import Outgoing, Sink, SinkError
-from proxy.errors import StoreError
+from proxy.core.errors import StoreError
 from proxy.store.base import PendingAlert, Store
 
 log = logging.getLogger("breakglass")

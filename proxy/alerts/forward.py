@@ -36,7 +36,7 @@ from proxy.audit.feed import event_line
 from proxy.audit.views import rfc3339
 from proxy.core import events
 from proxy.core.chaincheck import ChainRow
-from proxy.errors import StoreError
+from proxy.core.errors import StoreError
 from proxy.store.base import Store
 
 log = logging.getLogger("breakglass")

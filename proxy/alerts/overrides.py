@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from proxy.core import events
+from proxy.core.errors import StoreError
 from proxy.core.text import escape
 from proxy.core.units import format_duration
-from proxy.errors import StoreError
 from proxy.store.base import Store, StoredEvent
 
 log = logging.getLogger("breakglass")

@@ -22,8 +22,8 @@ from proxy.alerts.payload import AlertContext, build
 from proxy.alerts.sinks import Outgoing, Sink, SyslogSink, make_event_sinks, make_sinks
 from proxy.config.model import AlertsConfig
 from proxy.core import anomaly, chain, events
+from proxy.core.errors import StoreError
 from proxy.core.text import escape
-from proxy.errors import StoreError
 from proxy.store.base import NewAlert, NewEvent, Store
 from proxy.tasks import TaskOwner
 

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from proxy.core import events
 from proxy.core.chaincheck import Checkpoint, checkpoint_from_data, checkpoint_message
-from proxy.errors import BreakglassError, StoreError, UsageError
+from proxy.core.errors import BreakglassError, StoreError, UsageError
 from proxy.store.base import NewEvent, Store
 
 log = logging.getLogger("breakglass")

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from proxy.audit.verify import channel_recording_check, locate_recording
 from proxy.core import events
+from proxy.core.errors import BreakglassError
 from proxy.core.termfilter import CastReport, replayable_cast
 from proxy.core.text import escape
 from proxy.core.units import format_duration
-from proxy.errors import BreakglassError
 from proxy.store.base import ChannelRow, StoredEvent
 
 

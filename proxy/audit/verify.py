@@ -28,8 +28,8 @@ from proxy.core.chaincheck import (
     checkpoint_head_message,
     recording_problem,
 )
+from proxy.core.errors import BreakglassError
 from proxy.core.text import escape
-from proxy.errors import BreakglassError
 from proxy.recorder import recording_path
 from proxy.store.base import ChannelRow, SessionRow, Store
 

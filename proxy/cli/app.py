@@ -46,9 +46,9 @@ from proxy.core.credentials import (
     validate_person,
 )
 from proxy.core.credstate import MISMATCH
+from proxy.core.errors import BreakglassError, ConfigError, StoreError
 from proxy.core.text import escape
 from proxy.core.units import format_duration, parse_duration
-from proxy.errors import BreakglassError, ConfigError, StoreError
 from proxy.logs import setup_logging
 from proxy.store.base import NewEvent, SessionFilter, SessionRow, StoredEvent
 from proxy.store.sqlite import SQLiteStore

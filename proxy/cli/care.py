@@ -38,9 +38,9 @@ import yaml
 from proxy.cli.util import WRITE, open_store, operator, print_json
 from proxy.config import Config
 from proxy.core import events
+from proxy.core.errors import StoreError
 from proxy.core.text import escape
 from proxy.core.units import format_duration
-from proxy.errors import StoreError
 from proxy.store.base import NewEvent
 
 if TYPE_CHECKING:

@@ -25,9 +25,9 @@ from proxy.audit.views import rfc3339
 from proxy.cli.util import WRITE, open_store, operator, print_json, with_store
 from proxy.config import Config
 from proxy.core import chain, events
+from proxy.core.errors import StoreError
 from proxy.core.text import escape
 from proxy.core.units import format_duration, parse_duration
-from proxy.errors import StoreError
 from proxy.store.base import NewEvent, SessionFilter, SessionRow
 from proxy.store.sqlite import SQLiteStore
 

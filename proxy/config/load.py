@@ -54,8 +54,8 @@ from proxy.config.yamlnodes import (
     read_mapping,
     read_text,
 )
+from proxy.core.errors import ConfigError, ConfigProblem
 from proxy.core.units import parse_size
-from proxy.errors import ConfigError, ConfigProblem
 
 __all__ = [
     "AlertRules",

@@ -6,7 +6,7 @@ and durations) from nodes while collecting every problem with its 1-based line.
 Never constructs Python objects with PyYAML's constructors: those apply YAML 1.1's
 implicit typing (``no`` -> False, ``22:30`` -> 1350, ``0755`` -> 493), so string fields
 read the scalar's raw text instead. Never raises for a bad value: it records a
-:class:`~proxy.errors.ConfigProblem` and returns ``None`` so the caller can go on and
+:class:`~proxy.core.errors.ConfigProblem` and returns ``None`` so the caller can go on and
 find the next problem too.
 """
 
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from proxy.core.errors import ConfigProblem
 from proxy.core.units import parse_duration
-from proxy.errors import ConfigProblem
 
 __all__ = [
     "Fields",

@@ -27,7 +27,7 @@ import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from proxy.errors import EventDataError
+from proxy.core.errors import EventDataError
 
 __all__ = [
     "ABSENT",

@@ -21,6 +21,7 @@ from asyncssh.packet import SSHPacket
 
 from proxy.core import events
 from proxy.core.commands import CommandExtractor
+from proxy.core.errors import RecordingError, StoreError, UpstreamError
 from proxy.core.execrules import refused_exec
 from proxy.core.limits import (
     MAX_SIGNAL_NAME,
@@ -32,7 +33,6 @@ from proxy.core.limits import (
 )
 from proxy.core.recording import CastEncoder
 from proxy.core.text import truncate
-from proxy.errors import RecordingError, StoreError, UpstreamError
 from proxy.recorder import CastFile, ChannelRecorder, make_private_dirs, recording_path
 from proxy.ssh import wire
 from proxy.ssh.session import LiveSession

@@ -23,6 +23,7 @@ import asyncssh
 from proxy.alerts.payload import AlertContext
 from proxy.core import answers, events, ids
 from proxy.core.credentials import UseDecision
+from proxy.core.errors import StoreError
 from proxy.core.failsummary import Attempt
 from proxy.core.login import (
     Ask,
@@ -39,7 +40,6 @@ from proxy.core.login import (
 from proxy.core.policy import parse_username
 from proxy.core.preauth import MAX_USERNAME, kept_text, redact_codes
 from proxy.core.text import escape
-from proxy.errors import StoreError
 from proxy.logs import held_note
 from proxy.ssh.relay import ChannelBridge
 from proxy.ssh.session import LiveSession, SessionInfo

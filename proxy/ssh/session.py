@@ -22,11 +22,11 @@ import asyncssh
 from proxy.alerts.payload import AlertContext
 from proxy.config import RecordingConfig, TargetConfig
 from proxy.core import answers, events
+from proxy.core.errors import StoreError, UpstreamError
 from proxy.core.limits import MAX_DETAIL, OpenRate, RefusalTally
 from proxy.core.policy import warning_times
 from proxy.core.text import truncate
 from proxy.core.units import format_duration, format_size
-from proxy.errors import StoreError, UpstreamError
 from proxy.ssh import upstream
 from proxy.store.base import NewEvent, Store
 from proxy.tasks import TaskOwner

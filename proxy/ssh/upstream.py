@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import asyncssh
 
 from proxy.config import TargetConfig
-from proxy.errors import UpstreamError
+from proxy.core.errors import UpstreamError
 
 # The proxy is the client on this leg, so its order wins: GCM first (half the CPU of
 # chacha20 in asyncssh), the rest only for targets that lack GCM.

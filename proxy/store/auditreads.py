@@ -26,7 +26,7 @@ import aiosqlite
 
 from proxy.core import events
 from proxy.core.chaincheck import FLAG_TYPES, PRUNED
-from proxy.errors import StoreError
+from proxy.core.errors import StoreError
 from proxy.store.base import (
     ChannelRow,
     EventTuple,

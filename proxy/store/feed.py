@@ -17,7 +17,7 @@ from contextlib import AbstractAsyncContextManager
 import aiosqlite
 
 from proxy.core.chaincheck import ChainRow
-from proxy.errors import StoreError
+from proxy.core.errors import StoreError
 from proxy.store.rows import range_clauses
 
 FEED_SCHEMA = """

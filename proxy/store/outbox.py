@@ -24,7 +24,7 @@ import aiosqlite
 
 from proxy.core import chain, events
 from proxy.core.anomaly import SUMMARY_EVENT, summary_failures
-from proxy.errors import StoreError
+from proxy.core.errors import StoreError
 from proxy.store.base import ActivityRows, NewAlert, NewEvent, PendingAlert, StoredEvent
 
 ALERTS_SCHEMA = """

@@ -35,8 +35,8 @@ from proxy.core.credstate import (
     row_mismatch,
     snapshot,
 )
+from proxy.core.errors import StoreError
 from proxy.core.limits import bound_data
-from proxy.errors import StoreError
 from proxy.store.auditreads import AuditReads
 from proxy.store.base import (
     ChannelRow,

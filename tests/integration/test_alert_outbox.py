@@ -15,7 +15,7 @@ import pytest
 from proxy.alerts.payload import AlertContext, build
 from proxy.core import anomaly
 from proxy.core.credentials import Credential
-from proxy.errors import StoreError
+from proxy.core.errors import StoreError
 from proxy.store.base import NewAlert, NewEvent
 from proxy.store.sqlite import SQLiteStore
 from tests.eventdata import fill

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from proxy.core.errors import RecordingError
 from proxy.core.recording import CastEncoder
-from proxy.errors import RecordingError
 from proxy.recorder import COALESCE_SECONDS, CastFile, ChannelRecorder
 
 

@@ -30,7 +30,7 @@ from proxy.config import (
     load_config,
     unresolved_hosts,
 )
-from proxy.errors import ConfigError, ConfigProblem
+from proxy.core.errors import ConfigError, ConfigProblem
 
 REPO = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0

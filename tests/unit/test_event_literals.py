@@ -28,7 +28,7 @@ OTHER_MEANINGS = {
     ("proxy/config/model.py", "command"): "an alert sink type",
     ("proxy/config/alerts.py", "command"): "an alert sink type",
     ("proxy/core/execrules.py", "command"): "sh's `command` builtin, which runs a program",
-    ("proxy/errors.py", "recording_failed"): "RecordingError's refusal reason",
+    ("proxy/core/errors.py", "recording_failed"): "RecordingError's refusal reason",
 }
 
 
