@@ -1,6 +1,6 @@
 """The alert document: one JSON object, the same for every sink and every attempt.
 
-Owns its fields (PRODUCT.md "Alerts"): ``alert_id`` (stable: receivers drop repeats by
+Owns its fields (the README's "Alerts"): ``alert_id`` (stable: receivers drop repeats by
 it, since delivery is at-least-once), ``rule``, ``time`` (RFC 3339 UTC), ``session_id``,
 ``person``, ``source``, ``target``, ``login``, ``justification`` (verbatim: JSON escapes
 it), ``credential_id``, ``detail``, ``proxy`` (this host's name). Never carries a code,

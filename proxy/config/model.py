@@ -1,9 +1,11 @@
 """The configuration as data: frozen dataclasses with the documented defaults.
 
-Owns the shape of a loaded config (see INTERFACES.md); proxy.config fills it from YAML and
-re-exports every name here (JustificationRule is proxy.core.policy's, so the rule loaded
-is the rule checked). Plain data: no I/O, no validation beyond keeping ``logins``
-consistent with ``login``. Paths are absolute once loaded.
+Owns the shape of a loaded config (config/example-full.yaml shows every key);
+proxy.config.load fills it from YAML and proxy.config re-exports the public names. The
+parts the pure core decides with (PolicyConfig, TargetConfig, AlertRules) are
+proxy.core.settings', and JustificationRule is proxy.core.policy's, so the rule loaded is
+the rule checked. Plain data: no I/O, no validation beyond keeping ``logins`` consistent
+with ``login``. Paths are absolute once loaded.
 """
 
 from __future__ import annotations

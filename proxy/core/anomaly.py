@@ -1,6 +1,6 @@
 """Alert rules: which rules fire for one audit event, given recent history.
 
-Owns the decision "does this event raise an alert, and why" (PRODUCT.md "Alerts"). The
+Owns the decision "does this event raise an alert, and why" (the README's "Alerts"). The
 rules are data (``AlertRules`` from the config) plus a fixed set that always applies:
 
 - ``session_start``: every break-glass session (routine: it does not flag the session);

@@ -1,4 +1,4 @@
-"""Session ids: short, unique, sortable by time (PRODUCT.md "Commands").
+"""Session ids: short, unique, sortable by time (the README's "Commands").
 
 Twelve Crockford base32 characters: nine for the millisecond timestamp (good until the
 year 3084) and three random ones. Lexical order is time order, so `ORDER BY id` works.

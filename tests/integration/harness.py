@@ -48,9 +48,10 @@ T = TypeVar("T")
 
 
 class Reason:
-    """Audit reasons the tests expect. INTERFACES.md fixes the event types and the end
-    and upstream reasons but not every login_failed reason; those are kept here, in one
-    place (names as in proxy/core/login.py and proxy/core/credentials.py)."""
+    """Audit reasons the tests expect. The event catalogue (proxy/core/events.py) fixes
+    the event types and the end and upstream reasons but not every login_failed reason;
+    those are kept here, in one place (names as in proxy/core/login.py and
+    proxy/core/credentials.py)."""
 
     # login_failed{reason}
     WRONG_CODE = "wrong_code"  # a well-formed code whose secret does not match
@@ -345,7 +346,8 @@ def write_proxy_config(
     database: Path | None = None,
     filename: str = "proxy.yaml",
 ) -> Path:
-    """Write a proxy config (PRODUCT.md "Configuration") into ``tmp_dir``; return its path.
+    """Write a proxy config (keys as in config/example-full.yaml) into ``tmp_dir``; return
+    its path.
 
     Host key, database (unless ``database`` is given) and recordings live inside
     ``tmp_dir``. ``listen``, ``policy`` and

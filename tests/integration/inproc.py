@@ -13,7 +13,7 @@ hand-made message, so this module uses private parts of asyncssh 2.24.1's
 ``SSHClientConnection`` (each use is marked "private asyncssh API"), rather than a
 hand-written SSH transport (key exchange, encryption) that would prove less:
 
-- ``_username``: the name put into the next USERAUTH_REQUEST (connection.py:2063);
+- ``_username``: the name put into the next USERAUTH_REQUEST (asyncssh connection.py:2063);
 - ``send_userauth_request(method, *args)``: a USERAUTH_REQUEST for ``_username``;
 - ``send_packet(pkttype, *args)`` with ``_auth_complete`` briefly set (``send_raw``):
   any message, encrypted, at any point of the login;
@@ -315,7 +315,7 @@ class ScriptedClient(asyncssh.SSHClient):
             return original(conn_, pkttype, pktid, packet)
 
         # private asyncssh API: packets are dispatched through self._packet_handlers
-        # (packet.py SSHPacketHandler.process_packet); an instance copy shadows the
+        # (asyncssh packet.py SSHPacketHandler.process_packet); an instance copy shadows the
         # class's table for this connection only.
         conn._packet_handlers = {**handlers, MSG_USERAUTH_FAILURE: record}
 
@@ -466,7 +466,7 @@ def send_raw(conn: asyncssh.SSHClientConnection, pkttype: int, *args: bytes) -> 
     """Send any message now, on the encrypted transport, whatever the auth state.
 
     private asyncssh API: the client's send_packet holds back messages above
-    USERAUTH_LAST until authentication completes (connection.py:1796-1802); claiming it
+    USERAUTH_LAST until authentication completes (asyncssh connection.py:1796-1802); claiming it
     has completed for the duration of the call sends them at once.
     """
     raw: Any = conn

@@ -119,7 +119,7 @@ def test_each_recording_hash_enters_the_audit_trail(deployment: Deployment, pers
     [channel] = session["channels"]
     cast = recording_of(deployment, channel)
     ends = [e for e in session["events"] if e.get("type") == "channel_end"]
-    # INTERFACES.md names the key "sha256"; "recording_sha256" (as in show's channels)
+    # The hash was first named "sha256"; "recording_sha256" (as in show's channels)
     # is accepted too: what matters is that the hash is in the chained event.
     hashes = [e["data"].get("sha256") or e["data"].get("recording_sha256") for e in ends]
     assert hashes == [sha256_file(cast)], ends

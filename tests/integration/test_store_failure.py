@@ -65,6 +65,6 @@ def test_no_session_starts_when_the_store_cannot_be_written(
 
     assert b"after-2" not in after.stdout, after.describe()
     assert after.returncode != 0, after.describe()
-    # PRODUCT.md: a failure to write the audit trail goes straight to the log.
+    # The README ("Alerts"): a failure to write the audit trail goes straight to the log.
     log = deployment.proxy.log_since(log_offset).lower()
     assert "store" in log or "database" in log, log
