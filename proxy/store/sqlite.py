@@ -341,8 +341,13 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
         return CredentialRead(cred, code_hash, row_mismatch(cred, code_hash, latest))
 
     async def get_credential(self, cred_id: str) -> CredentialRead | None:
+        # Under the write lock: this connection also commits session starts, and a read
+        # between a commit's row update and its event would see the row ahead of its
+        # chain and refuse a rightful login as credential_tampered. The wait depends on
+        # other logins' commits, never on what this attempt got wrong.
         try:
-            return await self._fetch_credential(self._db, cred_id)
+            async with self._lock:
+                return await self._fetch_credential(self._db, cred_id)
         except sqlite3.Error as exc:
             raise StoreError(f"audit store read failed: {exc}") from exc
 

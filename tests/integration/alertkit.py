@@ -22,7 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.integration.harness import LOOPBACK, free_port, wait_until
+from proxy.store.sqlite import SQLiteStore
+from tests.integration.harness import LOOPBACK, free_port, wait_until, write_proxy_config
 
 SECRET = b"s3cret-for-tests"
 T = TypeVar("T")
@@ -284,3 +285,15 @@ async def eventually(
         if loop.time() >= deadline:
             raise AssertionError(f"timed out after {bound:g}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+def config_with(tmp_path: Path, sinks: list[dict[str, object]]) -> Path:
+    """An installed proxy's config: its store exists (a drill records into it, and only
+    ``serve`` and the code commands may create one)."""
+    config = write_proxy_config(tmp_path, free_port(), {}, alerts={"sinks": sinks})
+
+    async def create() -> None:
+        await (await SQLiteStore.open(tmp_path / "audit.db")).close()
+
+    asyncio.run(create())
+    return config

@@ -20,6 +20,7 @@ from tests.integration.alertkit import (
     SyslogListener,
     WebhookReceiver,
     command_hook,
+    config_with,
     hook_payloads,
     syslog_json,
     unused_loopback_port,
@@ -27,18 +28,6 @@ from tests.integration.alertkit import (
 from tests.integration.harness import free_port, read_events, run_cli, write_proxy_config
 
 HOSTILE_REASON = "INC-42: \x1b[2J wiped; next line\nforged"
-
-
-def config_with(tmp_path: Path, sinks: list[dict[str, object]]) -> Path:
-    """An installed proxy's config: its store exists (a drill records into it, and only
-    ``serve`` and the code commands may create one)."""
-    config = write_proxy_config(tmp_path, free_port(), {}, alerts={"sinks": sinks})
-
-    async def create() -> None:
-        await (await SQLiteStore.open(tmp_path / "audit.db")).close()
-
-    asyncio.run(create())
-    return config
 
 
 @pytest.fixture

@@ -33,11 +33,12 @@ from tests.integration.alertkit import (
     SyslogListener,
     WebhookReceiver,
     command_hook,
+    config_with,
     eventually,
     hook_payloads,
     syslog_json,
 )
-from tests.integration.harness import free_port, run_cli, write_proxy_config
+from tests.integration.harness import run_cli
 from tests.integration.servicekit import (
     HttpsReceiver,
     LocalCA,
@@ -589,7 +590,7 @@ def test_drill_reaches_every_sink_type(ca: LocalCA, tmp_path: Path) -> None:
             "ca_file": ca_file,
         },
     ]
-    config = write_proxy_config(tmp_path / "proxy", free_port(), {}, alerts={"sinks": sinks})
+    config = config_with(tmp_path / "proxy", sinks)
     try:
         assert run_cli(config, "config", "check").returncode == 0
         result = run_cli(config, "drill", "--json")

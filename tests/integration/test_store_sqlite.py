@@ -219,3 +219,38 @@ async def test_recovery_ends_unfinished_sessions_as_interrupted(tmp_path: Path) 
         assert await recover_unfinished(store, tmp_path, T0 + 200) == 0
     finally:
         await store.close()
+
+
+async def test_a_login_read_never_sees_another_logins_commit_half_done(tmp_path: Path) -> None:
+    # The login path reads the row and the code's latest event on the connection that
+    # also commits session starts. A read that slipped in between a commit's row update
+    # and its event saw the row ahead of its event and refused a rightful login as
+    # credential_tampered (seen under load in test_concurrency).
+    store = await SQLiteStore.open(tmp_path / "audit.db")
+    try:
+        await store.issue_credential(cred(), "hash", NewEvent("cred_issued", T0))
+        mismatches: list[str] = []
+        reads = 0
+        done = asyncio.Event()
+
+        async def reader() -> None:
+            nonlocal reads
+            while not done.is_set():
+                found = await store.get_credential("AAAAAA")
+                reads += 1
+                if found is not None and found.mismatch:
+                    mismatches.append(found.mismatch)
+
+        readers = [asyncio.create_task(reader()) for _ in range(4)]
+        for i in range(20):
+            await store.start_session("AAAAAA", "alice", "db01", T0 + 10 + i, start_event(f"s{i}"))
+        done.set()
+        await asyncio.gather(*readers)
+        assert reads >= 20
+        assert mismatches == []
+        found = await store.get_credential("AAAAAA")
+        assert found is not None
+        assert found.cred.uses == 20
+        assert found.mismatch is None
+    finally:
+        await store.close()
