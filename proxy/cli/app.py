@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import gc
 import os
 import secrets
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +31,7 @@ from proxy.audit.views import (
 from proxy.cli import care as cli_care
 from proxy.cli import events as cli_events
 from proxy.cli import ops as cli_ops
+from proxy.cli.registry import Command, Group, build_parser, json_only, when
 from proxy.cli.util import CREATE, WRITE, operator, print_json, with_store
 from proxy.config import Config, default_config_path, load_config, unresolved_hosts
 from proxy.core import events
@@ -56,36 +56,11 @@ from proxy.store.sqlite import SQLiteStore
 T = TypeVar("T")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # exit 2 with a clear line, as documented
-        self.print_usage(sys.stderr)
-        print(f"breakglass: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def _when(text: str) -> float:
-    """A point in time: a duration ago (``7d``) or an RFC 3339 / ISO date (UTC if no
-    zone is given)."""
-    try:
-        return time.time() - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        stamp = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a duration (7d) nor a date (2026-01-31T12:00Z)"
-        ) from None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.UTC)
-    return stamp.timestamp()
 
 
 def _positive(text: str) -> float:
@@ -98,28 +73,7 @@ def _positive(text: str) -> float:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    common.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=argparse.SUPPRESS,
-        help="config file (default: $BREAKGLASS_CONFIG or config/proxy.yaml)",
-    )
-    p = _Parser(prog="breakglass", parents=[common], description="Break-glass SSH proxy")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    sub.add_parser("serve", parents=[common], help="run the proxy")
-    sub.add_parser("demo", parents=[common], help="a throwaway local target + proxy + code")
-    sub.add_parser("client-config", parents=[common], help="known_hosts line + ssh_config")
-    cfg = sub.add_parser("config", parents=[common], help="configuration tools")
-    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
-    cfg_sub.add_parser("check", parents=[common], help="check the config file")
-
-    cred = sub.add_parser("cred", parents=[common], help="break-glass codes")
-    cred_sub = cred.add_subparsers(dest="cred_command", required=True, parser_class=_Parser)
-    issue = cred_sub.add_parser("issue", parents=[common], help="issue a sealed code")
+def _issue_arguments(issue: argparse.ArgumentParser) -> None:
     issue.add_argument("person")
     issue.add_argument(
         "--valid",
@@ -137,17 +91,18 @@ def _parser() -> argparse.ArgumentParser:
     issue.add_argument("--targets", default="*", help="target globs, e.g. 'db*,web01'")
     issue.add_argument("--max-session", type=_duration, default=None)
     issue.add_argument("--json", action="store_true")
-    lst = cred_sub.add_parser("list", parents=[common], help="list codes (never the secrets)")
-    lst.add_argument("--json", action="store_true")
-    revoke = cred_sub.add_parser("revoke", parents=[common], help="revoke a code")
+
+
+def _revoke_arguments(revoke: argparse.ArgumentParser) -> None:
     revoke.add_argument("cred_id")
     revoke.add_argument("--reason", required=True)
 
-    sessions = sub.add_parser("sessions", parents=[common], help="list sessions")
+
+def _sessions_arguments(sessions: argparse.ArgumentParser) -> None:
     sessions.add_argument("--person")
     sessions.add_argument("--target")
-    sessions.add_argument("--since", type=_when, help="e.g. 7d (ago) or 2026-01-31")
-    sessions.add_argument("--until", type=_when, help="e.g. 1d (ago) or 2026-02-01T12:00Z")
+    sessions.add_argument("--since", type=when, help="e.g. 7d (ago) or 2026-01-31")
+    sessions.add_argument("--until", type=when, help="e.g. 1d (ago) or 2026-02-01T12:00Z")
     sessions.add_argument("--end-reason", help="e.g. time_limit, killed, interrupted")
     sessions.add_argument(
         "--flagged", action="store_true", help="only sessions with an alert or flag"
@@ -161,31 +116,42 @@ def _parser() -> argparse.ArgumentParser:
     sessions.add_argument("--path", metavar="GLOB", help="a file touched, e.g. '/etc/*'")
     sessions.add_argument("--live", action="store_true", help="only sessions still running")
     sessions.add_argument("--json", action="store_true")
-    attempts = sub.add_parser("attempts", parents=[common], help="failed login attempts")
-    attempts.add_argument("--since", type=_when, help="e.g. 7d (ago) or 2026-01-31")
-    attempts.add_argument("--until", type=_when, help="e.g. 1d (ago) or 2026-02-01T12:00Z")
+
+
+def _attempts_arguments(attempts: argparse.ArgumentParser) -> None:
+    attempts.add_argument("--since", type=when, help="e.g. 7d (ago) or 2026-01-31")
+    attempts.add_argument("--until", type=when, help="e.g. 1d (ago) or 2026-02-01T12:00Z")
     attempts.add_argument("--source", help="an address or a network, e.g. 10.0.0.0/8")
     attempts.add_argument("--person")
     attempts.add_argument("--reason", help="e.g. wrong_code, unknown_target")
     attempts.add_argument("--json", action="store_true")
-    show = sub.add_parser("show", parents=[common], help="one session in full")
+
+
+def _show_arguments(show: argparse.ArgumentParser) -> None:
     show.add_argument("session")
     show.add_argument("--json", action="store_true")
 
-    replay = sub.add_parser("replay", parents=[common], help="replay a recording (asciinema)")
+
+def _replay_arguments(replay: argparse.ArgumentParser) -> None:
     replay.add_argument("session", metavar="SESSION[/N]")
     replay.add_argument("--speed", type=_positive, default=None, help="e.g. 2")
     replay.add_argument(
         "--idle-limit", type=_positive, default=None, help="cap pauses at S seconds, e.g. 1"
     )
-    report = sub.add_parser("report", parents=[common], help="post-incident report")
-    report.add_argument("--since", type=_when, default=None, help="default 30d (ago)")
-    report.add_argument("--until", type=_when, default=None)
+
+
+def _report_arguments(report: argparse.ArgumentParser) -> None:
+    report.add_argument("--since", type=when, default=None, help="default 30d (ago)")
+    report.add_argument("--until", type=when, default=None)
     report.add_argument("--format", choices=["markdown", "json", "csv"], default="markdown")
-    export = sub.add_parser("export", parents=[common], help="a self-contained HTML page")
+
+
+def _export_arguments(export: argparse.ArgumentParser) -> None:
     export.add_argument("session")
     export.add_argument("--html", type=Path, required=True, metavar="FILE")
-    verify = sub.add_parser("verify", parents=[common], help="check the whole audit trail")
+
+
+def _verify_arguments(verify: argparse.ArgumentParser) -> None:
     verify.add_argument("--key", help="the checkpoint public key kept off the box (hex, or a file)")
     verify.add_argument(
         "--checkpoint",
@@ -196,17 +162,11 @@ def _parser() -> argparse.ArgumentParser:
         help="a checkpoint kept off the box (JSON, one per line); repeatable",
     )
     verify.add_argument("--json", action="store_true")
-    review = sub.add_parser("review", parents=[common], help="sign off a session as reviewed")
+
+
+def _review_arguments(review: argparse.ArgumentParser) -> None:
     review.add_argument("session")
     review.add_argument("--note", required=True)
-    key = sub.add_parser(
-        "checkpoint-key", parents=[common], help="the public key that verifies checkpoints"
-    )
-    key.add_argument("--json", action="store_true")
-    cli_ops.register(sub, common)
-    cli_care.register(sub, common)
-    cli_events.register(sub, common, _when)
-    return p
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -641,51 +601,103 @@ def cmd_client_config(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace, config: Config | None) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from proxy.demo import run_demo
 
     return run_demo()
 
 
-COMMANDS: dict[tuple[str, ...], Callable[[argparse.Namespace, Config], int]] = {
-    ("serve",): cmd_serve,
-    ("client-config",): cmd_client_config,
-    ("config", "check"): cmd_config_check,
-    ("cred", "issue"): cmd_cred_issue,
-    ("cred", "list"): cmd_cred_list,
-    ("cred", "revoke"): cmd_cred_revoke,
-    ("sessions",): cmd_sessions,
-    ("attempts",): cmd_attempts,
-    ("show",): cmd_show,
-    ("replay",): cmd_replay,
-    ("report",): cmd_report,
-    ("export",): cmd_export,
-    ("verify",): cmd_verify,
-    ("review",): cmd_review,
-    ("checkpoint-key",): cmd_checkpoint_key,
-    **cli_ops.COMMANDS,
-    **cli_care.COMMANDS,
-    **cli_events.COMMANDS,
-}
+COMMANDS: tuple[Group | Command, ...] = (
+    Command(path=("serve",), help="run the proxy", run=cmd_serve),
+    Command(
+        path=("demo",),
+        help="a throwaway local target + proxy + code",
+        run_without_config=cmd_demo,
+    ),
+    Command(path=("client-config",), help="known_hosts line + ssh_config", run=cmd_client_config),
+    Group(name="config", help="configuration tools"),
+    Command(path=("config", "check"), help="check the config file", run=cmd_config_check),
+    Group(name="cred", help="break-glass codes"),
+    Command(
+        path=("cred", "issue"),
+        help="issue a sealed code",
+        arguments=_issue_arguments,
+        run=cmd_cred_issue,
+    ),
+    Command(
+        path=("cred", "list"),
+        help="list codes (never the secrets)",
+        arguments=json_only,
+        run=cmd_cred_list,
+    ),
+    Command(
+        path=("cred", "revoke"),
+        help="revoke a code",
+        arguments=_revoke_arguments,
+        run=cmd_cred_revoke,
+    ),
+    Command(
+        path=("sessions",), help="list sessions", arguments=_sessions_arguments, run=cmd_sessions
+    ),
+    Command(
+        path=("attempts",),
+        help="failed login attempts",
+        arguments=_attempts_arguments,
+        run=cmd_attempts,
+    ),
+    Command(path=("show",), help="one session in full", arguments=_show_arguments, run=cmd_show),
+    Command(
+        path=("replay",),
+        help="replay a recording (asciinema)",
+        arguments=_replay_arguments,
+        run=cmd_replay,
+    ),
+    Command(
+        path=("report",),
+        help="post-incident report",
+        arguments=_report_arguments,
+        run=cmd_report,
+    ),
+    Command(
+        path=("export",),
+        help="a self-contained HTML page",
+        arguments=_export_arguments,
+        run=cmd_export,
+    ),
+    Command(
+        path=("verify",),
+        help="check the whole audit trail",
+        arguments=_verify_arguments,
+        run=cmd_verify,
+    ),
+    Command(
+        path=("review",),
+        help="sign off a session as reviewed",
+        arguments=_review_arguments,
+        run=cmd_review,
+    ),
+    Command(
+        path=("checkpoint-key",),
+        help="the public key that verifies checkpoints",
+        arguments=json_only,
+        run=cmd_checkpoint_key,
+    ),
+    *cli_ops.COMMANDS,
+    *cli_care.COMMANDS,
+    *cli_events.COMMANDS,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser(COMMANDS).parse_args(argv)
     setup_logging()
-    if args.command == "demo":
-        return cmd_demo(args, None)
-    key = tuple(
-        k
-        for k in (
-            args.command,
-            getattr(args, "config_command", None),
-            getattr(args, "cred_command", None),
-        )
-        if k
-    )
+    command: Command = args.command_entry
+    if command.run_without_config is not None:
+        return command.run_without_config(args)
+    assert command.run is not None  # Command checks that one of the two is set
     try:
         config = _config(args)
-        return COMMANDS[key](args, config)
+        return command.run(args, config)
     except ConfigError as exc:
         print(f"breakglass: the configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:

@@ -14,7 +14,7 @@ snapshot vouches for was final before its ``channel_end`` was committed.
 
 ``prune [--dry-run]`` applies ``storage.retention`` (proxy.retention).
 
-Wired into proxy/cli/app.py by ``register`` and ``COMMANDS``.
+Listed in ``COMMANDS`` (proxy.cli.registry).
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ import re
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from proxy.cli.registry import Command, Group
 from proxy.cli.util import WRITE, open_store, operator, print_json
 from proxy.config import Config
 from proxy.core import events
@@ -83,13 +84,7 @@ def _address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``target add``, ``backup`` and ``prune`` to ``breakglass``'s subparsers."""
-    target = sub.add_parser("target", parents=[common], help="set up targets")
-    target_sub = target.add_subparsers(dest="target_command", required=True)
-    add = target_sub.add_parser(
-        "add", parents=[common], help="fetch a target's host key, make the proxy's key for it"
-    )
+def _add_arguments(add: argparse.ArgumentParser) -> None:
     add.add_argument("name", type=_name, metavar="NAME")
     add.add_argument("address", type=_address, metavar="HOST[:PORT]")
     add.add_argument("--login", type=_name, default="root", help="login on the target (root)")
@@ -106,11 +101,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     add.add_argument("--timeout", type=float, default=10.0, help="seconds per connection (10)")
     add.add_argument("--json", action="store_true")
 
-    backup = sub.add_parser("backup", parents=[common], help="online backup: database + casts")
+
+def _backup_arguments(backup: argparse.ArgumentParser) -> None:
     backup.add_argument("file", type=Path, metavar="FILE")
     backup.add_argument("--json", action="store_true")
 
-    prune = sub.add_parser("prune", parents=[common], help="apply storage.retention to casts")
+
+def _prune_arguments(prune: argparse.ArgumentParser) -> None:
     prune.add_argument("--dry-run", action="store_true", help="say what would go; change nothing")
     prune.add_argument("--json", action="store_true")
 
@@ -455,13 +452,24 @@ def cmd_prune(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def cmd_target(args: argparse.Namespace, config: Config) -> int:
-    # cli.main dispatches on (command, config_command, cred_command): "target" alone.
-    return {"add": cmd_target_add}[args.target_command](args, config)
-
-
-COMMANDS: dict[tuple[str, ...], Callable[[argparse.Namespace, Config], int]] = {
-    ("target",): cmd_target,
-    ("backup",): cmd_backup,
-    ("prune",): cmd_prune,
-}
+COMMANDS: tuple[Group | Command, ...] = (
+    Group(name="target", help="set up targets"),
+    Command(
+        path=("target", "add"),
+        help="fetch a target's host key, make the proxy's key for it",
+        arguments=_add_arguments,
+        run=cmd_target_add,
+    ),
+    Command(
+        path=("backup",),
+        help="online backup: database + casts",
+        arguments=_backup_arguments,
+        run=cmd_backup,
+    ),
+    Command(
+        path=("prune",),
+        help="apply storage.retention to casts",
+        arguments=_prune_arguments,
+        run=cmd_prune,
+    ),
+)

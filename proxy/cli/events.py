@@ -9,7 +9,7 @@ the last cursor it printed (or the cursor file) loses and repeats nothing. SIGTE
 SIGINT end it between pages. ``--json`` prints proxy.audit.feed's JSON lines; without
 it a readable line with every untrusted string escaped.
 
-Wired into proxy/cli/app.py by ``register`` and ``COMMANDS``.
+Listed in ``COMMANDS`` (proxy.cli.registry).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from proxy.audit.feed import event_line, event_text
+from proxy.cli.registry import Command, Group, when
 from proxy.cli.util import READ, open_store
 from proxy.config import Config
 from proxy.core.cursor import Cursor
@@ -41,8 +42,7 @@ def _cursor(text: str) -> Cursor:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def register(sub: Any, common: argparse.ArgumentParser, when: Callable[[str], float]) -> None:
-    p = sub.add_parser("events", parents=[common], help="every audit event, one line each")
+def _events_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", type=when, help="e.g. 7d (ago) or 2026-01-31")
     p.add_argument("--until", type=when, help="e.g. 1d (ago) or 2026-02-01T12:00Z")
     p.add_argument("--after", type=_cursor, metavar="CURSOR", help="only events after this cursor")
@@ -156,6 +156,11 @@ def cmd_events(args: argparse.Namespace, config: Config) -> int:
         return 1
 
 
-COMMANDS: dict[tuple[str, ...], Callable[[argparse.Namespace, Config], int]] = {
-    ("events",): cmd_events,
-}
+COMMANDS: tuple[Group | Command, ...] = (
+    Command(
+        path=("events",),
+        help="every audit event, one line each",
+        arguments=_events_arguments,
+        run=cmd_events,
+    ),
+)

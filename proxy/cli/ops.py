@@ -7,7 +7,7 @@ notices within about a second (proxy.alerts.overrides) and acts. The command the
 (bounded) to see it done. ``drill`` sends a test alert through every configured sink and
 says which answered.
 
-Wired into proxy/cli/app.py by ``register`` and ``COMMANDS``. Human output escapes every
+Listed in ``COMMANDS`` (proxy.cli.registry). Human output escapes every
 untrusted string; ``--json`` prints one JSON document.
 """
 
@@ -17,11 +17,11 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from proxy.alerts.overrides import EXTEND, KILL
 from proxy.audit.views import rfc3339
+from proxy.cli.registry import Command, Group, json_only
 from proxy.cli.util import WRITE, open_store, operator, print_json, with_store
 from proxy.config import Config
 from proxy.core import chain, events
@@ -54,25 +54,26 @@ def _reason(text: str) -> str:
     return text
 
 
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Add the operator commands to ``breakglass``'s subparsers."""
-    live = sub.add_parser("live", parents=[common], help="sessions running now")
-    live.add_argument("--json", action="store_true")
-    for name, help_text in (("kill", "close a live session"), ("extend", "move its deadline")):
-        p = sub.add_parser(name, parents=[common], help=help_text)
-        p.add_argument("session")
-        if name == "extend":
-            p.add_argument("duration", type=_duration, help="added to the deadline, e.g. 15m")
-        p.add_argument("--reason", required=True, type=_reason, help="recorded verbatim")
-        p.add_argument(
-            "--wait",
-            type=float,
-            default=10.0,
-            help="seconds to wait for the proxy to act (0: do not wait); default 10",
-        )
-        p.add_argument("--json", action="store_true")
-    drill = sub.add_parser("drill", parents=[common], help="a test alert through every sink")
-    drill.add_argument("--json", action="store_true")
+def _override_arguments(p: argparse.ArgumentParser, *, duration: bool) -> None:
+    p.add_argument("session")
+    if duration:
+        p.add_argument("duration", type=_duration, help="added to the deadline, e.g. 15m")
+    p.add_argument("--reason", required=True, type=_reason, help="recorded verbatim")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the proxy to act (0: do not wait); default 10",
+    )
+    p.add_argument("--json", action="store_true")
+
+
+def _kill_arguments(p: argparse.ArgumentParser) -> None:
+    _override_arguments(p, duration=False)
+
+
+def _extend_arguments(p: argparse.ArgumentParser) -> None:
+    _override_arguments(p, duration=True)
 
 
 def _live_json(s: SessionRow, now: float) -> dict[str, Any]:
@@ -281,9 +282,16 @@ def cmd_drill(args: argparse.Namespace, config: Config) -> int:
     return 1 if failed or problem is not None else 0
 
 
-COMMANDS: dict[tuple[str, ...], Callable[[argparse.Namespace, Config], int]] = {
-    ("live",): cmd_live,
-    ("kill",): cmd_kill,
-    ("extend",): cmd_extend,
-    ("drill",): cmd_drill,
-}
+COMMANDS: tuple[Group | Command, ...] = (
+    Command(path=("live",), help="sessions running now", arguments=json_only, run=cmd_live),
+    Command(path=("kill",), help="close a live session", arguments=_kill_arguments, run=cmd_kill),
+    Command(
+        path=("extend",), help="move its deadline", arguments=_extend_arguments, run=cmd_extend
+    ),
+    Command(
+        path=("drill",),
+        help="a test alert through every sink",
+        arguments=json_only,
+        run=cmd_drill,
+    ),
+)

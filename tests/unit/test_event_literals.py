@@ -21,7 +21,7 @@ CATALOGUE = ROOT / "core" / "events.py"
 
 # The same word, meaning something else: (module, word) -> what it is there.
 OTHER_MEANINGS = {
-    ("proxy/cli/app.py", "command"): "argparse's dest for the subcommand",
+    ("proxy/cli/registry.py", "command"): "argparse's dest for the subcommand",
     ("proxy/cli/app.py", "review"): "the `breakglass review` subcommand",
     ("proxy/cli/care.py", "backup"): "the `breakglass backup` subcommand",
     ("proxy/cli/ops.py", "drill"): "the `breakglass drill` subcommand",
