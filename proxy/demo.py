@@ -20,7 +20,7 @@ from proxy.core.credentials import CodeHasher, Credential, generate_code
 from proxy.localtarget import LocalTarget, free_port, start_target
 from proxy.service import ensure_host_key, serve
 from proxy.store.base import NewEvent
-from proxy.store.sqlite import SQLiteStore
+from proxy.store.factory import CREATE, open_store_at
 
 PERSON = "alice"
 
@@ -82,7 +82,7 @@ async def _issue(db: Path) -> str:
         revoked_at=None,
         revoke_reason=None,
     )
-    store = await SQLiteStore.open(db)
+    store = await open_store_at(db, CREATE)
     try:
         issued = events.CredIssued(credential_id=cred.cred_id, person=PERSON, by="demo")
         event = NewEvent.of(issued, now)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from proxy.audit.verify import resolve_recording
 from proxy.core.events import ChannelEnd, SessionEnd
-from proxy.store.base import NewEvent, Store
+from proxy.store.base import NewEvent, SessionLog
 
 
 def truncate_to_last_line(path: Path) -> tuple[str, int] | None:
@@ -35,7 +35,7 @@ def truncate_to_last_line(path: Path) -> tuple[str, int] | None:
     return hashlib.sha256(data).hexdigest(), len(data)
 
 
-async def recover_unfinished(store: Store, recordings: Path, now: float) -> int:
+async def recover_unfinished(store: SessionLog, recordings: Path, now: float) -> int:
     sessions = await store.unfinished_sessions()
     for s in sessions:
         events: list[NewEvent] = []

@@ -28,8 +28,7 @@ from proxy.config.model import StorageConfig
 from proxy.core.chaincheck import PRUNED
 from proxy.core.errors import StoreError
 from proxy.core.events import RecordingPruned
-from proxy.store.base import NewEvent, SessionFilter
-from proxy.store.sqlite import SQLiteStore
+from proxy.store.base import NewEvent, SessionFilter, SessionLog
 
 log = logging.getLogger("breakglass")
 
@@ -55,7 +54,7 @@ class PruneItem:
 
 
 async def prune_recordings(
-    store: SQLiteStore,
+    store: SessionLog,
     recordings: Path,
     retention: float,
     now: float,
@@ -143,7 +142,7 @@ def _remove(path: Path, root: Path) -> None:
 
 
 async def retention_loop(
-    store: SQLiteStore,
+    store: SessionLog,
     storage: Callable[[], StorageConfig],
     stop: asyncio.Event,
     interval: float = DAY,

@@ -46,8 +46,8 @@ from proxy.sdnotify import Notifier, watchdog_interval
 from proxy.ssh import compat, upstream, wire
 from proxy.ssh.server import ConnectionHandler
 from proxy.ssh.session import LiveSession
-from proxy.store.base import NewEvent, Store
-from proxy.store.sqlite import SQLiteStore
+from proxy.store.base import LoginStore, NewEvent, Store
+from proxy.store.factory import CREATE, open_store
 from proxy.tasks import TaskOwner
 
 log = logging.getLogger("breakglass")
@@ -199,6 +199,11 @@ class App:
         return self._store
 
     @property
+    def login_store(self) -> LoginStore:
+        """The store as a login sees it: the code, then one use of it with the start."""
+        return self._store
+
+    @property
     def recordings(self) -> Path:
         return self.config.storage.recordings
 
@@ -293,7 +298,7 @@ async def serve(
     ``on_ready`` sees the running App once the listener accepts connections (tests run
     the proxy in-process through it and read its counters)."""
     notifier = Notifier()
-    store = await SQLiteStore.open(config.storage.database)
+    store = await open_store(config, CREATE)
     try:
         config.storage.recordings.mkdir(mode=0o700, parents=True, exist_ok=True)
         checkpoint_key = load_or_generate(key_path(config.storage.recordings))

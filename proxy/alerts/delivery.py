@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from proxy.alerts.sinks import Outgoing, Sink, SinkError
 from proxy.core.errors import StoreError
-from proxy.store.base import PendingAlert, Store
+from proxy.store.base import AlertOutboxStore, PendingAlert
 
 log = logging.getLogger("breakglass")
 
@@ -72,7 +72,7 @@ async def send_everywhere(sinks: Sequence[Sink], alert: Outgoing) -> list[Result
 class Deliverer:
     def __init__(
         self,
-        store: Store,
+        store: AlertOutboxStore,
         sinks: Sequence[Sink],
         *,
         backoff: Backoff = DEFAULT_BACKOFF,

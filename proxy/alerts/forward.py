@@ -37,7 +37,7 @@ from proxy.audit.views import rfc3339
 from proxy.core import events
 from proxy.core.chaincheck import ChainRow
 from proxy.core.errors import StoreError
-from proxy.store.base import Store
+from proxy.store.base import FeedStore
 
 log = logging.getLogger("breakglass")
 
@@ -73,7 +73,7 @@ def event_message(row: ChainRow, *, pid: int, host: str) -> bytes:
 class EventForwarder:
     def __init__(
         self,
-        store: Store,
+        store: FeedStore,
         sink: SyslogSink,
         *,
         poll: float = 0.5,

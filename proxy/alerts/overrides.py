@@ -20,7 +20,7 @@ from proxy.core import events
 from proxy.core.errors import StoreError
 from proxy.core.text import escape
 from proxy.core.units import format_duration
-from proxy.store.base import Store, StoredEvent
+from proxy.store.base import OverrideReads, StoredEvent
 
 log = logging.getLogger("breakglass")
 
@@ -34,7 +34,7 @@ Handler = Callable[[StoredEvent], Awaitable[None] | None]
 
 
 async def watch_overrides(
-    store: Store,
+    store: OverrideReads,
     on_kill: Handler,
     on_extend: Handler,
     stop: asyncio.Event,

@@ -24,7 +24,7 @@ from proxy.config.model import AlertsConfig
 from proxy.core import anomaly, chain, events
 from proxy.core.errors import StoreError
 from proxy.core.text import escape
-from proxy.store.base import NewAlert, NewEvent, Store
+from proxy.store.base import AlertOutboxStore, NewAlert, NewEvent
 from proxy.tasks import TaskOwner
 
 log = logging.getLogger("breakglass")
@@ -38,7 +38,7 @@ class Alerts:
     def __init__(
         self,
         config: AlertsConfig,
-        store: Store,
+        store: AlertOutboxStore,
         *,
         sinks: Sequence[Sink] | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from proxy.alerts.forward import EventForwarder
 from proxy.alerts.overrides import Overridable, handlers, watch_overrides
 from proxy.alerts.raiser import Alerts
-from proxy.store.base import Store
+from proxy.store.base import AlertTaskStore
 
 log = logging.getLogger("breakglass")
 
@@ -24,7 +24,7 @@ class AlertRuntime:
     def __init__(
         self,
         alerts: Alerts,
-        store: Store,
+        store: AlertTaskStore,
         find: Callable[[str], Overridable | None],
         *,
         poll: float = 1.0,

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from proxy.core import events
 from proxy.core.chaincheck import Checkpoint, checkpoint_from_data, checkpoint_message
 from proxy.core.errors import BreakglassError, StoreError, UsageError
-from proxy.store.base import NewEvent, Store
+from proxy.store.base import CheckpointStore, NewEvent
 
 log = logging.getLogger("breakglass")
 
@@ -148,7 +148,7 @@ def checkpoint_document(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: data[k] for k in ("seq", "head", "time", "signature", "key") if k in data}
 
 
-async def write_checkpoint(store: Store, key: Ed25519PrivateKey, now: float) -> None:
+async def write_checkpoint(store: CheckpointStore, key: Ed25519PrivateKey, now: float) -> None:
     """Sign the chain's head and append it as a ``checkpoint`` event.
 
     Skipped when nothing was appended since the last checkpoint (an idle proxy does not
@@ -168,7 +168,7 @@ async def write_checkpoint(store: Store, key: Ed25519PrivateKey, now: float) -> 
 
 
 async def checkpoint_loop(
-    store: Store,
+    store: CheckpointStore,
     key: Ed25519PrivateKey,
     interval: float,
     stop: asyncio.Event,

@@ -34,7 +34,7 @@ from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES
 from proxy.core.markup import csv_cell, md
 from proxy.core.text import json_terminal_safe
 from proxy.core.units import format_duration
-from proxy.store.base import GroupTotals, PeriodSummary, Store, StoredEvent
+from proxy.store.base import AuditStore, GroupTotals, PeriodSummary, StoredEvent
 
 # One compact encoder for every batch: the C encoder (json uses the slow Python one when
 # indenting), as safe_json(compact=True) makes it; json_terminal_safe follows.
@@ -64,7 +64,7 @@ class Report:
 
 
 async def build_report(
-    store: Store,
+    store: AuditStore,
     recordings: Path,
     since: float | None,
     until: float | None,
@@ -92,7 +92,7 @@ def _rule(e: StoredEvent) -> str:
     return alert.rule if isinstance(alert, catalogue.Alert) else e.type
 
 
-async def sessions(store: Store, report: Report) -> AsyncIterator[list[SessionFacts]]:
+async def sessions(store: AuditStore, report: Report) -> AsyncIterator[list[SessionFacts]]:
     """The period's sessions with their facts, by id, a batch at a time."""
     checks = report.checks
     async for batch in store.period_sessions(report.since, report.until, INTERESTING_TYPES):
@@ -326,7 +326,7 @@ def _status(status: str | None) -> str:
     return f" \\[{md(status)}\\]" if status else ""
 
 
-async def write_markdown(store: Store, report: Report, out: TextIO) -> None:
+async def write_markdown(store: AuditStore, report: Report, out: TextIO) -> None:
     out.write(markdown_head(report))
     empty = True
     async for batch in sessions(store, report):
@@ -353,7 +353,7 @@ def json_head(report: Report) -> dict[str, Any]:
     }
 
 
-async def write_json(store: Store, report: Report, out: TextIO) -> None:
+async def write_json(store: AuditStore, report: Report, out: TextIO) -> None:
     """One compact JSON document, as safe_json(..., compact=True) writes it: compact
     because the C encoder is several times faster on a month of sessions; machines read
     it, and `jq .` pretty-prints it. Written a batch of sessions at a time."""
@@ -424,7 +424,7 @@ def csv_row(f: SessionFacts) -> list[Any]:
     ]
 
 
-async def write_csv(store: Store, report: Report, out: TextIO) -> None:
+async def write_csv(store: AuditStore, report: Report, out: TextIO) -> None:
     w = csv.writer(out, lineterminator="\r\n")
     w.writerow(CSV_COLUMNS)
     async for batch in sessions(store, report):
@@ -445,7 +445,7 @@ WRITERS = {"markdown": write_markdown, "json": write_json, "csv": write_csv}
 
 
 async def write_report(
-    store: Store,
+    store: AuditStore,
     recordings: Path,
     since: float | None,
     until: float | None,

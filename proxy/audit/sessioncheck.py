@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from proxy.audit.views import rfc3339
 from proxy.core import chain
-from proxy.store.base import Store, StoredEvent
+from proxy.store.base import ChainReads, StoredEvent
 
 BATCH = 5000
 SOUND_RECORDINGS = frozenset({"ok", "pruned", "open"})
@@ -38,7 +38,7 @@ class SessionCheck:
 
 
 async def check_session(
-    store: Store, events: list[StoredEvent], recordings: dict[int, str], now: float
+    store: ChainReads, events: list[StoredEvent], recordings: dict[int, str], now: float
 ) -> SessionCheck:
     """Check ``events`` (one session's, in seq order) against the chain around them."""
     result = SessionCheck(now, len(events), recordings=dict(recordings))

@@ -31,7 +31,7 @@ from proxy.core.chaincheck import (
 from proxy.core.errors import BreakglassError
 from proxy.core.text import escape
 from proxy.recorder import recording_path
-from proxy.store.base import ChannelRow, SessionRow, Store
+from proxy.store.base import AuditStore, ChannelRow, SessionRow
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -184,7 +184,7 @@ def load_public_key(recordings: Path) -> Ed25519PublicKey | None:
 
 
 async def verify(
-    store: Store,
+    store: AuditStore,
     recordings: Path,
     now: float,
     *,

@@ -50,8 +50,16 @@ from proxy.core.errors import BreakglassError, ConfigError, StoreError
 from proxy.core.text import escape
 from proxy.core.units import format_duration, parse_duration
 from proxy.logs import setup_logging
-from proxy.store.base import NewEvent, SessionFilter, SessionRow, StoredEvent
-from proxy.store.sqlite import SQLiteStore
+from proxy.store.base import (
+    AuditStore,
+    CredentialReads,
+    NewEvent,
+    SessionFilter,
+    SessionLog,
+    SessionReads,
+    SessionRow,
+    StoredEvent,
+)
 
 T = TypeVar("T")
 
@@ -242,7 +250,7 @@ def cmd_cred_issue(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-async def _credentials(store: SQLiteStore) -> list[tuple[Credential, str | None]]:
+async def _credentials(store: CredentialReads) -> list[tuple[Credential, str | None]]:
     """Every code, and how its row disagrees with the chain (None when it agrees)."""
     out = []
     for c in await store.list_credentials():
@@ -379,7 +387,7 @@ def cmd_attempts(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _session_with_events(
-    store: SQLiteStore, session_id: str
+    store: SessionReads, session_id: str
 ) -> tuple[SessionRow | None, list[StoredEvent]]:
     row = await store.get_session(session_id)
     return row, (await store.session_events(session_id)) if row else []
@@ -439,7 +447,7 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
     now = time.time()
     since = args.since if args.since is not None else now - parse_duration("30d")
 
-    async def run(store: SQLiteStore) -> None:
+    async def run(store: AuditStore) -> None:
         # Written while it is read: a year's report is tens of megabytes.
         await write_report(
             store, config.storage.recordings, since, args.until, now, args.format, sys.stdout
@@ -518,7 +526,7 @@ def cmd_review(args: argparse.Namespace, config: Config) -> int:
         print("breakglass: --note must say something", file=sys.stderr)
         return 2
 
-    async def write(store: SQLiteStore) -> bool:
+    async def write(store: SessionLog) -> bool:
         if await store.get_session(args.session) is None:
             return False
         await store.append(

@@ -29,7 +29,7 @@ from proxy.cli.registry import Command, Group, when
 from proxy.cli.util import READ, open_store
 from proxy.config import Config
 from proxy.core.cursor import Cursor
-from proxy.store.sqlite import SQLiteStore
+from proxy.store.base import FeedStore
 
 POLL = 0.2  # seconds between looks at the store with --follow: "within a second"
 PAGE = 500
@@ -75,7 +75,7 @@ def write_cursor_file(path: Path, cursor: Cursor) -> None:
 
 
 async def stream(
-    store: SQLiteStore,
+    store: FeedStore,
     out: TextIO,
     cursor: Cursor,
     *,

@@ -28,8 +28,7 @@ from proxy.core import chain, events
 from proxy.core.errors import StoreError
 from proxy.core.text import escape
 from proxy.core.units import format_duration, parse_duration
-from proxy.store.base import NewEvent, SessionFilter, SessionRow
-from proxy.store.sqlite import SQLiteStore
+from proxy.store.base import NewEvent, OverrideStore, SessionFilter, SessionRow
 
 T = TypeVar("T")
 MAX_REASON_BYTES = 2048
@@ -111,7 +110,7 @@ def cmd_live(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _override(
-    store: SQLiteStore,
+    store: OverrideStore,
     override: events.OperatorKill | events.OperatorExtend,
     session_id: str,
     wait: float,

@@ -10,9 +10,13 @@ from typing import TypeVar
 
 from proxy.config import Config
 from proxy.core.text import safe_json
-from proxy.store.sqlite import SQLiteStore
+from proxy.store.base import Store
+from proxy.store.factory import CREATE, READ, WRITE, open_store
 
 T = TypeVar("T")
+
+# The open modes and the factory, re-exported: every subcommand module imports them here.
+__all__ = ["CREATE", "READ", "WRITE", "open_store", "operator", "print_json", "with_store"]
 
 
 def operator() -> str:
@@ -22,23 +26,7 @@ def operator() -> str:
     return f"{sudo} (via sudo as {user})" if sudo and sudo != user else user
 
 
-# How a command opens the store. Auditor commands only READ: an existing store,
-# read-only, never migrated, so reading the evidence cannot change or replace it. Other
-# commands that append to it (review, kill, prune...) WRITE to an existing store. Only
-# ``serve`` and the commands that issue or revoke codes may CREATE one.
-READ, WRITE, CREATE = "read", "write", "create"
-
-
-async def open_store(config: Config, mode: str) -> SQLiteStore:
-    path = config.storage.database
-    if mode == CREATE:
-        return await SQLiteStore.open(path)
-    return await SQLiteStore.open_existing(path, read_only=mode == READ)
-
-
-async def with_store(
-    config: Config, fn: Callable[[SQLiteStore], Awaitable[T]], mode: str = READ
-) -> T:
+async def with_store(config: Config, fn: Callable[[Store], Awaitable[T]], mode: str = READ) -> T:
     store = await open_store(config, mode)
     try:
         return await fn(store)

@@ -282,7 +282,7 @@ class ConnectionHandler(asyncssh.SSHServer):
             await asyncio.sleep(need.wait)
         found = None
         try:
-            found = await self.app.store.get_credential(need.cred_id)
+            found = await self.app.login_store.get_credential(need.cred_id)
         except StoreError as exc:
             log.critical("audit store unreadable at login: %s", exc)
         cred, encoded, mismatch = found if found else (None, None, None)
@@ -318,7 +318,7 @@ class ConnectionHandler(asyncssh.SSHServer):
         start = NewEvent.of(self._start_event(info), now, info.id)
         alerts = await self.app.alerts.for_event(start)
         commit = asyncio.ensure_future(
-            self.app.store.start_session(
+            self.app.login_store.start_session(
                 plan.credential.cred_id, plan.person, plan.target.name, now, start, alerts=alerts
             )
         )

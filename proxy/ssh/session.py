@@ -28,7 +28,7 @@ from proxy.core.policy import warning_times
 from proxy.core.text import truncate
 from proxy.core.units import format_duration, format_size
 from proxy.ssh import upstream
-from proxy.store.base import NewEvent, Store
+from proxy.store.base import NewEvent, SessionJournal
 from proxy.tasks import TaskOwner
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class SessionHost(Protocol):
     """What a session needs from the running service (read-only views)."""
 
     @property
-    def store(self) -> Store: ...
+    def store(self) -> SessionJournal: ...
 
     @property
     def alerts(self) -> Alerts: ...

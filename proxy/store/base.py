@@ -1,8 +1,9 @@
-"""The audit store's one small interface, and the records that cross it.
+"""The audit store's narrow interfaces (one per consumer), and the records that cross them.
 
 The event log is the truth; session, channel and credential rows are projections the
 store keeps in the same transaction as the events that change them. SQLite implements
-this now; a PostgreSQL store for several nodes will implement the same Protocol.
+this now; a PostgreSQL store for several nodes will implement the same Protocols.
+``factory.py`` is the one place that picks the implementation.
 """
 
 from __future__ import annotations
@@ -185,23 +186,26 @@ class PendingAlert:
     last_attempt: float | None
 
 
-class Store(Protocol):
-    async def close(self) -> None: ...
+# -- the seams: one small Protocol per consumer -------------------------------------
+#
+# Each consumer is typed against only what it uses, so a second store (the PostgreSQL
+# ledger) can be added one seam at a time and a unit test can hand a consumer the
+# in-memory store. ``Store`` is their union, for the wiring that owns the whole thing.
+
+
+class EventLog(Protocol):
+    """Appending to the event log (the truth every projection is built from)."""
 
     async def append(self, events: Sequence[NewEvent]) -> None:
         """Append events in one durable transaction (all or none)."""
 
-    async def issue_credential(self, cred: Credential, code_hash: str, event: NewEvent) -> None: ...
+
+class LoginStore(Protocol):
+    """What a login reads and commits: the code, then one use of it with the start."""
 
     async def get_credential(self, cred_id: str) -> CredentialRead | None:
         """The credential, its argon2 hash and whether the row agrees with its latest
         event in the chain (one read, the same cost for every code), or None."""
-
-    async def list_credentials(self) -> list[Credential]: ...
-
-    async def revoke_credential(
-        self, cred_id: str, reason: str, actor: str, now: float
-    ) -> Credential | None: ...
 
     async def start_session(
         self,
@@ -216,6 +220,73 @@ class Store(Protocol):
         code's rules inside the transaction so two logins racing for the last use
         cannot both win. ``alerts`` are committed with it (and only if it is)."""
 
+
+class SessionJournal(EventLog, Protocol):
+    """What a live session writes: its events, alone or with the alerts they raise."""
+
+    async def append_with_alerts(
+        self, events: Sequence[NewEvent], alerts: Sequence[NewAlert]
+    ) -> None:
+        """Append ``events``, then each alert (an outbox row, an ``alert`` event and,
+        for a flagging alert on a session, a ``flag`` event), in one transaction."""
+
+
+class AlertOutboxStore(SessionJournal, Protocol):
+    """The alert outbox (proxy/store/outbox.py): raising, delivering, and the history
+    the rate rules count."""
+
+    async def pending_alerts(self, sink: str, limit: int = 100) -> list[PendingAlert]:
+        """Alerts ``sink`` has not yet received, oldest first."""
+
+    async def record_delivery(
+        self,
+        alert_id: str,
+        sink: str,
+        time: float,
+        ok: bool,
+        detail: str,
+        sinks: Sequence[str],
+    ) -> int:
+        """Record one delivery attempt; the alert is done once every one of ``sinks``
+        has taken it. Returns the attempt's number (1, 2, ...)."""
+
+    async def recent_activity(self, since: float) -> ActivityRows:
+        """Session starts, failed logins and alerts fired since ``since``."""
+
+
+class OverrideReads(Protocol):
+    """What the running proxy polls for operator overrides (kill, extend)."""
+
+    async def events_after(
+        self, after_seq: int, types: Sequence[str], limit: int = 100
+    ) -> list[StoredEvent]:
+        """Events of these types with seq > ``after_seq``, by seq."""
+
+    async def last_seq(self) -> int: ...
+
+
+class FeedStore(Protocol):
+    """The event feed (proxy/store/feed.py): the SIEM forwarders and ``events``."""
+
+    async def event_page(
+        self,
+        after_seq: int,
+        limit: int,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[ChainRow]:
+        """Up to ``limit`` events with seq > ``after_seq`` and since <= time < until,
+        by seq, exactly as stored."""
+
+    async def feed_cursor(self, name: str) -> int:
+        """The last seq the forwarder ``name`` has sent (0: none yet)."""
+
+    async def save_feed_cursor(self, name: str, seq: int, now: float) -> None: ...
+
+
+class SessionReads(Protocol):
+    """Sessions and their events, as ``list``, ``show``, retention and recovery read them."""
+
     async def list_sessions(self, flt: SessionFilter, *, channels: bool = True) -> list[SessionRow]:
         """Sessions matching ``flt``, by id; ``channels=False`` leaves each row's
         ``channels`` empty (the listing does not show them)."""
@@ -225,14 +296,6 @@ class Store(Protocol):
     async def session_events(self, session_id: str) -> list[StoredEvent]: ...
 
     async def unfinished_sessions(self) -> list[SessionRow]: ...
-
-    # -- the auditor's side (verify, report, checkpoints) -------------------------
-
-    async def head(self) -> tuple[int, str]:
-        """The last event's seq and hash; (0, GENESIS) for an empty log."""
-
-    async def chain_rows(self, after_seq: int, limit: int) -> list[ChainRow]:
-        """Up to ``limit`` events with seq > ``after_seq``, ascending, exactly as stored."""
 
     async def events_for_sessions(
         self, session_ids: Sequence[str], types: Collection[str] | None = None
@@ -244,6 +307,20 @@ class Store(Protocol):
         self, types: Collection[str], since: float | None, until: float | None
     ) -> list[StoredEvent]:
         """Events of these types (globs allowed) with since <= time < until, by seq."""
+
+
+class ChainReads(Protocol):
+    """The raw chain, as ``verify`` and the checkpoints read it."""
+
+    async def head(self) -> tuple[int, str]:
+        """The last event's seq and hash; (0, GENESIS) for an empty log."""
+
+    async def chain_rows(self, after_seq: int, limit: int) -> list[ChainRow]:
+        """Up to ``limit`` events with seq > ``after_seq``, ascending, exactly as stored."""
+
+
+class ReportReads(Protocol):
+    """The period reads ``report`` aggregates (proxy/store/auditreads.py)."""
 
     def period_sessions(
         self,
@@ -266,59 +343,67 @@ class Store(Protocol):
         or a recording hash, by session and channel, with the seq of its latest
         ``recording_pruned`` event (None when it was never pruned)."""
 
+
+class CredentialReads(Protocol):
+    """The credential state the auditor commands show."""
+
+    async def get_credential(self, cred_id: str) -> CredentialRead | None: ...
+
+    async def list_credentials(self) -> list[Credential]: ...
+
+
+class AuditStore(SessionReads, ChainReads, ReportReads, CredentialReads, Protocol):
+    """Everything the auditor reads, and ``verify``'s check of the projections."""
+
     async def projection_differences(self) -> list[str]:
         """Rebuild the session, channel and credential rows from the log and say where
         the stored rows differ (they are what ``show``, ``report`` and logins read)."""
 
-    # -- the alert outbox (proxy/store/outbox.py) ------------------------------------
 
-    async def append_with_alerts(
-        self, events: Sequence[NewEvent], alerts: Sequence[NewAlert]
-    ) -> None:
-        """Append ``events``, then each alert (an outbox row, an ``alert`` event and,
-        for a flagging alert on a session, a ``flag`` event), in one transaction."""
+class CheckpointStore(ChainReads, EventLog, Protocol):
+    """A checkpoint reads the chain's head and appends the signed checkpoint event."""
 
-    async def pending_alerts(self, sink: str, limit: int = 100) -> list[PendingAlert]:
-        """Alerts ``sink`` has not yet received, oldest first."""
 
-    async def record_delivery(
-        self,
-        alert_id: str,
-        sink: str,
-        time: float,
-        ok: bool,
-        detail: str,
-        sinks: Sequence[str],
-    ) -> int:
-        """Record one delivery attempt; the alert is done once every one of ``sinks``
-        has taken it. Returns the attempt's number (1, 2, ...)."""
+class SessionLog(SessionReads, EventLog, Protocol):
+    """Reading sessions and appending to them: retention (each prune), recovery (each
+    unfinished session's end), ``review`` and the operator overrides."""
 
-    async def recent_activity(self, since: float) -> ActivityRows:
-        """Session starts, failed logins and alerts fired since ``since``."""
 
-    async def events_after(
-        self, after_seq: int, types: Sequence[str], limit: int = 100
-    ) -> list[StoredEvent]:
-        """Events of these types with seq > ``after_seq``, by seq."""
+class AlertTaskStore(OverrideReads, FeedStore, Protocol):
+    """What the proxy's background alert tasks poll besides the outbox: operator
+    overrides and, for each ``events: all`` sink, the event feed."""
 
-    async def last_seq(self) -> int: ...
 
-    # -- the event feed (proxy/store/feed.py) -----------------------------------------
+class OverrideStore(SessionReads, SessionJournal, Protocol):
+    """``kill`` and ``extend``: append an operator override (with the alert it raises)
+    and watch the session until the proxy has acted on it."""
 
-    async def event_page(
-        self,
-        after_seq: int,
-        limit: int,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[ChainRow]:
-        """Up to ``limit`` events with seq > ``after_seq`` and since <= time < until,
-        by seq, exactly as stored."""
 
-    async def feed_cursor(self, name: str) -> int:
-        """The last seq the forwarder ``name`` has sent (0: none yet)."""
+class CredentialAdmin(CredentialReads, Protocol):
+    """Issuing and revoking codes (``issue``, ``revoke``, the demo)."""
 
-    async def save_feed_cursor(self, name: str, seq: int, now: float) -> None: ...
+    async def issue_credential(self, cred: Credential, code_hash: str, event: NewEvent) -> None: ...
+
+    async def revoke_credential(
+        self, cred_id: str, reason: str, actor: str, now: float
+    ) -> Credential | None: ...
+
+
+# The bases' order is the one C3 accepts (each narrow Protocol keeps its own order).
+class Store(
+    LoginStore,
+    AlertOutboxStore,
+    OverrideStore,
+    AlertTaskStore,
+    AuditStore,
+    CheckpointStore,
+    SessionLog,
+    CredentialAdmin,
+    Protocol,
+):
+    """The whole store, for the wiring that opens and closes it (``serve``, the CLI)."""
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ Mixed into ``SQLiteStore``; never sends anything.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 import aiosqlite
@@ -32,10 +33,9 @@ CREATE TABLE IF NOT EXISTS feed_cursors (
 class EventFeed:
     """Feed methods of SQLiteStore (which provides ``_db`` and ``_tx``)."""
 
+    # Declared, not stubbed: SQLiteStore defines them, and the mixin is never used alone.
     _db: aiosqlite.Connection
-
-    def _tx(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
-        raise NotImplementedError
+    _tx: Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]]
 
     async def event_page(
         self,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
 import aiosqlite
@@ -70,13 +70,10 @@ class AlertOutbox:
     """Outbox methods of SQLiteStore (which provides ``_db``, ``_tx`` and
     ``_append_in_tx``)."""
 
+    # Declared, not stubbed: SQLiteStore defines them, and the mixin is never used alone.
     _db: aiosqlite.Connection
-
-    def _tx(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
-        raise NotImplementedError
-
-    async def _append_in_tx(self, db: aiosqlite.Connection, events: Sequence[NewEvent]) -> None:
-        raise NotImplementedError
+    _tx: Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]]
+    _append_in_tx: Callable[[aiosqlite.Connection, Sequence[NewEvent]], Awaitable[None]]
 
     async def _alerts_in_tx(self, db: aiosqlite.Connection, alerts: Sequence[NewAlert]) -> None:
         written: list[NewEvent] = []
