@@ -16,14 +16,15 @@ import socketserver
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
 from proxy.store.sqlite import SQLiteStore
-from tests.integration.harness import LOOPBACK, free_port, wait_until, write_proxy_config
+from tests.integration.harness import LOOPBACK, free_port, write_proxy_config
+from tests.waiting import eventually
 
 SECRET = b"s3cret-for-tests"
 T = TypeVar("T")
@@ -120,7 +121,7 @@ class WebhookReceiver:
             with self._lock:
                 return next((r for r in self.requests if r.status < 300 and pred(r.doc())), None)
 
-        return wait_until(found, timeout=timeout, what="a matching webhook request")
+        return eventually(found, within=timeout, what="a matching webhook request")
 
 
 class _Udp(socketserver.ThreadingUDPServer):
@@ -188,9 +189,9 @@ class SyslogListener:
             self._server.server_close()
 
     def wait_for(self, needle: str, *, timeout: float = 20.0) -> bytes:
-        return wait_until(
+        return eventually(
             lambda: next((m for m in self.messages if needle.encode() in m), None),
-            timeout=timeout,
+            within=timeout,
             what=f"a syslog message containing {needle!r} on {self.address}",
         )
 
@@ -271,20 +272,6 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     )
     key_path.chmod(0o600)
     return cert_path, key_path
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T | None]], *, what: str, bound: float = 20.0
-) -> T:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + bound
-    while True:
-        value = await check()
-        if value:
-            return value
-        if loop.time() >= deadline:
-            raise AssertionError(f"timed out after {bound:g}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def config_with(tmp_path: Path, sinks: list[dict[str, object]]) -> Path:

@@ -25,13 +25,14 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from tests.waiting import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
@@ -69,31 +70,6 @@ class Reason:
     CLIENT_EXIT = "client_exit"
     TIME_LIMIT = "time_limit"
     TARGET_ERROR = "target_error"
-
-
-# --------------------------------------------------------------------------- waiting
-
-
-def wait_until(
-    condition: Callable[[], T | None],
-    *,
-    timeout: float,
-    what: str,
-    interval: float = 0.05,
-) -> T:
-    """Poll ``condition`` until it returns something truthy; return that value.
-
-    Raises AssertionError naming ``what`` after ``timeout`` seconds, so a test that waits
-    for something that never happens fails with a sentence instead of hanging.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -135,7 +111,7 @@ def _wait_for_server(
             raise RuntimeError(f"{name} exited with status {process.returncode}:\n{log}")
         return ssh_banner_ready(port)
 
-    wait_until(ready, timeout=timeout, what=f"{name} to accept SSH on 127.0.0.1:{port}")
+    eventually(ready, within=timeout, what=f"{name} to accept SSH on 127.0.0.1:{port}")
 
 
 def _retry_if_port_taken(launch: Callable[[], T], attempts: int = 3) -> T:
@@ -538,7 +514,7 @@ def wait_for_session(
         return detail
 
     state = "ended " if ended else ""
-    return wait_until(newest, timeout=timeout, what=f"{state}session #{count} of {person}")
+    return eventually(newest, within=timeout, what=f"{state}session #{count} of {person}")
 
 
 def events_of(session: Mapping[str, Any], event_type: str) -> list[dict[str, Any]]:
@@ -561,7 +537,7 @@ def wait_for_event(
                 return event
         return None
 
-    return wait_until(found, timeout=timeout, what=f"{event_type} in session {session_id}")
+    return eventually(found, within=timeout, what=f"{event_type} in session {session_id}")
 
 
 # --------------------------------------------------------------------------- audit store
@@ -622,9 +598,9 @@ def login_failures(database: Path, person: str) -> list[dict[str, Any]]:
 def wait_for_login_failures(
     database: Path, person: str, *, count: int = 1, timeout: float = 10.0
 ) -> list[dict[str, Any]]:
-    return wait_until(
+    return eventually(
         lambda: found if len(found := login_failures(database, person)) >= count else None,
-        timeout=timeout,
+        within=timeout,
         what=f"{count} login_failed event(s) for {person}",
     )
 
@@ -978,8 +954,8 @@ def poke(port: int, payload: bytes = b"", *, timeout: float = 15.0) -> bytes:
 
     This is what makes ``ssh -L``/``-D`` ask the server for a channel at all.
     """
-    sock = wait_until(
-        lambda: _try_connect(port), timeout=timeout, what=f"a listener on 127.0.0.1:{port}"
+    sock = eventually(
+        lambda: _try_connect(port), within=timeout, what=f"a listener on 127.0.0.1:{port}"
     )
     received = b""
     with sock:
@@ -1018,7 +994,7 @@ class SshAgent:
             stderr=subprocess.DEVNULL,
         )
         try:
-            wait_until(self.socket.exists, timeout=timeout, what="ssh-agent's socket")
+            eventually(self.socket.exists, within=timeout, what="ssh-agent's socket")
         except BaseException:
             self.stop()
             raise

@@ -58,6 +58,7 @@ from tests.integration.harness import (
     run_cli,
     write_proxy_config,
 )
+from tests.waiting import eventually_async
 
 KBDINT = "keyboard-interactive"
 # Failure counters high enough that no test is throttled by another test's failures;
@@ -160,7 +161,7 @@ class InProcessProxy:
         within: float = 10.0,
     ) -> list[AuditEvent]:
         """At least ``count`` events of ``event_type`` matching ``where`` (polled, bounded)."""
-        found: list[AuditEvent] = await wait_for(
+        found: list[AuditEvent] = await eventually_async(
             lambda: (
                 found
                 if len(found := [e for e in self.events(event_type) if where(e)]) >= count
@@ -170,19 +171,6 @@ class InProcessProxy:
             what=f"{count} {event_type} event(s)",
         )
         return found
-
-
-async def wait_for(condition: Callable[[], Any], *, within: float, what: str) -> Any:
-    """Poll ``condition`` for up to ``within`` seconds without blocking the loop (the
-    proxy runs in it)."""
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {within:g}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def _free_port() -> int:

@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.integration.harness import LOOPBACK, free_port, wait_until
+from tests.integration.harness import LOOPBACK, free_port
+from tests.waiting import eventually
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,9 @@ class HttpsReceiver:
             return list(self.requests)
 
     def wait_for(self, pred: Callable[[Request], bool], *, timeout: float = 20.0) -> Request:
-        return wait_until(
+        return eventually(
             lambda: next((r for r in self.received() if pred(r)), None),
-            timeout=timeout,
+            within=timeout,
             what=f"a matching request on port {self.port}",
         )
 
@@ -241,9 +242,9 @@ class SmtpReceiver:
         self.controller.stop()
 
     def wait_for(self, pred: Callable[[EmailMessage], bool], *, timeout: float = 20.0) -> Any:
-        return wait_until(
+        return eventually(
             lambda: next((m for m in list(self.messages) if pred(m)), None),
-            timeout=timeout,
+            within=timeout,
             what=f"a matching e-mail on port {self.port}",
         )
 

@@ -39,8 +39,8 @@ from tests.integration.harness import (
     client_options,
     sha256_file,
     user_at,
-    wait_until,
 )
+from tests.waiting import eventually
 
 SCP = shutil.which("scp") or "/usr/bin/scp"
 SFTP = shutil.which("sftp") or "/usr/bin/sftp"
@@ -212,7 +212,7 @@ class Terminal:
             return regex.search(self.output(), after)
 
         try:
-            return wait_until(found, timeout=timeout, what=f"{pattern!r} on the terminal")
+            return eventually(found, within=timeout, what=f"{pattern!r} on the terminal")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\nterminal so far: {self.output()[-3000:]!r}") from None
 
@@ -295,7 +295,7 @@ class ControlMaster:
             options=[f"ControlPath={self.path}", "ControlPersist=no"],
         )
         try:
-            wait_until(self._ready, timeout=20, what="the ControlMaster's socket")
+            eventually(self._ready, within=20, what="the ControlMaster's socket")
         except BaseException:
             self.close()
             raise

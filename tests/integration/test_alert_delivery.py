@@ -28,11 +28,11 @@ from tests.integration.alertkit import (
     SyslogListener,
     WebhookReceiver,
     command_hook,
-    eventually,
     hook_payloads,
     syslog_json,
     unused_loopback_port,
 )
+from tests.waiting import eventually_async
 
 T = TypeVar("T")
 FAST = Backoff(base=0.05, factor=2.0, cap=0.4)
@@ -115,14 +115,14 @@ async def test_a_webhook_that_is_down_gets_the_alert_once_it_is_back(
         async def failed_twice() -> bool:
             return len(attempts(db, sink.key)) >= 2
 
-        await eventually(failed_twice, what="two failed attempts")
+        await eventually_async(failed_twice, what="two failed attempts", within=20)
         receiver = WebhookReceiver(port=port).start()
         receivers.append(receiver)
 
         async def delivered() -> bool:
             return await store.alert_state(alert.alert_id) == "delivered"
 
-        await eventually(delivered, what="the alert to be delivered")
+        await eventually_async(delivered, what="the alert to be delivered", within=20)
 
     got = receiver.delivered()
     assert [r.alert_id for r in got] == [alert.alert_id]
@@ -153,13 +153,13 @@ async def test_a_failing_or_slow_webhook_is_retried_until_it_answers(
         async def a_failure() -> bool:
             return any(ok == 0 for _, ok, _ in attempts(db, sink.key))
 
-        await eventually(a_failure, what="a failed attempt")
+        await eventually_async(a_failure, what="a failed attempt", within=20)
         receiver.mode = "ok"
 
         async def delivered() -> bool:
             return await store.alert_state(alert.alert_id) == "delivered"
 
-        await eventually(delivered, what="the alert to be delivered")
+        await eventually_async(delivered, what="the alert to be delivered", within=20)
 
     details = [d for _, ok, d in attempts(db, sink.key) if not ok]
     assert details
@@ -196,7 +196,7 @@ async def test_alerts_pending_from_an_earlier_run_go_to_every_sink(
             states = [await store.alert_state(a.alert_id) for a in (first, second)]
             return states == ["delivered", "delivered"]
 
-        await eventually(all_delivered, what="both alerts at every sink")
+        await eventually_async(all_delivered, what="both alerts at every sink", within=20)
 
     ids = {first.alert_id, second.alert_id}
     assert {r.alert_id for r in webhook.delivered()} == ids
@@ -225,7 +225,9 @@ async def test_a_sink_that_is_down_delays_no_other(
         async def all_at_the_webhook() -> bool:
             return len({r.alert_id for r in webhook.delivered()}) == len(alerts)
 
-        await eventually(all_at_the_webhook, what="every alert at the working sink")
+        await eventually_async(
+            all_at_the_webhook, what="every alert at the working sink", within=20
+        )
 
     assert await store.pending_alerts("webhook:up") == []
     assert len(await store.pending_alerts("syslog:down")) == len(alerts)
@@ -250,7 +252,7 @@ async def test_a_new_alert_wakes_delivery_without_waiting_for_the_poll(
         async def delivered() -> bool:
             return await store.alert_state(alert.alert_id) == "delivered"
 
-        await eventually(delivered, what="the woken delivery")
+        await eventually_async(delivered, what="the woken delivery", within=20)
 
 
 # ----------------------------------------------------------------- Alerts (the raiser)

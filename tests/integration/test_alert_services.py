@@ -34,7 +34,6 @@ from tests.integration.alertkit import (
     WebhookReceiver,
     command_hook,
     config_with,
-    eventually,
     hook_payloads,
     syslog_json,
 )
@@ -47,6 +46,7 @@ from tests.integration.servicekit import (
     make_test_ca,
     write_secret,
 )
+from tests.waiting import eventually_async
 
 HOSTILE = (
     "INC-9 <!channel> <!here> @here @channel <@U012AB3CD> <https://evil.example/x|click here>"
@@ -498,7 +498,7 @@ async def test_every_sink_down_then_up_receives_every_alert_and_no_secret_is_log
                 row = await cur.fetchone()
             return row is not None and int(row[0]) == len(sinks)
 
-        await eventually(failed_everywhere, what="a failed attempt on every sink")
+        await eventually_async(failed_everywhere, what="a failed attempt on every sink", within=20)
         for r in receivers.values():
             r.start()
         mail.start()
@@ -517,12 +517,12 @@ async def test_every_sink_down_then_up_receives_every_alert_and_no_secret_is_log
             got["email"] = {str(m["X-Breakglass-Alert-Id"]) for m in list(mail.messages)}
             return all(ids >= wanted for ids in got.values())
 
-        await eventually(all_delivered, what="every alert on every sink", bound=60.0)
+        await eventually_async(all_delivered, what="every alert on every sink", within=60.0)
 
         async def states() -> bool:
             return all([await store.alert_state(a) == "delivered" for a in wanted])
 
-        await eventually(states, what="every alert marked delivered")
+        await eventually_async(states, what="every alert marked delivered", within=20)
     finally:
         stop.set()
         await task

@@ -32,8 +32,8 @@ from tests.integration.harness import (
     SshdTarget,
     new_person,
     read_events,
-    wait_until,
 )
+from tests.waiting import eventually
 
 
 class Sinks:
@@ -106,9 +106,9 @@ def test_every_session_start_is_alerted_on_every_sink_before_the_target(
     assert doc["login"] == session["login"]
     assert doc["proxy"]
     assert syslog_json(sinks.udp.wait_for(doc["alert_id"]))["rule"] == "session_start"
-    wait_until(
+    eventually(
         lambda: any(d["alert_id"] == doc["alert_id"] for d in hook_payloads(sinks.hook_out)),
-        timeout=20,
+        within=20,
         what="the command hook to get the alert",
     )
     # Committed with the session start, so before the target was contacted.
@@ -207,9 +207,9 @@ def test_undelivered_alerts_survive_sigkill_and_go_out_after_restart(
         result = deployment.ssh(person, TARGET, deployment.code(person), "echo hi", timeout=30)
         assert result.returncode == 0, result.describe()
         session = deployment.wait_for_session(person)
-        wait_until(
+        eventually(
             lambda: failed_attempts(deployment.database) > 0,
-            timeout=20,
+            within=20,
             what="a failed delivery attempt",
         )
         deployment.proxy.process.kill()  # SIGKILL: no clean shutdown
@@ -223,9 +223,9 @@ def test_undelivered_alerts_survive_sigkill_and_go_out_after_restart(
             receiver.wait_for(same_id(alert_id), timeout=30)
         doc = next(r.doc() for r in receiver.delivered() if r.doc()["rule"] == "session_start")
         assert doc["session_id"] == session["id"]
-        wait_until(
+        eventually(
             lambda: not pending_ids(deployment.database),
-            timeout=20,
+            within=20,
             what="the outbox to be empty",
         )
     finally:

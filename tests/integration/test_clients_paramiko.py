@@ -41,8 +41,8 @@ from tests.integration.inproc import (
     connect,
     in_process_proxy,
     send_raw,
-    wait_for,
 )
+from tests.waiting import eventually_async
 
 WRONG = "BG-ZZZZZZ-0000-0000-0000-0000-0000-0000"
 
@@ -206,7 +206,7 @@ class ServiceAgain(ScriptedClient):
             # dispatch table, so the accept of the repeated request is only recorded.
             conn._packet_handlers = {**conn._packet_handlers, MSG_SERVICE_ACCEPT: accept}
             send_raw(self.conn, MSG_SERVICE_REQUEST, String(b"ssh-userauth"))  # type: ignore[arg-type]
-            await wait_for(lambda: self.accepted, within=10, what="the service accept")
+            await eventually_async(lambda: self.accepted, within=10, what="the service accept")
         return await super().kbdint_challenge_received(name, instructions, lang, prompts)
 
 

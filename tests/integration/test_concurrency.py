@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import TARGET
-from tests.integration.harness import Deployment, Reason, SshRun, wait_until
+from tests.integration.harness import Deployment, Reason, SshRun
+from tests.waiting import eventually
 
 
 @pytest.mark.parametrize(("clients", "uses"), [(2, 1), (4, 2)])
@@ -21,9 +22,9 @@ def test_a_use_limited_code_admits_exactly_its_uses_at_once(
     try:
         for _ in range(clients):
             runs.append(deployment.ssh_start(person, TARGET, code, "echo admitted", gate=gate))
-        wait_until(
+        eventually(
             lambda: all(run.askpass.asked_for_code() for run in runs),
-            timeout=20,
+            within=20,
             what="every client to reach the code prompt",
         )
     except BaseException:

@@ -23,9 +23,9 @@ from tests.integration.harness import (
     ssh,
     user_at,
     wait_for_session,
-    wait_until,
     write_proxy_config,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -94,9 +94,9 @@ def test_full_recordings_disk_fails_closed_and_recovers(
         refused = ssh(port, user_at("erin", "db01"), code, "echo no")
         assert refused.returncode == 255
         assert b"disk is almost full" in refused.stderr, refused.describe()
-        wait_until(
+        eventually(
             lambda: any(e.data.get("reason") == "disk_full" for e in read_events(proxy.database)),
-            timeout=15,
+            within=15,
             what="a login_failed event with reason disk_full",
         )
 

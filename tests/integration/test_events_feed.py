@@ -37,9 +37,9 @@ from tests.integration.harness import (
     cli_argv,
     free_port,
     run_cli,
-    wait_until,
     write_proxy_config,
 )
+from tests.waiting import eventually, eventually_async
 
 HOSTILE = "INC-1 \r\nforged line\x1b[2J\x1b]52;c;AAAA\x07 \u202e"
 FIELDS = {
@@ -221,7 +221,7 @@ def test_follow_then_resume_with_the_last_cursor_loses_and_repeats_nothing(
     first = Follower(config)
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
-    wait_until(lambda: len(first.docs()) >= 100, timeout=30, what="100 events followed")
+    eventually(lambda: len(first.docs()) >= 100, within=30, what="100 events followed")
     first.stop(signal.SIGKILL)
     seen = first.docs()
     cursor = seen[-1]["cursor"]
@@ -229,9 +229,7 @@ def test_follow_then_resume_with_the_last_cursor_loses_and_repeats_nothing(
     second = Follower(config, "--after", cursor)
     thread.join(timeout=60)
     assert done.is_set()
-    wait_until(
-        lambda: len(second.docs()) >= total - len(seen), timeout=30, what="the rest followed"
-    )
+    eventually(lambda: len(second.docs()) >= total - len(seen), within=30, what="the rest followed")
     assert second.stop() == 0  # SIGTERM ends it cleanly, between pages
     seqs = [d["seq"] for d in seen + second.docs()]
     assert seqs == list(range(1, total + 1))
@@ -276,14 +274,6 @@ def seqs_of(listener: SyslogListener) -> list[int]:
     return sorted(int(syslog_json(m)["seq"]) for m in listener.messages)
 
 
-async def wait_for(predicate: Any, what: str, bound: float = 30.0) -> None:
-    deadline = time.monotonic() + bound
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {bound:g}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def run_forwarder(store: SQLiteStore, sink: SyslogSink) -> tuple[asyncio.Event, Any]:
     stop = asyncio.Event()
     forwarder = EventForwarder(store, sink, poll=0.05, page=25)
@@ -297,7 +287,9 @@ async def test_every_event_reaches_syslog_once_and_a_restart_resumes_from_the_cu
         await store.append([NewEvent("test_event", time.time(), "S1", 1, {"j": HOSTILE, "i": i})])
     sink = SyslogSink("syslog:events", tcp_listener.address, 5.0)
     stop, task = await run_forwarder(store, sink)
-    await wait_for(lambda: len(tcp_listener.messages) >= 60, "60 events on syslog")
+    await eventually_async(
+        lambda: len(tcp_listener.messages) >= 60, what="60 events on syslog", within=30
+    )
     stop.set()
     await task
     assert await store.feed_cursor("syslog:events") == 60
@@ -318,7 +310,9 @@ async def test_every_event_reaches_syslog_once_and_a_restart_resumes_from_the_cu
     again = await SQLiteStore.open(tmp_path / "audit.db")
     try:
         stop, task = await run_forwarder(again, sink)
-        await wait_for(lambda: len(tcp_listener.messages) >= 75, "the 15 new events")
+        await eventually_async(
+            lambda: len(tcp_listener.messages) >= 75, what="the 15 new events", within=30
+        )
         await asyncio.sleep(0.3)  # room for a wrongly repeated page to show up
         stop.set()
         await task
@@ -344,7 +338,9 @@ async def test_a_syslog_sink_that_is_down_never_grows_the_outbox(store: SQLiteSt
         assert await store.feed_cursor("syslog:down") == 0
         listener = SyslogListener("tcp", port=port).start()
         try:
-            await wait_for(lambda: len(listener.messages) >= 300, "the flood, once up", 60)
+            await eventually_async(
+                lambda: len(listener.messages) >= 300, what="the flood, once up", within=60
+            )
             assert seqs_of(listener) == list(range(1, 301))
             assert listener.messages[0].startswith(b"<85>1 ")  # authpriv.notice
         finally:
@@ -397,7 +393,7 @@ def test_follow_shows_a_live_sessions_events_within_a_second(
                 for d in follower.docs()
             )
 
-        wait_until(ended, timeout=20, what="the session's end, followed")
+        eventually(ended, within=20, what="the session's end, followed")
     finally:
         follower.stop()
     mine = [(t, d) for t, d in follower.arrivals if d["session"] == session["id"]]
@@ -422,6 +418,6 @@ def test_follow_shows_a_live_sessions_events_within_a_second(
                 return m
         return None
 
-    alert = wait_until(alert_line, timeout=20, what="the session_start alert event on syslog")
+    alert = eventually(alert_line, within=20, what="the session_start alert event on syslog")
     assert alert.startswith(b"<84>1 ")  # authpriv.warning, like the alert itself
     assert syslog_json(alert)["data"]["rule"] == "session_start"

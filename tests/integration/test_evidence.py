@@ -45,9 +45,9 @@ from tests.integration.harness import (
     ssh_start,
     user_at,
     wait_for_session,
-    wait_until,
     write_proxy_config,
 )
+from tests.waiting import eventually
 
 REFUSED = 255
 SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -192,7 +192,7 @@ def _refused_and_reported(d: Deployment, person: str, code: str, cred_id: str, f
             for e in read_events(d.database)
         )
 
-    wait_until(alerted, timeout=10, what="a credential_tampered alert")
+    eventually(alerted, within=10, what="a credential_tampered alert")
     rc, doc = verify_json(d.config)
     assert rc == 1
     expected = (
@@ -322,9 +322,9 @@ def test_sigkill_50ms_after_a_channel_opens_leaves_a_cast_that_plays(
     code = issue_code(config, "erin")
     client = ssh_start(port, user_at("erin", "db01"), code, "sleep 30")
     try:
-        wait_until(
+        eventually(
             lambda: any(e.type == "channel_start" for e in read_events(proxy.database)),
-            timeout=30,
+            within=30,
             what="the channel's start committed",
             interval=0.005,
         )

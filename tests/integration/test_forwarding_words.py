@@ -35,9 +35,9 @@ from tests.integration.harness import (
     poke,
     port_accepts,
     socks4_connect,
-    wait_until,
 )
 from tests.integration.sshtools import ControlMaster, finish
+from tests.waiting import eventually
 
 INFO = ["LogLevel=INFO"]
 # proxy.ssh.session.FORWARD_ONLY_GRACE; the tests wait ten times as long at most.
@@ -173,7 +173,7 @@ def test_a_client_that_stays_after_a_refusal_is_ended_after_the_grace(
     )
     try:
         deployment.wait_for_session(person, ended=False)
-        wait_until(lambda: port_accepts(local), timeout=15, what="the SOCKS port")
+        eventually(lambda: port_accepts(local), within=15, what="the SOCKS port")
         received = poke(local, socks4_connect("127.0.0.1", target.port))
     except BaseException:
         run.kill()
@@ -207,9 +207,9 @@ def test_a_controlmaster_that_opens_a_channel_after_a_refusal_is_kept(
         poke(local)
         deployment.wait_for_event(str(live["id"]), "request_refused")
         client = master.start(f"while [ ! -e {gate} ]; do sleep 0.05; done; echo kept")
-        wait_until(
+        eventually(
             lambda: events_of(deployment.show(str(live["id"])), "channel_start"),
-            timeout=15,
+            within=15,
             what="the client's channel",
         )
         # Only waiting shows that nothing happens: past the grace, the session still runs.

@@ -8,13 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.integration.harness import (
-    Askpass,
-    ConfigPaths,
-    SshdTarget,
-    wait_until,
-    write_proxy_config,
-)
+from tests.integration.harness import Askpass, ConfigPaths, SshdTarget, write_proxy_config
+from tests.waiting import eventually
 
 CODE_PROMPT = "(alice@db01@127.0.0.1) Break-glass code for alice: "
 JUSTIFICATION_PROMPT = "(alice@db01@127.0.0.1) Justification (ticket and reason): "
@@ -66,7 +61,7 @@ def test_askpass_gate_holds_the_code_until_released(tmp_path: Path) -> None:
         [str(askpass.script), CODE_PROMPT], stdout=subprocess.PIPE, text=True
     )
     try:
-        wait_until(askpass.asked_for_code, timeout=10, what="askpass to reach the gate")
+        eventually(askpass.asked_for_code, within=10, what="askpass to reach the gate")
         assert process.poll() is None  # held at the gate
         gate.touch()
         stdout, _ = process.communicate(timeout=10)

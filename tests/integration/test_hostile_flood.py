@@ -27,14 +27,8 @@ from proxy.core.failsummary import SummaryLimits
 from proxy.core.preauth import REDACTED
 from tests.integration.conftest import TARGET, standard_targets
 from tests.integration.harness import GOOD_JUSTIFICATION, SshdTarget, new_person
-from tests.integration.inproc import (
-    InProcessProxy,
-    Step,
-    close,
-    in_process_proxy,
-    login,
-    wait_for,
-)
+from tests.integration.inproc import InProcessProxy, Step, close, in_process_proxy, login
+from tests.waiting import eventually_async
 
 WRONG = "BG-ZZZZZZ-0000-0000-0000-0000-0000-0000"
 BIG = "INC-1 " + "x" * 200_000  # over the 2 KiB policy maximum, under the packet limit
@@ -102,7 +96,7 @@ async def test_a_flood_of_wrong_codes_and_huge_justifications_barely_grows_the_s
     )
     # Single events are being written; summaries are written when their minute ends:
     # end it now.
-    await wait_for(lambda: proxy.app.failure_log.in_flight == 0, within=30, what="writes")
+    await eventually_async(lambda: proxy.app.failure_log.in_flight == 0, within=30, what="writes")
     await proxy.app.failure_log.flush(time.time() + 120)
     singles = [e for e in proxy.events("login_failed") if e.data.get("person") == person]
     summaries = proxy.events(SUMMARY_EVENT)

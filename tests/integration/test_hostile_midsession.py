@@ -28,8 +28,8 @@ from tests.integration.harness import (
     events_of,
     new_person,
     sha256_file,
-    wait_until,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -166,6 +166,6 @@ def test_the_targets_sshd_killed_mid_output_leaves_a_complete_trail(
     assert_complete_trail(session, "target_error")
     assert deployment.proxy.alive()
     assert_next_login_works(deployment)
-    wait_until(
-        lambda: doomed_target.process.poll() is not None, timeout=10, what="the sshd to be gone"
+    eventually(
+        lambda: doomed_target.process.poll() is not None, within=10, what="the sshd to be gone"
     )

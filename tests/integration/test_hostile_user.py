@@ -46,9 +46,10 @@ from tests.integration.hostile import (
     refused_flood,
     resize_flood,
 )
-from tests.integration.inproc import InProcessProxy, close, in_process_proxy, wait_for
+from tests.integration.inproc import InProcessProxy, close, in_process_proxy
 from tests.integration.sshtools import ssh_terminal
 from tests.unit import sftpwire as w
+from tests.waiting import eventually_async
 
 pytestmark = pytest.mark.slow
 
@@ -437,13 +438,15 @@ async def test_an_sftp_client_cannot_grow_the_parsers_tables(
         for start in range(0, opens, 500):  # under the pending cap: every open tracked
             end = min(opens, start + 500)
             chan.write(b"".join(w.open_(rid, "/dev/null", 1) for rid in range(start, end)))
-            await wait_for(lambda: replies.count == 1 + end, within=60, what="handles")  # noqa: B023
+            await eventually_async(lambda: replies.count == 1 + end, within=60, what="handles")  # noqa: B023
         chan.pause_reading()
         chan.write(b"".join(w.req(17, opens + i, w.s("/")) for i in range(stats)))
         [tap] = taps
-        await wait_for(lambda: tap.untracked_requests, within=120, what="requests let go")
+        await eventually_async(lambda: tap.untracked_requests, within=120, what="requests let go")
         chan.resume_reading()
-        await wait_for(lambda: replies.count == 1 + opens + stats, within=120, what="replies")
+        await eventually_async(
+            lambda: replies.count == 1 + opens + stats, within=120, what="replies"
+        )
         chan.close()
         await chan.wait_closed()
     finally:

@@ -16,8 +16,8 @@ from tests.integration.harness import (
     SshdTarget,
     SshResult,
     new_person,
-    wait_until,
 )
+from tests.waiting import eventually
 
 REFUSED = 255  # OpenSSH's status when it could not log in
 
@@ -177,8 +177,8 @@ def test_a_single_use_code_is_refused_the_second_time(deployment: Deployment, pe
 def test_an_expired_code_is_refused(deployment: Deployment, person: str) -> None:
     credential = deployment.issue(person, valid="1s")
     valid_until = rfc3339_to_unix(str(credential["valid_until"]))
-    wait_until(
-        lambda: time.time() > valid_until + 0.5, timeout=10, what="the code's valid_until to pass"
+    eventually(
+        lambda: time.time() > valid_until + 0.5, within=10, what="the code's valid_until to pass"
     )
 
     result = deployment.ssh(person, TARGET, str(credential["code"]), "echo in")

@@ -19,9 +19,9 @@ from tests.integration.harness import (
     issue_credential,
     new_person,
     run_cli,
-    wait_until,
     write_proxy_config,
 )
+from tests.waiting import eventually
 
 MINUTE = r"\d{4}-\d\d-\d\d \d\d:\d\d UTC"
 STATES = ("sealed", "active", "burnt", "spent", "revoked", "expired")
@@ -100,7 +100,7 @@ def test_list_shows_each_state_in_words(deployment: Deployment) -> None:
         done = words["burnt"] == "burnt" and words["expired"] == "expired"
         return words if done else None
 
-    words = wait_until(listed, timeout=30, what="the burnt and expired codes")
+    words = eventually(listed, within=30, what="the burnt and expired codes")
 
     [active] = [c for c in cli_json(deployment.config, "cred", "list") if c["id"] == ids["active"]]
     until = str(active["window_ends"])[:16].replace("T", " ")

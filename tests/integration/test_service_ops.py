@@ -24,9 +24,9 @@ from tests.integration.harness import (
     ssh_start,
     user_at,
     wait_for_session,
-    wait_until,
     write_proxy_config,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -118,9 +118,9 @@ def test_live_sessions_keep_running_through_a_reload(tmp_path: Path, target: Ssh
         # The reload removes the live session's target: the session must not notice.
         _config(tmp_path, port, {"web01": target.target_entry()})
         proxy.process.send_signal(signal.SIGHUP)
-        wait_until(
+        eventually(
             lambda: any(e.type == "config_reloaded" for e in read_events(proxy.database)),
-            timeout=15,
+            within=15,
             what="config_reloaded event",
         )
         result = run.wait(stdin=b"hello\n")
@@ -186,7 +186,7 @@ def test_sigkill_then_restart_recovers(tmp_path: Path, target: SshdTarget) -> No
             chans = doc["channels"]
             return bool(chans) and Path(chans[0]["recording"]).stat().st_size > 4096
 
-        wait_until(has_cast_data, timeout=15, what="cast data on disk")
+        eventually(has_cast_data, within=15, what="cast data on disk")
         proxy.process.send_signal(signal.SIGKILL)
         proxy.process.wait(10)
     finally:

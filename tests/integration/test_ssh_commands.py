@@ -20,9 +20,9 @@ from tests.integration.harness import (
     _client_env,
     events_of,
     user_at,
-    wait_until,
 )
 from tests.integration.sshtools import ssh_options
+from tests.waiting import eventually
 
 
 class Tmux:
@@ -52,7 +52,7 @@ class Tmux:
         return self.tmux("capture-pane", "-p", "-S", "-300")
 
     def expect(self, text: str, count: int = 1) -> None:
-        wait_until(lambda: self.screen().count(text) >= count, timeout=15, what=repr(text))
+        eventually(lambda: self.screen().count(text) >= count, within=15, what=repr(text))
 
     def close(self) -> None:
         subprocess.run(["tmux", "-S", self.socket, "kill-server"], env=self.env, check=False)

@@ -27,9 +27,9 @@ from tests.integration.harness import (
     cli_json,
     events_of,
     user_at,
-    wait_until,
 )
 from tests.integration.sshtools import ControlMaster, channel_cast, finish, ssh_options
+from tests.waiting import eventually
 
 
 def gated(n: int, gate: Path) -> str:
@@ -61,8 +61,8 @@ def test_channels_over_one_controlmaster_share_one_session(
         # open order).
         for n in (1, 2, 3):
             clients[n] = master.start(gated(n, gates[n]))
-            wait_until(
-                partial(opened, deployment, session_id, n), timeout=15, what=f"channel {n} open"
+            eventually(
+                partial(opened, deployment, session_id, n), within=15, what=f"channel {n} open"
             )
         open_now = [c for c in deployment.show(session_id)["channels"] if not c["ended_at"]]
         assert len(open_now) == 3, open_now
@@ -179,9 +179,9 @@ def test_an_ansible_adhoc_command_runs_through_the_proxy(
     sessions = deployment.sessions(person)
     assert len(sessions) == 1, sessions
     # Ansible opens several channels over its one connection (probe, put, run, cleanup).
-    session = wait_until(
+    session = eventually(
         lambda: (s := deployment.show(str(sessions[0]["id"])))["channels"] and s,
-        timeout=15,
+        within=15,
         what="the Ansible session's channels",
     )
     assert len(session["channels"]) >= 2, session["channels"]

@@ -31,7 +31,6 @@ from tests.integration.harness import (
     events_of,
     ssh_direct,
     user_at,
-    wait_until,
 )
 from tests.integration.sshtools import (
     channel_cast,
@@ -40,6 +39,7 @@ from tests.integration.sshtools import (
     send_signal_midway,
     ssh_terminal,
 )
+from tests.waiting import eventually
 
 # A second name in this module's config, for the sshd that logs its channel requests.
 DEBUG_TARGET = "debug01"
@@ -104,12 +104,12 @@ def test_ctrl_c_reaches_a_remote_sleep_and_the_shell_carries_on(
         # The one-line notice comes first, before anything the shell prints.
         assert notice.start() < ready.start()
         terminal.send(sleeper.encode() + b"\n")
-        wait_until(lambda: processes_matching(sleeper), timeout=15, what="the remote sleep")
+        eventually(lambda: processes_matching(sleeper), within=15, what="the remote sleep")
 
         terminal.send(b"\x03")  # Ctrl-C
 
-        wait_until(
-            lambda: not processes_matching(sleeper), timeout=15, what="the sleep to die of ^C"
+        eventually(
+            lambda: not processes_matching(sleeper), within=15, what="the sleep to die of ^C"
         )
         mark = len(terminal.output())
         terminal.send(b"echo status-$?\n")
@@ -150,9 +150,9 @@ def test_a_signal_request_reaches_the_target_and_the_channel_carries_on(
         signal="TERM",
         ready=b"started\n",
         then=partial(
-            wait_until,
+            eventually,
             partial(target_got, debug_target, "signal", mark),
-            timeout=15,
+            within=15,
             what="the target to get the signal request",
         ),
         stdin=b"go\n",
@@ -176,9 +176,9 @@ def test_a_break_reaches_the_target(
         terminal.expect(rb"ready-42")
         terminal.send(b"\r~B")  # OpenSSH's escape for "send a BREAK", at a line start
 
-        wait_until(
+        eventually(
             partial(target_got, debug_target, "break", mark),
-            timeout=15,
+            within=15,
             what="the target to get the break request",
         )
         terminal.send(b"exit 4\n")

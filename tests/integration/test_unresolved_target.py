@@ -20,10 +20,10 @@ from tests.integration.harness import (
     events_of,
     read_events,
     run_cli,
-    wait_until,
     write_proxy_config,
 )
 from tests.integration.test_upstream import UPSTREAM_FAILED, the_clear_line
+from tests.waiting import eventually
 
 GHOST = "ghost"
 GHOST_HOST = "ghost.invalid"
@@ -54,11 +54,11 @@ def test_the_proxy_serves_with_a_target_that_does_not_resolve(
     deployment: Deployment, person: str
 ) -> None:
     assert deployment.proxy.alive()
-    wait_until(
+    eventually(
         lambda: (
             f"target {GHOST}: host '{GHOST_HOST}' does not resolve now" in deployment.proxy.log()
         ),
-        timeout=20,
+        within=20,
         what="the start-up warning about the ghost target",
     )
     code = deployment.code(person)
@@ -110,18 +110,18 @@ def test_a_reload_with_a_name_that_does_not_resolve_is_applied(
 
     deployment.proxy.process.send_signal(signal.SIGHUP)
 
-    reloaded = wait_until(
+    reloaded = eventually(
         lambda: [e for e in read_events(deployment.database) if e.type == "config_reloaded"],
-        timeout=20,
+        within=20,
         what="config_reloaded",
     )
     assert "ghost2" in reloaded[0].data["targets"], reloaded[0].data
     assert not [e for e in read_events(deployment.database) if e.type == "config_reload_failed"]
-    wait_until(
+    eventually(
         lambda: (
             "target ghost2: host 'ghost2.invalid' does not resolve now" in deployment.proxy.log()
         ),
-        timeout=20,
+        within=20,
         what="the reload's warning about ghost2",
     )
     code = deployment.code(person)
