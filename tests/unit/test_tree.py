@@ -1,5 +1,6 @@
-"""The tree shows the design: no import circles, no import running back up a layer, and no
-docstring or comment citing a file that is not in the tree.
+"""The tree shows the design: no import circles, no import running back up a layer, no
+docstring or comment citing a file that is not in the tree, and a README layout that
+names every package and loose module of proxy/.
 
 The import graph is built from the source with ``ast`` (nothing is imported). A circle
 counts module-level imports only, leaving out ``if TYPE_CHECKING:`` blocks (they never run).
@@ -31,6 +32,8 @@ TOP = "proxy.cli"
 # Third-party projects whose source files a comment may cite (with the project named
 # in the same sentence): those files are not in this tree, on purpose.
 THIRD_PARTY = ("asyncssh", "h11", "ssh-audit", "warpgate", "openssh")
+# A path under one of these is this repository's, wherever it is cited.
+REPO_FOLDERS = ("proxy/", "tests/", "benchmarks/", "scripts/", "config/", "systemd/", "docs/")
 
 
 def modules(root: Path) -> dict[str, Path]:
@@ -233,7 +236,8 @@ def stray_citations(texts: Iterator[tuple[str, str]], tree: list[str]) -> list[s
 
     A source file of a third-party project (not a ``.md``) may be cited when the same
     docstring or comment names the project. In the README (``where`` is "README.md") only
-    documents are checked: its examples name the reader's own files.
+    documents and this repository's folders are checked: its examples name the reader's
+    own files.
     """
     outside = "../" + "shared"
     wrong = []
@@ -244,7 +248,8 @@ def stray_citations(texts: Iterator[tuple[str, str]], tree: list[str]) -> list[s
             plain = re.sub(r"^(\.\.?/)+", "", cited)
             if any(f == plain or f.endswith("/" + plain) for f in tree):
                 continue
-            if not plain.endswith(".md") and (
+            in_repo = plain.endswith(".md") or plain.startswith(REPO_FOLDERS)
+            if not in_repo and (
                 where == "README.md" or any(p in text.lower() for p in THIRD_PARTY)
             ):
                 continue
@@ -267,7 +272,7 @@ def test_the_citation_check_finds_a_stray_file() -> None:
             ("a.py:3", "# asyncssh's connection.py:2063 sets it."),
             ("a.py:4", "# connection.py sets it."),
             ("a.py:5", "# asyncssh documents it in NOTES.md."),
-            ("README.md", "sftp -b cmds.txt; see ARCHITECTURE.md"),
+            ("README.md", "sftp -b cmds.txt; see ARCHITECTURE.md and proxy/cli.py"),
         ]
     )
     tree = ["README.md", "proxy/core/events.py"]
@@ -277,6 +282,7 @@ def test_the_citation_check_finds_a_stray_file() -> None:
         "a.py:4: connection.py",
         "a.py:5: NOTES.md",
         "README.md: ARCHITECTURE.md",
+        "README.md: proxy/cli.py",
     ]
 
 
@@ -294,3 +300,16 @@ def test_docstrings_and_comments_cite_only_files_in_the_tree() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     everything = iter([*texts, ("README.md", readme)])
     assert stray_citations(everything, tree) == []
+
+
+def test_the_readme_layout_names_every_package_and_loose_module() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout") :]
+    layout = layout[: layout.index("### To change X, edit Y")]
+    root = REPO / "proxy"
+    packages = sorted(p.name for p in root.iterdir() if (p / "__init__.py").exists())
+    loose = sorted(p.stem for p in root.glob("*.py") if p.stem != "__init__")
+    assert len(packages) >= 7
+    missing = [f"proxy/{name}/" for name in packages if f"proxy/{name}/" not in layout]
+    missing += [name for name in loose if not re.search(rf"\b{name}\b", layout)]
+    assert missing == []
