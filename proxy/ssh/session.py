@@ -33,7 +33,6 @@ from proxy.tasks import TaskOwner
 
 if TYPE_CHECKING:
     from proxy.alerts.raiser import Alerts
-    from proxy.ssh.relay import ChannelBridge
 
 log = logging.getLogger("breakglass")
 
@@ -48,6 +47,18 @@ FORWARD_ONLY_MESSAGE = (
     "no channel was opened and breakglass refuses forwarding (-L, -D, -W, ProxyJump -J); "
     "log in with ssh PERSON@TARGET@proxy"
 )
+
+
+class OpenChannel(Protocol):
+    """What the session asks of one of its open channels (proxy.ssh.relay's
+    ChannelBridge): a notice, a close, and the wait until its cast is final. Named here
+    so that the session does not import the relay, which imports the session."""
+
+    def notice(self, line: str) -> None: ...
+
+    def terminate(self, message: str | None) -> None: ...
+
+    async def finalized(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -109,7 +120,7 @@ class LiveSession:
         self.conn = conn
         self.clock = clock
         self.tasks = TaskOwner(f"session {info.id}")
-        self.channels: dict[int, ChannelBridge] = {}
+        self.channels: dict[int, OpenChannel] = {}
         self._next_channel = 0
         self.end_reason: str | None = None
         self.end_detail: str | None = None
