@@ -13,7 +13,8 @@ Callers import the public names from here: ``from proxy.config import Config, lo
 
 from __future__ import annotations
 
-from proxy.config.load import (
+from proxy.config.load import default_config_path, load_config, unresolved_hosts
+from proxy.config.model import (
     AlertRules,
     AlertsConfig,
     Config,
@@ -26,9 +27,6 @@ from proxy.config.load import (
     SinkConfig,
     StorageConfig,
     TargetConfig,
-    default_config_path,
-    load_config,
-    unresolved_hosts,
 )
 
 __all__ = [

@@ -27,17 +27,12 @@ from proxy.config.alerts import AlertsReader
 from proxy.config.model import (
     DEFAULT_JUSTIFICATION_BYTES,
     MAX_JUSTIFICATION_BYTES,
-    AlertRules,
-    AlertsConfig,
     Config,
     IPNetwork,
     JustificationRule,
     ListenConfig,
     PolicyConfig,
-    QuietHours,
-    RateRule,
     RecordingConfig,
-    SinkConfig,
     StorageConfig,
     TargetConfig,
     all_sources,
@@ -57,23 +52,7 @@ from proxy.config.yamlnodes import (
 from proxy.core.errors import ConfigError, ConfigProblem
 from proxy.core.units import parse_size
 
-__all__ = [
-    "AlertRules",
-    "AlertsConfig",
-    "Config",
-    "JustificationRule",
-    "ListenConfig",
-    "PolicyConfig",
-    "QuietHours",
-    "RateRule",
-    "RecordingConfig",
-    "SinkConfig",
-    "StorageConfig",
-    "TargetConfig",
-    "default_config_path",
-    "load_config",
-    "unresolved_hosts",
-]
+__all__ = ["default_config_path", "load_config", "unresolved_hosts"]
 
 DEFAULT_HOST_KEY = "../recordings/ssh_host_ed25519_key"
 DEFAULT_DATABASE = "../recordings/audit.db"
