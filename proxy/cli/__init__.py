@@ -1,7 +1,8 @@
 """The ``breakglass`` command line: ``main`` is the console script's entry point.
 
-Each module registers its subcommands the same way (see ``proxy.cli.app``); ``python -m
-proxy.cli`` runs the same ``main``.
+Each module lists its subcommands the same way, as ``Command`` entries in its ``COMMANDS``
+(``proxy.cli.registry``); ``proxy.cli.app`` gathers them. ``python -m proxy.cli`` runs
+the same ``main``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The ``breakglass`` command: parses arguments and calls the rooms that do the work.
-
-Thin on purpose. Exit status: 0 success, 1 failure, 2 usage error. ``--json`` prints one
-JSON document; human output escapes every untrusted string.
+"""The ``breakglass`` command: the code, audit and service subcommands, every module's
+``COMMANDS`` gathered, and ``main``, which parses (proxy.cli.registry) and runs the one
+parsed. Thin on purpose: it calls the rooms that do the work. Exit status: 0 success,
+1 failure, 2 usage error. ``--json`` prints one JSON document; human output escapes every
+untrusted string.
 """
 
 from __future__ import annotations
