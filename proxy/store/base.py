@@ -2,19 +2,21 @@
 
 The event log is the truth; session, channel and credential rows are projections the
 store keeps in the same transaction as the events that change them. SQLite implements
-this now; a PostgreSQL store for several nodes will implement the same Protocols.
-``factory.py`` is the one place that picks the implementation.
+this now, ``memory.py`` (most of the Protocols) for unit tests; a PostgreSQL store for
+several nodes will implement the same Protocols. ``factory.py`` is the one place that
+picks the implementation the proxy and its commands run on.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol
 
 from proxy.core import events
 from proxy.core.chaincheck import ChainRow
 from proxy.core.credentials import Credential, UseDecision
+from proxy.core.credstate import snapshot
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,13 @@ class CredentialRead(NamedTuple):
     cred: Credential
     hash: str
     mismatch: str | None
+
+
+def with_state(event: NewEvent, cred: Credential, code_hash: str) -> NewEvent:
+    """``event`` with the code's id and its whole state after the event (what the login
+    path and verify check the row against): every store writes a code's events so."""
+    data = {**event.data, "credential_id": cred.cred_id, "state": snapshot(cred, code_hash)}
+    return replace(event, data=data)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ from proxy.core.credstate import (
     MISMATCH,
     CredentialReplay,
     row_mismatch,
-    snapshot,
 )
 from proxy.core.errors import StoreError
 from proxy.core.limits import bound_data
@@ -46,6 +45,7 @@ from proxy.store.base import (
     SessionFilter,
     SessionRow,
     StoredEvent,
+    with_state,
 )
 from proxy.store.feed import FEED_SCHEMA, EventFeed
 from proxy.store.outbox import ALERTS_SCHEMA, AlertOutbox
@@ -313,7 +313,7 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
                     code_hash,
                 ),
             )
-            await self._append_in_tx(db, [_with_state(event, cred, code_hash)])
+            await self._append_in_tx(db, [with_state(event, cred, code_hash)])
 
     async def _fetch_credential(
         self, db: aiosqlite.Connection, cred_id: str
@@ -376,7 +376,7 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
             await self._append_in_tx(
                 db,
                 [
-                    _with_state(
+                    with_state(
                         NewEvent.of(events.CredRevoked(cred_id, cred.person, actor, reason), now),
                         cred,
                         found.hash,
@@ -413,11 +413,11 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
                 cred = replace(cred, activated_at=now)
                 activated = events.CredActivated(cred_id, person, now + cred.window)
                 written.append(
-                    _with_state(NewEvent.of(activated, now, start.session_id), cred, found.hash)
+                    with_state(NewEvent.of(activated, now, start.session_id), cred, found.hash)
                 )
             cred = replace(cred, uses=cred.uses + 1)
             used = NewEvent.of(events.CredUsed(cred_id, person, cred.uses), now, start.session_id)
-            written.append(_with_state(used, cred, found.hash))
+            written.append(with_state(used, cred, found.hash))
             written.append(start)
             await self._append_in_tx(db, written)
             await self._alerts_in_tx(db, alerts)
@@ -634,13 +634,6 @@ def _projection_differences(path: Path, limit: int = 50) -> list[str]:
         return [f"the session, channel and credential rows could not be rebuilt: {exc}"]
     finally:
         mem.close()
-
-
-def _with_state(event: NewEvent, cred: Credential, code_hash: str) -> NewEvent:
-    """``event`` with the code's id and its whole state after the event (what the login
-    path and verify check the row against)."""
-    data = {**event.data, "credential_id": cred.cred_id, "state": snapshot(cred, code_hash)}
-    return replace(event, data=data)
 
 
 def _credential_differences(mem: sqlite3.Connection) -> list[str]:

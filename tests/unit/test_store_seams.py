@@ -14,9 +14,9 @@ from proxy.store import factory
 
 PROXY = Path(__file__).resolve().parents[2] / "proxy"
 STORE = PROXY / "store"
-CONCRETE_NAMES = {"SQLiteStore"}
+CONCRETE_NAMES = {"SQLiteStore", "MemoryStore"}
 CONCRETE_MODULES = {"proxy.store.sqlite", "proxy.store.outbox", "proxy.store.feed"}
-CONCRETE_MODULES |= {"proxy.store.auditreads"}
+CONCRETE_MODULES |= {"proxy.store.auditreads", "proxy.store.memory"}
 
 
 def concrete_uses(path: Path) -> list[str]:
@@ -55,6 +55,7 @@ def test_the_scan_sees_each_way_of_naming_it(tmp_path: Path) -> None:
         "from proxy.store import sqlite",
         "x: 'int' = store.SQLiteStore",
         "y = SQLiteStore",
+        "from proxy.store.memory import MemoryStore",
     ]
     for line in lines:
         probe = tmp_path / "probe.py"
