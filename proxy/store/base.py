@@ -15,8 +15,8 @@ from typing import Any, NamedTuple, Protocol
 
 from proxy.core import events
 from proxy.core.chaincheck import ChainRow
-from proxy.core.credentials import Credential, UseDecision
-from proxy.core.credstate import snapshot
+from proxy.core.credentials import Credential, UseDecision, check_use
+from proxy.core.credstate import MISMATCH, snapshot
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,38 @@ def with_state(event: NewEvent, cred: Credential, code_hash: str) -> NewEvent:
     path and verify check the row against): every store writes a code's events so."""
     data = {**event.data, "credential_id": cred.cred_id, "state": snapshot(cred, code_hash)}
     return replace(event, data=data)
+
+
+class Use(NamedTuple):
+    """A login's use of a code, as every store commits it (``take_use``)."""
+
+    decision: UseDecision
+    cred: Credential | None  # the code after the use; None when refused
+    events: list[NewEvent]  # to append, ``start`` last; empty when refused
+
+
+def take_use(
+    found: CredentialRead | None, person: str, target: str, now: float, start: NewEvent
+) -> Use:
+    """Check a code the store just read (inside the transaction that will commit the
+    use) and say what the use writes: ``cred_activated`` on first use, ``cred_used``,
+    then ``start``. A row that disagrees with its chain is never used."""
+    if found is not None and found.mismatch is not None:
+        return Use(UseDecision(False, MISMATCH), None, [])
+    cred = found.cred if found else None
+    decision = check_use(cred, person, target, now)
+    if not decision.ok or cred is None or found is None:
+        return Use(decision, None, [])
+    written = []
+    if cred.activated_at is None:
+        cred = replace(cred, activated_at=now)
+        activated = events.CredActivated(cred.cred_id, person, now + cred.window)
+        written.append(with_state(NewEvent.of(activated, now, start.session_id), cred, found.hash))
+    cred = replace(cred, uses=cred.uses + 1)
+    used = NewEvent.of(events.CredUsed(cred.cred_id, person, cred.uses), now, start.session_id)
+    written.append(with_state(used, cred, found.hash))
+    written.append(start)
+    return Use(decision, cred, written)
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,9 @@ from dataclasses import replace
 from proxy.core import chain, events
 from proxy.core.anomaly import SUMMARY_EVENT, summary_failures
 from proxy.core.chaincheck import FLAG_TYPES, ChainRow
-from proxy.core.credentials import Credential, UseDecision, check_use
+from proxy.core.credentials import Credential, UseDecision
 from proxy.core.credstate import (
     CRED_EVENTS,
-    MISMATCH,
     event_credential_id,
     row_mismatch,
 )
@@ -46,6 +45,7 @@ from proxy.store.base import (
     SessionFilter,
     SessionRow,
     StoredEvent,
+    take_use,
     with_state,
 )
 
@@ -365,29 +365,13 @@ class MemoryStore:
         async with self._lock:
             with self._tx():
                 found = self._read_credential(cred_id)
-                if found is not None and found.mismatch is not None:
-                    return UseDecision(False, MISMATCH)
-                cred = found.cred if found else None
-                decision = check_use(cred, person, target, now)
-                if not decision.ok or cred is None or found is None:
-                    return decision
-                written = []
-                if cred.activated_at is None:
-                    cred = replace(cred, activated_at=now)
-                    activated = events.CredActivated(cred_id, person, now + cred.window)
-                    written.append(
-                        with_state(NewEvent.of(activated, now, start.session_id), cred, found.hash)
-                    )
-                cred = replace(cred, uses=cred.uses + 1)
-                self._creds[cred_id] = (cred, found.hash)
-                used = events.CredUsed(cred_id, person, cred.uses)
-                written.append(
-                    with_state(NewEvent.of(used, now, start.session_id), cred, found.hash)
-                )
-                written.append(start)
-                self._append_in_tx(written)
+                use = take_use(found, person, target, now, start)
+                if use.cred is None or found is None:
+                    return use.decision
+                self._creds[cred_id] = (use.cred, found.hash)
+                self._append_in_tx(use.events)
                 self._alerts_in_tx(alerts)
-                return decision
+                return use.decision
 
     # -- sessions -----------------------------------------------------------------------
 

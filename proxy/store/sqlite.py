@@ -27,10 +27,9 @@ import aiosqlite
 
 from proxy.core import chain, events
 from proxy.core.chaincheck import FLAG_TYPES, ChainRow
-from proxy.core.credentials import Credential, UseDecision, check_use
+from proxy.core.credentials import Credential, UseDecision
 from proxy.core.credstate import (
     CRED_EVENTS,
-    MISMATCH,
     CredentialReplay,
     row_mismatch,
 )
@@ -45,6 +44,7 @@ from proxy.store.base import (
     SessionFilter,
     SessionRow,
     StoredEvent,
+    take_use,
     with_state,
 )
 from proxy.store.feed import FEED_SCHEMA, EventFeed
@@ -396,32 +396,17 @@ class SQLiteStore(AlertOutbox, AuditReads, EventFeed):
         alerts: Sequence[NewAlert] = (),
     ) -> UseDecision:
         async with self._tx() as db:
-            found = await self._fetch_credential(db, cred_id)
-            if found is not None and found.mismatch is not None:
-                return UseDecision(False, MISMATCH)
-            cred = found.cred if found else None
-            decision = check_use(cred, person, target, now)
-            if not decision.ok or cred is None or found is None:
-                return decision
+            use = take_use(await self._fetch_credential(db, cred_id), person, target, now, start)
+            if not use.decision.ok:
+                return use.decision
             await db.execute(
                 "UPDATE credentials SET uses = uses + 1, activated_at = COALESCE(activated_at, ?)"
                 " WHERE id = ?",
                 (now, cred_id),
             )
-            written = []
-            if cred.activated_at is None:
-                cred = replace(cred, activated_at=now)
-                activated = events.CredActivated(cred_id, person, now + cred.window)
-                written.append(
-                    with_state(NewEvent.of(activated, now, start.session_id), cred, found.hash)
-                )
-            cred = replace(cred, uses=cred.uses + 1)
-            used = NewEvent.of(events.CredUsed(cred_id, person, cred.uses), now, start.session_id)
-            written.append(with_state(used, cred, found.hash))
-            written.append(start)
-            await self._append_in_tx(db, written)
+            await self._append_in_tx(db, use.events)
             await self._alerts_in_tx(db, alerts)
-            return decision
+            return use.decision
 
     # -- reading ------------------------------------------------------------------
 
