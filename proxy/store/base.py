@@ -5,6 +5,8 @@ store keeps in the same transaction as the events that change them. SQLite imple
 this now, ``memory.py`` (most of the Protocols) for unit tests; a PostgreSQL store for
 several nodes will implement the same Protocols. ``factory.py`` is the one place that
 picks the implementation the proxy and its commands run on.
+``with_state`` and ``take_use`` are the two write rules every store shares: what a
+code's events carry, and what a login's use of a code commits.
 """
 
 from __future__ import annotations
