@@ -1,15 +1,16 @@
-"""Bridges one engineer channel to one target channel and taps the bytes.
+"""Bridges one engineer channel to one target channel: moves the bytes, nothing more.
 
 Owns a channel's life: the request kind (shell, exec, sftp), PTY parameters, early input
-buffered until the target channel exists, flow control both ways, EOF, signals, break,
-window changes, exit status and signal, and the channel's recording. Every callback is
+buffered until the target channel exists, flow control both ways, coalescing of the
+target's output, EOF, signals, break, window changes, exit status and signal. What the
+channel leaves in the audit (cast, commands, taps, resource events) is its
+``ChannelAudit``'s (proxy/ssh/channel_audit.py), called at each hook. Every callback is
 wrapped: an exception in an asyncssh callback would kill the whole connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -20,38 +21,16 @@ import asyncssh
 from asyncssh.packet import SSHPacket
 
 from proxy.core import events
-from proxy.core.commands import CommandExtractor
 from proxy.core.errors import RecordingError, StoreError, UpstreamError
 from proxy.core.execrules import refused_exec
-from proxy.core.limits import (
-    MAX_SIGNAL_NAME,
-    MAX_TERM_TYPE,
-    RESIZE_INTERVAL,
-    EnvRequests,
-    clamp_size,
-    target_size,
-)
-from proxy.core.recording import CastEncoder
-from proxy.core.text import truncate
-from proxy.recorder import CastFile, ChannelRecorder, make_private_dirs, recording_path
+from proxy.core.limits import MAX_SIGNAL_NAME, RESIZE_INTERVAL, EnvRequests, target_size
 from proxy.ssh import wire
+from proxy.ssh.channel_audit import ChannelAudit, Relayed
 from proxy.ssh.session import LiveSession
-from proxy.ssh.taps import Tap, marker_text, tap_for
-from proxy.store.base import NewEvent
 
 log = logging.getLogger("breakglass")
 
 ALLOWED_SUBSYSTEMS = frozenset({"sftp"})
-# The events of a channel tap or the command extractor that gave up (see ``resource``).
-EXTRACTION_FAILURES = frozenset(
-    t.TYPE
-    for t in (
-        events.CommandExtractionError,
-        events.SftpParseError,
-        events.SftpTrackingLost,
-        events.ScpParseError,
-    )
-)
 _SIGNAL_NAME = re.compile(rf"[A-Z0-9]{{1,{MAX_SIGNAL_NAME}}}\Z")
 # Input that arrives before the target channel exists is held, up to this much.
 EARLY_INPUT_LIMIT = 256 * 1024
@@ -100,39 +79,29 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self.kind = "shell"
         self.command: str | None = None
         self.subsystem: str | None = None
-        self.pty: tuple[str, tuple[int, int, int, int], Mapping[int, int]] | None = None
+        self.pty: tuple[str, tuple[int, int, int, int], dict[int, int]] | None = None
         self._chan: asyncssh.SSHServerChannel[bytes] | None = None
         self._up_chan: asyncssh.SSHClientChannel[bytes] | None = None
-        self._early: list[tuple[float, bytes, asyncssh.DataType]] = []
+        self._early: list[tuple[float, bytes, asyncssh.DataType]] = []  # (when, ...)
         self._early_bytes = 0
         self._pending_eof = False
         self._target_eof = False
         self._pending_size: tuple[int, int, int, int] | None = None
         # Window changes: at most one per RESIZE_INTERVAL takes effect, the last one
-        # asked wins; ``_resizes`` counts those asked, for the channel's end event.
+        # asked wins; both are counted for the channel's end event.
         self._size_due: asyncio.TimerHandle | None = None
         self._size_at = -RESIZE_INTERVAL
         self._resizes = 0
         self._resizes_applied = 0
-        self._lines_not_read = 0  # pasted lines the command extractor left to the cast
         self._env = EnvRequests()
         self._closing = False
         self._refusal: str | None = None  # why this exec is refused (core.execrules)
-        # Closed from the proxy's side: what the target still sends is neither shown nor
-        # recorded. The cast is what the engineer saw, and a session cut at its recording
-        # limit stops growing at once instead of taking in whatever is in flight.
-        self._cut = False
         self._started = time.monotonic()
         self._down: list[bytes] = []  # target output held to the end of a socket read
         self._down_type: asyncssh.DataType = None
         self._down_len = 0
-        self._cast: CastFile | None = None
-        self._enc: CastEncoder | None = None
-        self._rec: ChannelRecorder | None = None
-        # Reads copies of the bytes for resources accessed (sftp, scp, stdin); None for
-        # a PTY shell and a plain exec, whose hot path then stays free of parsing.
-        self._tap: Tap | None = None
-        self._cmds: CommandExtractor | None = None
+        # What the channel records: made when its request is known (session_started).
+        self.audit: ChannelAudit | None = None
         self.bytes_up = 0
         self.bytes_down = 0
         self._exit: tuple[int | None, str | None] = (None, None)
@@ -224,13 +193,17 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             self._refused("exec", self.command or "")
             self._fail(self._refusal)
             return
+        self.audit = ChannelAudit(
+            self.session, self.n, self.kind, self.command, self.subsystem, self.pty, self._started
+        )
         self._opener = self.session.tasks.spawn(self._open(), f"open {self.name}")
 
     # -- opening ----------------------------------------------------------------------
 
     async def _open(self) -> None:
-        chan = self._chan
+        chan, audit = self._chan, self.audit
         assert chan is not None
+        assert audit is not None
         try:
             up_conn = await self.session.upstream()
         except UpstreamError as exc:
@@ -242,11 +215,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             self._fail("breakglass: session closed before the target was reached")
             return
         try:
-            self._start_recording(chan)
-            assert self._cast is not None
-            await self._cast.sync_start(self.session.host.recordings)
-            await self.session.append(self._start_event())
-            self._tap = tap_for(self.kind, self.command, self.subsystem, self.pty is not None, self)
+            await audit.start()
         except (RecordingError, StoreError) as exc:
             self.session.set_end("store_error", str(exc))
             self._fail("breakglass: the session cannot be recorded, so it is refused; tell ops")
@@ -282,18 +251,9 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         if self._closing:
             up_chan.close()
             return
-        # Also a PTY exec (`ssh -t host sudo -i`, `ssh -t host psql`): what is typed
-        # there is as much a resource accessed as at a login shell. Full-screen programs
-        # are skipped by the extractor itself.
-        if self.pty is not None and self.kind in ("shell", "exec") and self._tap is None:
-            size = self._pending_size or self.pty[1]
-            self._cmds = CommandExtractor(size[0], size[1])  # clamps the size itself
-        for t, data, datatype in self._early:
-            self._record_input(t, data)
-            if self._tap is not None and not datatype:
-                self._tap.up(data)
-            if self._cmds is not None:
-                self._audit_commands(self._cmds.input(data, t))
+        audit.target_opened(self._pending_size)
+        for when, data, datatype in self._early:
+            audit.input(when, data, datatype)
             up_chan.write(data, datatype)
         self._early.clear()
         if self._early_bytes >= EARLY_INPUT_LIMIT:
@@ -303,84 +263,6 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             self._apply_size()
         if self._pending_eof:
             up_chan.write_eof()
-
-    def _start_event(self) -> NewEvent:
-        info = self.session.info
-        start = events.ChannelStart(
-            kind=self.kind,
-            command=self.command if self.kind == "exec" else self.subsystem,
-            pty=self.pty is not None,
-            term=truncate(self.pty[0], MAX_TERM_TYPE) if self.pty else None,
-            # Relative to the recordings folder: a copy of the store and the folder
-            # verifies on its own, wherever it is put.
-            recording=str(self._cast.path.relative_to(self.session.host.recordings))
-            if self._cast
-            else None,
-            size=list(clamp_size(self.pty[1][0], self.pty[1][1])) if self.pty else None,
-        )
-        return NewEvent.of(start, self.session.clock(), info.id, self.n)
-
-    def _start_recording(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
-        info = self.session.info
-        path = recording_path(self.session.host.recordings, info.id, self.n)
-        try:
-            make_private_dirs(path, self.session.host.recordings)
-        except OSError as exc:
-            raise RecordingError(f"cannot create recordings folder: {exc.strerror}") from exc
-        self._cast = CastFile(path, self._recording_failed, self.session.recorded)
-        width, height = clamp_size(*self.pty[1][:2]) if self.pty else (80, 24)
-        env = {"TERM": truncate(self.pty[0], MAX_TERM_TYPE)} if self.pty else {}
-        self._enc = CastEncoder(
-            width=width,
-            height=height,
-            timestamp=int(info.started_at),
-            max_bytes=self.session.host.recording.max_channel_bytes,
-            title=f"{info.person}@{info.login}@{info.target.name} {self.name}",
-            command=self.command if self.kind == "exec" else self.subsystem,
-            env=env,
-            extra={
-                "session": info.id,
-                "channel": self.n,
-                "person": info.person,
-                "target": info.target.name,
-                "login": info.login,
-                "kind": self.kind,
-                "pty": self.pty is not None,
-            },
-        )
-        self._rec = ChannelRecorder(self._enc, self._cast)
-        self._cast.write(self._enc.header())
-        if self.kind == "subsystem":
-            self._cast.write(
-                self._enc.marker(0.0, f"{self.subsystem}: file contents are not recorded")
-            )
-
-    def _t(self) -> float:
-        return time.monotonic() - self._started
-
-    def resource(self, event: dict[str, Any]) -> None:
-        """A resource accessed (a command, a file operation), found by this channel's
-        tap: appended to the trail with its offset in the cast, and marked in the cast."""
-        t = float(event.get("offset", self._t()))
-        data = {k: v for k, v in event.items() if k != "kind"}
-        data["offset"] = round(t, 6)
-        # The catalogue checks what the parsers found (a field it does not know fails here).
-        typed = events.decode(str(event["kind"]), data)
-        if typed.TYPE in EXTRACTION_FAILURES:
-            # A parser gave up on this channel: what is typed or transferred from now on
-            # is only in the transcript, which keeps recording. Breaking the parser is a
-            # way to dodge the audit's index, so it alerts and flags the session.
-            self.session.audit_alerting(typed, channel=self.n)
-        else:
-            self.session.audit(typed, channel=self.n)
-        if self._rec is not None and self._enc is not None:
-            self._rec.flush_batch()
-            self._rec.write(self._enc.marker(t, marker_text(typed)))
-
-    def _recording_failed(self, exc: RecordingError) -> None:
-        log.critical("%s", exc)
-        self.session.audit(events.RecordingFailed(str(exc)), channel=self.n)
-        self.session.close("recording_error", "the recording cannot be written", detail=str(exc))
 
     def _fail(self, line: str) -> None:
         """Refuse the channel with one clear line on stderr and exit status 255."""
@@ -402,32 +284,15 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self.bytes_up += len(data)
         now = self.session.last_activity = time.monotonic()
         if self._up_chan is not None:
-            t = now - self._started
-            self._record_input(t, data)
-            if self._cmds is not None:
-                self._audit_commands(self._cmds.input(data, t))
-            if self._tap is not None and not datatype:
-                self._tap.up(data)
+            if self.audit is not None:
+                self.audit.input(now, data, datatype)
             self._up_chan.write(data, datatype)
             return
         # Recorded when it is sent on: the cast does not exist before the target does.
-        self._early.append((now - self._started, data, datatype))
+        self._early.append((now, data, datatype))
         self._early_bytes += len(data)
         if self._early_bytes >= EARLY_INPUT_LIMIT and self._chan is not None:
             self._chan.pause_reading()
-
-    def _record_input(self, t: float, data: bytes) -> None:
-        # Keystrokes at a PTY carry what was typed at no-echo prompts: only on request.
-        rec = self._rec
-        if rec is None or self.kind == "subsystem":
-            return
-        if self.pty is None or self.session.host.recording.input:
-            rec.data(t, "i", data)
-
-    def _audit_commands(self, events: list[dict[str, Any]]) -> None:
-        """Commands typed at the shell (proxy.core.commands), as ``command`` events."""
-        for event in events:
-            self.resource(event)
 
     def eof_received(self) -> bool:
         if self._up_chan is not None:
@@ -451,7 +316,7 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
             self._apply_size()
 
     def _apply_size(self) -> None:
-        """The size last asked takes effect: cast, command extractor, target."""
+        """The size last asked takes effect: the audit's, then the target's."""
         self._size_due = None
         size, self._pending_size = self._pending_size, None
         if size is None or self._up_chan is None or self._closing:
@@ -459,12 +324,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self._size_at = time.monotonic()
         self._resizes_applied += 1
         self._flush_down()
-        width, height = size[0], size[1]
-        if self._rec is not None and self._enc is not None and not self._cut:
-            self._rec.flush_batch()
-            self._rec.write(self._enc.resize(self._t(), width, height))
-        if self._cmds is not None:
-            self._audit_commands(self._cmds.resize(width, height, self._t()))
+        if self.audit is not None:
+            self.audit.resize(size[0], size[1])
         self._up_chan.change_terminal_size(*size)
 
     def signal_received(self, signal: str) -> None:
@@ -519,13 +380,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self.bytes_down += len(data)
         # One clock read per chunk serves the idle timer and the cast's offset.
         now = self.session.last_activity = time.monotonic()
-        if self._rec is not None and self.kind != "subsystem" and not self._cut:
-            t = now - self._started
-            self._rec.data(t, "o", data)
-            if self._cmds is not None:
-                self._audit_commands(self._cmds.output(data, t))
-        if self._tap is not None and not datatype:
-            self._tap.down(data)
+        if self.audit is not None:
+            self.audit.output(now, data, datatype)
         if self._chan is not None and not self._closing:
             self._chan.write(data, datatype)
 
@@ -578,11 +434,12 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         """One line to the engineer: the terminal for PTY, stderr otherwise."""
         self._flush_down()
         chan = self._chan
+        # Nothing is written into an sftp stream: the client would read it as a reply.
         if chan is None or self._closing or self.kind == "subsystem":
             return
         data = ("\r\n" + line + "\r\n").encode()
-        if self._rec is not None:
-            self._rec.data(self._t(), "o", data)
+        if self.audit is not None:
+            self.audit.notice(data)
         try:
             if self.pty is not None:
                 chan.write(data)
@@ -596,7 +453,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         self._flush_down()
         if message is not None:
             self.notice(message)
-        self._cut = True
+        if self.audit is not None:
+            self.audit.cut()
         if self._up_chan is not None:
             self._up_chan.close()
         if self._opener is not None and not self._opener.done() and self._up_chan is None:
@@ -613,10 +471,8 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         """The engineer's channel is closed: close the target's, record the end."""
         self._closing = True
         self._flush_down()  # recorded; not sent
-        if self._cmds is not None:
-            self._audit_commands(self._cmds.flush(self._t()))
-            self._lines_not_read = self._cmds.lines_not_read
-            self._cmds = None
+        if self.audit is not None:
+            self.audit.close()
         if self._size_due is not None:
             self._size_due.cancel()
             self._size_due = None
@@ -630,39 +486,10 @@ class ChannelBridge(asyncssh.SSHServerSession[bytes]):
         try:
             if self._opener is not None:
                 await asyncio.wait([self._opener])
-            if self._rec is None or self._enc is None:
-                return
-            if self._tap is not None:
-                tap, self._tap = self._tap, None
-                tap.finish()
-            status, signal = self._exit
-            # Resources (commands, files) first, then the end of the channel they belong to.
-            await self.session.flush_audit()
-            t = self._t()
-            self._rec.flush_batch()
-            if status is not None:
-                self._rec.write(self._enc.exit(t, status))
-            self._rec.write(self._enc.finish(t))
-            closed = await self._rec.aclose()
-            capped = self._enc.capped
-            resized = self._resizes > self._resizes_applied
-            end = events.ChannelEnd(
-                exit_status=status,
-                exit_signal=signal,
-                recording_sha256=closed.sha256,
-                recording_bytes=closed.size,
-                bytes_up=self.bytes_up,
-                bytes_down=self.bytes_down,
-                lines_not_read=self._lines_not_read or None,
-                resizes=self._resizes if resized else None,
-                resizes_applied=self._resizes_applied if resized else None,
-                omitted_bytes=self._enc.omitted_bytes if capped else None,
-                omitted_sha256=self._enc.omitted_sha256() if capped else None,
-            )
-            with contextlib.suppress(StoreError):
-                await self.session.append(
-                    NewEvent.of(end, self.session.clock(), self.session.info.id, self.n)
-                )
+            if self.audit is not None:
+                status, signal = self._exit
+                counted = (self.bytes_up, self.bytes_down, self._resizes, self._resizes_applied)
+                await self.audit.finish(Relayed(status, signal, *counted))
         finally:
             self.session.channels.pop(self.n, None)
             if not self._finalized.done():

@@ -1,11 +1,12 @@
 """Which parser reads a channel's bytes, and how its findings become events.
 
-The relay asks ``tap_for`` once, when the channel starts: an sftp subsystem gets the
+The channel's audit (``proxy.ssh.channel_audit``) asks ``tap_name`` once, when the channel
+starts, and builds it with ``make_tap``: an sftp subsystem gets the
 passive SFTP parser, an exec command that is exactly legacy scp gets the scp parser, a
 shell without a PTY (``ssh host bash < script``) gets the stdin line splitter; every other
 channel gets no tap and the relay's hot path stays one ``is None`` test. The parsers only
 read copies of the relayed bytes; what they find is handed to an ``EventSink`` (the
-channel bridge), which appends it to the audit trail and marks it in the cast.
+channel's audit), which appends it to the audit trail and marks it in the cast.
 """
 
 from __future__ import annotations
@@ -117,21 +118,30 @@ class StdinTap(Tap):
             self.sink.resource(ev)
 
 
-def tap_for(
-    kind: str, command: str | None, subsystem: str | None, pty: bool, sink: EventSink
-) -> Tap | None:
-    """The tap a channel needs, or None. Emits the exec command line first."""
+def tap_name(kind: str, command: str | None, subsystem: str | None, pty: bool) -> str | None:
+    """Which parser reads a channel's bytes ("sftp", "scp", "stdin"), or None."""
     if kind == "subsystem":
-        return SftpChannelTap(sink) if subsystem == "sftp" else None
+        return "sftp" if subsystem == "sftp" else None
     if kind == "exec":
-        sink.resource({"kind": events.Command.TYPE, "text": command or "", "source": "exec"})
-        scp = match_scp(command or "")
-        if scp is not None:
-            return ScpChannelTap(sink, ScpTap(scp))
+        if match_scp(command or "") is not None:
+            return "scp"
         if not pty and _STDIN_SHELL.match(command or ""):
-            return StdinTap(sink)
+            return "stdin"
         return None
     if kind == "shell" and not pty:
+        return "stdin"
+    return None
+
+
+def make_tap(name: str | None, command: str | None, sink: EventSink) -> Tap | None:
+    """The tap ``tap_name`` chose, reporting to ``sink``."""
+    if name == "sftp":
+        return SftpChannelTap(sink)
+    if name == "scp":
+        scp = match_scp(command or "")
+        assert scp is not None  # tap_name matched it
+        return ScpChannelTap(sink, ScpTap(scp))
+    if name == "stdin":
         return StdinTap(sink)
     return None
 

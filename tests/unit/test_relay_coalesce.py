@@ -3,7 +3,8 @@ the chunks one socket read delivers go on as one write, in order, split where th
 type changes or a packet's worth is held, and always before what must follow them.
 
 A bridge without a session or channels (object.__new__): only the attributes the
-target -> engineer path reads are set; the channel records what it was asked to send.
+target -> engineer path reads are set; the channel records what it was asked to send,
+and a channel audit (proxy.ssh.channel_audit) built the same way what it recorded.
 The end of a socket read is simulated with proxy.ssh.wire's own hook."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from proxy.ssh import relay, wire
+from proxy.ssh import channel_audit, relay, wire
 
 
 class Channel:
@@ -46,9 +47,8 @@ def bridge() -> tuple[relay.ChannelBridge, Channel]:
     chan = Channel()
     b.session = types.SimpleNamespace(last_activity=0.0)  # type: ignore[assignment]
     b._chan = chan  # type: ignore[assignment]
-    b._rec = b._cmds = b._tap = None
+    b.audit = None
     b._closing = False
-    b._cut = False
     b._target_eof = False
     b._exit = (None, None)
     b._started = 0.0
@@ -139,7 +139,13 @@ def test_once_the_proxy_cuts_a_channel_what_the_target_still_sends_is_not_record
     engineer saw. What was held from before the cut is recorded and sent first."""
     b, chan = bridge()
     rec = Recorder()
-    b._rec = rec  # type: ignore[assignment]
+    audit = object.__new__(channel_audit.ChannelAudit)  # a shell's, without a PTY
+    audit.policy = channel_audit.ChannelPolicy.of("shell", None, None, False, False)
+    audit._rec = rec  # type: ignore[assignment]
+    audit._cmds = audit._tap = None
+    audit._cut = False
+    audit._started = 0.0
+    b.audit = audit
     b.pty = None
     b._opener = None
     up_closed: list[bool] = []
