@@ -15,8 +15,8 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import asyncssh
 
@@ -42,16 +42,65 @@ from proxy.core.preauth import MAX_USERNAME, kept_text, redact_codes
 from proxy.core.text import escape
 from proxy.logs import held_note
 from proxy.ssh.relay import ChannelBridge
-from proxy.ssh.session import LiveSession, SessionInfo
+from proxy.ssh.session import LiveSession, SessionHost, SessionInfo
 from proxy.store.base import NewAlert, NewEvent
 
 if TYPE_CHECKING:
-    from proxy.service import App
+    from proxy.config import Config
+    from proxy.core.throttle import LoginThrottle
+    from proxy.failurelog import FailureLog
+    from proxy.logs import LineBudget
+    from proxy.tasks import TaskOwner
 
 log = logging.getLogger("breakglass")
 
 # How long a refused-after-proof connection stays open to deliver its message.
 REFUSAL_LINGER = 5.0
+
+
+class ConnectionHost(SessionHost, Protocol):
+    """What a connection needs from the running service (``proxy.service.App``), beyond
+    what its session does: the config, login's throttles and slots, the argon2 turn, the
+    failure log and the live sessions' count."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def failure_delay_base(self) -> float: ...
+
+    @property
+    def login_throttle(self) -> LoginThrottle: ...
+
+    @property
+    def logins(self) -> set[ConnectionHandler]:
+        """Connections still logging in (cut first at shutdown)."""
+
+    @property
+    def stranger_lines(self) -> LineBudget: ...
+
+    @property
+    def failure_log(self) -> FailureLog: ...
+
+    @property
+    def tasks(self) -> TaskOwner: ...
+
+    @property
+    def sessions(self) -> Collection[LiveSession]: ...
+
+    def admit(self, source: str, conn: ConnectionHandler) -> bool: ...
+
+    def release(self, conn: ConnectionHandler) -> None: ...
+
+    async def verify_code(
+        self, encoded: str | None, cred_id: str, secret: str, source: str = ""
+    ) -> bool: ...
+
+    def free_space(self) -> int: ...
+
+    def session_started(self, session: LiveSession) -> None: ...
+
+    async def append_quietly(self, event: NewEvent) -> None: ...
 
 
 class RefusedChannel(asyncssh.SSHServerSession[bytes]):
@@ -82,7 +131,7 @@ class RefusedChannel(asyncssh.SSHServerSession[bytes]):
 class ConnectionHandler(asyncssh.SSHServer):
     """One per TCP connection."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: ConnectionHost) -> None:
         self.app = app
         self.config = app.config  # the config in force when the connection arrived
         self.conn: asyncssh.SSHServerConnection | None = None
