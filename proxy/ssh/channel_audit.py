@@ -138,6 +138,10 @@ class ChannelAudit:
         # cast is what the engineer saw, and a session cut at its recording limit stops
         # growing at once instead of taking in whatever is in flight.
         self._cut = False
+        # The hot path's one test each way: the recorder while the policy records that
+        # direction (and, for output, until the cut), else None.
+        self._rec_in: ChannelRecorder | None = None
+        self._rec_out: ChannelRecorder | None = None
 
     def t(self) -> float:
         """Seconds since the channel opened: the cast's offsets."""
@@ -207,6 +211,8 @@ class ChannelAudit:
             },
         )
         self._rec = ChannelRecorder(self._enc, self._cast)
+        self._rec_in = self._rec if self.policy.input else None
+        self._rec_out = self._rec if self.policy.output else None
         self._cast.write(self._enc.header())
         if self.policy.note is not None:
             self._cast.write(self._enc.marker(0.0, self.policy.note))
@@ -221,8 +227,8 @@ class ChannelAudit:
     def input(self, now: float, data: bytes, datatype: asyncssh.DataType) -> None:
         """Bytes from the engineer, sent on to the target (``now``: when they came)."""
         t = now - self._started
-        if self._rec is not None and self.policy.input:
-            self._rec.data(t, "i", data)
+        if self._rec_in is not None:
+            self._rec_in.data(t, "i", data)
         if self._cmds is not None:
             self._resources(self._cmds.input(data, t))
         if self._tap is not None and not datatype:
@@ -230,9 +236,9 @@ class ChannelAudit:
 
     def output(self, now: float, data: bytes, datatype: asyncssh.DataType) -> None:
         """Bytes from the target, sent on to the engineer (``now``: when they went)."""
-        if self._rec is not None and self.policy.output and not self._cut:
+        if self._rec_out is not None:
             t = now - self._started
-            self._rec.data(t, "o", data)
+            self._rec_out.data(t, "o", data)
             if self._cmds is not None:
                 self._resources(self._cmds.output(data, t))
         if self._tap is not None and not datatype:
@@ -254,6 +260,7 @@ class ChannelAudit:
     def cut(self) -> None:
         """Closed from the proxy's side: nothing more from the target is recorded."""
         self._cut = True
+        self._rec_out = None
 
     def close(self) -> None:
         """The engineer's channel closed: what the extractor still holds is audited."""

@@ -141,7 +141,7 @@ def test_once_the_proxy_cuts_a_channel_what_the_target_still_sends_is_not_record
     rec = Recorder()
     audit = object.__new__(channel_audit.ChannelAudit)  # a shell's, without a PTY
     audit.policy = channel_audit.ChannelPolicy.of("shell", None, None, False, False)
-    audit._rec = rec  # type: ignore[assignment]
+    audit._rec = audit._rec_out = rec  # type: ignore[assignment]
     audit._cmds = audit._tap = None
     audit._cut = False
     audit._started = 0.0
