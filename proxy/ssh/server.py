@@ -43,7 +43,7 @@ from proxy.core.text import escape
 from proxy.logs import held_note
 from proxy.ssh.relay import ChannelBridge
 from proxy.ssh.session import LiveSession, SessionHost, SessionInfo
-from proxy.store.base import NewAlert, NewEvent
+from proxy.store.base import LoginStore, NewAlert, NewEvent
 
 if TYPE_CHECKING:
     from proxy.config import Config
@@ -65,6 +65,9 @@ class ConnectionHost(SessionHost, Protocol):
 
     @property
     def config(self) -> Config: ...
+
+    @property
+    def login_store(self) -> LoginStore: ...
 
     @property
     def failure_delay_base(self) -> float: ...
