@@ -26,6 +26,9 @@ rules are data (``AlertRules`` from the config) plus a fixed set that always app
   rules attempt by attempt, exactly as the single ``login_failed`` events would;
 - ``operator_kill`` / ``operator_extend``: an operator's override;
 - ``disk_space``: the disk holding the audit trail crossed into low or critical;
+- ``fleet_conflict`` / ``fleet_gap`` / ``fleet_name_taken`` / ``fleet_too_old``: the
+  node's shipping to the fleet's ledger stopped on a conflicting event, found a lost
+  tail (and ships it again), found its name taken, or found the ledger too new for it;
 - ``extraction_failed``: the command extractor or a file-transfer parser gave up on a
   channel (its transcript keeps recording, but the index of what was done has a gap:
   breaking a parser must not be a quiet way to dodge the audit);
@@ -415,6 +418,35 @@ def on_operator(type_: str, operator: str, reason: str, extra: str = "") -> list
     return [Firing(rule, f"session {verb}{extra} by {operator}: {reason}")]
 
 
+def on_fleet(
+    event: events.FleetConflict | events.FleetGap | events.FleetNameTaken | events.FleetTooOld,
+) -> list[Firing]:
+    """A shipping problem with the fleet's ledger: the node keeps serving locally."""
+    match event:
+        case events.FleetConflict():
+            text = (
+                f"the ledger {event.ledger} holds this node's event {event.seq} with another"
+                " hash: shipping stopped (run breakglass verify)"
+            )
+        case events.FleetGap():
+            text = (
+                f"the ledger {event.ledger} lost this node's events"
+                f" {event.ledger_seq + 1}-{event.shipped_seq}: shipping them again"
+            )
+        case events.FleetNameTaken():
+            text = (
+                f"node name {event.node} is taken in the ledger {event.ledger}"
+                f" ({event.detail}): this node serves locally and does not ship"
+            )
+        case events.FleetTooOld():
+            text = (
+                f"the ledger {event.ledger} needs reader version {event.min_reader_version},"
+                f" this node reads {event.reader_version}: it serves locally and does not"
+                " ship (upgrade it)"
+            )
+    return [Firing(event.TYPE, text, flag=False)]
+
+
 def evaluate(event: events.Event, rules: AlertRules, history: History, now: float) -> list[Firing]:
     """The rules that fire for one audit event."""
     match event:
@@ -467,6 +499,13 @@ def evaluate(event: events.Event, rules: AlertRules, history: History, now: floa
             mib = f": {event.free_bytes >> 20} MiB free"
             text = f"disk space {level} for the audit trail{mib}"
             return [Firing("disk_space", text, flag=False)]
+        case (
+            events.FleetConflict()
+            | events.FleetGap()
+            | events.FleetNameTaken()
+            | events.FleetTooOld()
+        ):
+            return on_fleet(event)
     return []
 
 

@@ -610,6 +610,64 @@ class RecordingPruned(Event):
     by: str
 
 
+# ------------------------------------------------------------------------------- fleet
+
+
+@event("fleet_conflict")
+class FleetConflict(Event):
+    """The fleet's ledger holds this node's event ``seq`` with another hash: shipping
+    stops (it never overwrites and never skips) until an operator looks (it alerts)."""
+
+    ledger: str  # the ledger as the node names it (host:port/database, never a secret)
+    seq: int
+    local_hash: str
+    ledger_hash: str
+
+
+@event("fleet_gap")
+class FleetGap(Event):
+    """The ledger lost a tail of this node's events (restored from a backup, an
+    asynchronous failover): the node ships them again (it alerts)."""
+
+    ledger: str
+    ledger_seq: int  # this node's last event in the ledger (0: none)
+    shipped_seq: int  # the last event the node knew was in the ledger
+
+
+@event("fleet_name_taken")
+class FleetNameTaken(Event):
+    """The ledger knows this node's name with another node id or another checkpoint key:
+    the node serves locally and does not ship (it alerts)."""
+
+    ledger: str
+    node: str
+    node_id: str  # this node's id (``<recordings>/fleet-node-id``)
+    detail: str
+
+
+@event("fleet_too_old")
+class FleetTooOld(Event):
+    """The ledger needs a newer reader than this node: it serves locally and does not
+    ship (it alerts)."""
+
+    ledger: str
+    min_reader_version: int
+    reader_version: int
+
+
+@event("peer_witness")
+class PeerWitness(Event):
+    """A peer's latest signed checkpoint as the ledger held it, copied verbatim into this
+    node's chain: a tail later cut from the peer's events in the ledger is caught here."""
+
+    peer: str
+    seq: int
+    head: str
+    time: float
+    signature: str
+    key: str
+
+
 # ------------------------------------------------- resources accessed inside a channel
 
 

@@ -406,6 +406,27 @@ def test_disk_space_crossings_alert() -> None:
     assert anomaly.evaluate(ev("disk_space_ok", data), OFF, History(), T0) == []
 
 
+@pytest.mark.parametrize(
+    ("type_", "data", "said"),
+    [
+        ("fleet_conflict", {"ledger": "L", "seq": 7}, "holds this node's event 7 with another"),
+        ("fleet_gap", {"ledger": "L", "ledger_seq": 4, "shipped_seq": 9}, "events 5-9"),
+        ("fleet_name_taken", {"node": "bg-eu1", "detail": "id x"}, "node name bg-eu1 is taken"),
+        ("fleet_too_old", {"min_reader_version": 2, "reader_version": 1}, "reader version 2"),
+    ],
+)
+def test_fleet_shipping_problems_alert_under_their_own_rule(
+    type_: str, data: Mapping[str, object], said: str
+) -> None:
+    (hit,) = anomaly.evaluate(ev(type_, data), OFF, History(), T0)
+    assert (hit.rule, hit.flag) == (type_, False)
+    assert said in hit.detail
+
+
+def test_a_peer_witness_raises_no_alert() -> None:
+    assert anomaly.evaluate(ev("peer_witness", {"peer": "bg-us1"}), OFF, History(), T0) == []
+
+
 def test_a_refused_reload_and_a_recording_limit_raise_alerts() -> None:
     from proxy.core.anomaly import evaluate, on_session_end
 
