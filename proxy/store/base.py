@@ -2,9 +2,9 @@
 
 The event log is the truth; session, channel and credential rows are projections the
 store keeps in the same transaction as the events that change them. SQLite implements
-this now, ``memory.py`` (most of the Protocols) for unit tests; a PostgreSQL store for
-several nodes will implement the same Protocols. ``factory.py`` is the one place that
-picks the implementation the proxy and its commands run on.
+them now, and ``memory.py`` (every Protocol, in a few dicts) for unit tests; a
+PostgreSQL store for several nodes will implement the same Protocols. ``factory.py``
+is the one place that picks the implementation the proxy and its commands run on.
 ``with_state`` and ``take_use`` are the two write rules every store shares: what a
 code's events carry, and what a login's use of a code commits.
 """

@@ -1,17 +1,14 @@
 """An in-memory audit store, for unit tests: the same semantics as the SQLite store
 behind the Protocols it implements, with none of its I/O.
 
-Implements ``EventLog``, ``LoginStore``, ``SessionJournal``, ``AlertOutboxStore``,
-``OverrideReads``, ``FeedStore``, ``SessionReads``, ``ChainReads`` and
-``CredentialAdmin`` (``proxy.store.base``). It is honest, not a mock:
-events are bounded (``bound_data``) and hash-chained (``proxy.core.chain``) exactly as
-SQLite stores them, the session, channel and credential rows are projected from the same
-events, a login re-checks the code's rules and the row against its latest chained event
-inside the transaction, and a transaction that fails leaves nothing behind. The contract
-tests (``tests/integration/test_store_contract.py``) run the same checks against both stores.
-
-Not implemented (SQLite only, for now): the report's period reads (``ReportReads``) and
-``projection_differences``, so neither ``AuditStore`` nor the whole ``Store``.
+Implements the whole ``Store`` (``proxy.store.base``): every consumer's Protocol,
+the auditor's reads (``ReportReads``) and ``verify``'s ``projection_differences``. It
+is honest, not a mock: events are bounded (``bound_data``) and hash-chained
+(``proxy.core.chain``) exactly as SQLite stores them, the session, channel and
+credential rows are projected from the same events (``proxy/store/memoryrows.py``), a
+login re-checks the code's rules and the row against its latest chained event inside
+the transaction, and a transaction that fails leaves nothing behind. The contract tests
+(``tests/integration/test_store_contract.py``) run the same checks against both stores.
 """
 
 from __future__ import annotations
@@ -19,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -39,14 +35,25 @@ from proxy.store.base import (
     ActivityRows,
     ChannelRow,
     CredentialRead,
+    EventTuple,
     NewAlert,
     NewEvent,
     PendingAlert,
+    PeriodSummary,
     SessionFilter,
     SessionRow,
     StoredEvent,
     take_use,
     with_state,
+)
+from proxy.store.memoryrows import (
+    glob,
+    of_type,
+    period_batches,
+    project,
+    recordings,
+    row_differences,
+    summary,
 )
 
 _FILE_TYPES = frozenset(events.FILE_TYPES)
@@ -102,75 +109,8 @@ class MemoryStore:
                     seq, float(ev.time), ev.type, ev.session_id, ev.channel, data_json, prev, digest
                 )
             )
-            self._project(ev)
+            project(self._sessions, self._channels, ev)
             prev = digest
-
-    def _project(self, ev: NewEvent) -> None:
-        """The rows ``ev`` changes, as ``proxy.store.projection`` changes SQLite's."""
-        if ev.type not in events.SESSION_ROW_TYPES:
-            return
-        sid = ev.session_id
-        match ev.typed():
-            case events.SessionStart() as d:
-                if sid is None or sid in self._sessions:
-                    raise StoreError(f"audit store write failed: session {sid!r} exists")
-                self._sessions[sid] = SessionRow(
-                    sid,
-                    d.person,
-                    d.credential_id,
-                    d.source,
-                    d.client_version,
-                    d.target,
-                    d.login,
-                    d.justification,
-                    float(ev.time),
-                    float(d.deadline),
-                    None,
-                    None,
-                    None,
-                )
-            case events.SessionEnd() as d:
-                row = self._sessions.get(sid or "")
-                if row is not None and row.ended_at is None:
-                    end = replace(row, ended_at=float(ev.time), end_reason=d.reason)
-                    self._sessions[row.id] = replace(end, end_detail=events.given(d.detail, None))
-            case events.DeadlineChanged() as d:
-                if (row := self._sessions.get(sid or "")) is not None:
-                    self._sessions[row.id] = replace(row, deadline=float(d.deadline))
-            case events.ChannelStart() as d:
-                key = (sid or "", ev.channel if ev.channel is not None else -1)
-                if sid is None or ev.channel is None or key in self._channels:
-                    raise StoreError(f"audit store write failed: channel {key!r} exists")
-                self._channels[key] = ChannelRow(
-                    sid,
-                    ev.channel,
-                    d.kind,
-                    events.given(d.command, None),
-                    bool(d.pty),
-                    events.given(d.term, None),
-                    float(ev.time),
-                    None,
-                    None,
-                    None,
-                    d.recording,
-                    None,
-                    None,
-                    0,
-                    0,
-                )
-            case events.ChannelEnd() as d:
-                key = (sid or "", ev.channel if ev.channel is not None else -1)
-                if (ch := self._channels.get(key)) is not None:
-                    self._channels[key] = replace(
-                        ch,
-                        ended_at=float(ev.time),
-                        exit_status=d.exit_status,
-                        exit_signal=events.given(d.exit_signal, None),
-                        recording_sha256=d.recording_sha256,
-                        recording_bytes=d.recording_bytes,
-                        bytes_up=d.bytes_up or 0,
-                        bytes_down=d.bytes_down or 0,
-                    )
 
     def _alerts_in_tx(self, alerts: Sequence[NewAlert]) -> None:
         """Each alert's outbox entry, its ``alert`` event and, for a flagging one, its
@@ -444,7 +384,7 @@ class MemoryStore:
         return [
             _stored(e)
             for e in self._events
-            if e.session_id in wanted and (types is None or _of_type(e.type, types))
+            if e.session_id in wanted and (types is None or of_type(e.type, types))
         ]
 
     async def events_between(
@@ -453,10 +393,37 @@ class MemoryStore:
         return [
             _stored(e)
             for e in self._events
-            if _of_type(e.type, types)
+            if of_type(e.type, types)
             and (since is None or e.time >= since)
             and (until is None or e.time < until)
         ]
+
+    # -- the auditor's period reads and verify's check ------------------------------------
+
+    async def period_sessions(
+        self,
+        since: float | None,
+        until: float | None,
+        types: Collection[str],
+        batch: int = 1000,
+    ) -> AsyncIterator[list[tuple[SessionRow, list[EventTuple]]]]:
+        # One snapshot for the whole read, as SQLite's cursors give: a session written
+        # while the caller works through the batches is in none of them.
+        sessions, channels = dict(self._sessions), dict(self._channels)
+        log = self._events[:]
+        for rows in period_batches(sessions, channels, log, since, until, types, batch):
+            yield rows
+
+    async def period_summary(self, since: float | None, until: float | None) -> PeriodSummary:
+        return summary(self._sessions, self._events, since, until)
+
+    async def period_recordings(
+        self, since: float | None, until: float | None
+    ) -> list[tuple[ChannelRow, int | None]]:
+        return recordings(self._sessions, self._channels, self._events, since, until)
+
+    async def projection_differences(self) -> list[str]:
+        return row_differences(self._sessions, self._channels, self._creds, self._events)
 
     # -- the chain ----------------------------------------------------------------------
 
@@ -471,37 +438,6 @@ class MemoryStore:
         # seq n is at index n - 1: the log has no gaps.
         start = max(after_seq, 0)
         return self._events[start : start + max(limit, 0)]
-
-
-def glob(pattern: str, text: object) -> bool:
-    """SQLite's GLOB: ``*``, ``?``, ``[...]`` (``[^...]`` negated), case-sensitive, the
-    whole text; anything but a string never matches (as SQL's NULL does not)."""
-    return isinstance(text, str) and re.fullmatch(_glob_regex(pattern), text, re.S) is not None
-
-
-def _glob_regex(pattern: str) -> str:
-    out, i = [], 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "*":
-            out.append(".*")
-        elif ch == "?":
-            out.append(".")
-        elif ch == "[" and (end := pattern.find("]", i + 2)) != -1:
-            body = pattern[i + 1 : end]
-            negate = body.startswith("^")
-            body = body[1:] if negate else body
-            out.append("[" + ("^" if negate else "") + body.replace("\\", "\\\\") + "]")
-            i = end
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    return "".join(out)
-
-
-def _of_type(type_: str, types: Collection[str]) -> bool:
-    """``type_`` is one of ``types``, a type with ``*`` being a glob (as ``type_clause``)."""
-    return any(glob(t, type_) if "*" in t else t == type_ for t in types)
 
 
 def _n(c: ChannelRow) -> int:

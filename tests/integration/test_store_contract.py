@@ -1,14 +1,15 @@
 """One contract per store Protocol (``proxy.store.base``), run against every
 implementation: SQLite (on a real file) and the in-memory store. A PostgreSQL ledger
-joins by adding one entry to ``IMPLEMENTATIONS``.
-
-The in-memory store does not implement the report's period reads (``ReportReads``) or
-``projection_differences``: their contract runs against SQLite only (``SQLITE_ONLY``)."""
+joins by adding one entry to ``IMPLEMENTATIONS`` (and one to ``ROW_EDITS``, the edit
+behind the log's back that ``projection_differences`` must find)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -20,15 +21,15 @@ from proxy.core.errors import StoreError
 from proxy.store.base import (
     AlertOutboxStore,
     AuditStore,
-    ChainReads,
     CredentialAdmin,
     FeedStore,
+    GroupTotals,
     LoginStore,
     NewAlert,
     NewEvent,
     OverrideReads,
+    PeriodSummary,
     SessionFilter,
-    SessionReads,
     Store,
 )
 from proxy.store.factory import CREATE, open_store_at
@@ -42,8 +43,7 @@ class ContractStore(
     AlertOutboxStore,
     OverrideReads,
     FeedStore,
-    SessionReads,
-    ChainReads,
+    AuditStore,
     CredentialAdmin,
     Protocol,
 ):
@@ -57,7 +57,8 @@ async def _sqlite(tmp: Path) -> ContractStore:
 
 
 async def _memory(tmp: Path) -> ContractStore:
-    return MemoryStore()
+    whole: Store = MemoryStore()  # mypy checks that it is the whole Store
+    return whole
 
 
 IMPLEMENTATIONS: dict[str, Callable[[Path], Awaitable[ContractStore]]] = {
@@ -499,43 +500,197 @@ async def test_the_feed_pages_by_seq_and_keeps_cursors(store: ContractStore) -> 
     assert (await store.feed_cursor("syslog:a"), await store.feed_cursor("b")) == (5, 0)
 
 
-# -- ReportReads and projection_differences: SQLite only (see the module docstring) -----------
+# -- ReportReads ------------------------------------------------------------------------------
 
-SQLITE_ONLY: dict[str, Callable[[Path], Awaitable[Store]]] = {
-    "sqlite": lambda tmp: open_store_at(tmp / "audit.db", CREATE)
+
+async def _report_period(store: ContractStore) -> int:
+    """``_three_sessions``, then a short session s4 with a recording, a flag on s1, a
+    plain alert and a review on s2, and two prunes of s1's cast. Returns the seq of the
+    later prune."""
+    await _three_sessions(store)
+    s4 = start("s4", T0 + 35, target="web")
+    cast = NewEvent.of(events.ChannelStart("session", True, "s4/0.cast"), T0 + 35, "s4", 0)
+    await store.append([s4, cast, end("s4", T0 + 36, "idle")])
+    await store.append_with_alerts([], [alert("f1", "s1", flag=True), alert("a2", "s2")])
+    pruned = events.RecordingPruned("s1/1.cast", None, None, T0 + 40, 86400.0, "retention")
+    review = events.Review("auditor", "looked at it")
+    await store.append(
+        [
+            NewEvent.of(pruned, T0 + 90, "s1", 1),
+            NewEvent.of(review, T0 + 91, "s2"),
+            NewEvent.of(pruned, T0 + 92, "s1", None),
+            NewEvent.of(pruned, T0 + 93, "s1", 1),
+        ]
+    )
+    return (await store.head())[0]
+
+
+async def test_the_report_sums_up_a_period(store: ContractStore) -> None:
+    await _report_period(store)
+    alice, bob = GroupTotals(3, 31.0, 30.0), GroupTotals(1, 22.0, 22.0)
+    everything = PeriodSummary(
+        sessions=4,
+        by_person={"alice": alice, "bob": bob},
+        by_target={"db01": GroupTotals(2, 52.0, 30.0), "web": GroupTotals(2, 1.0, 1.0)},
+        ended=3,
+        total_seconds=53.0,
+        mean=53.0 / 3,
+        median=22.0,
+        longest=30.0,
+        end_reasons={"client_closed": 1, "deadline": 1, "idle": 1, "live": 1},
+        flagged=1,
+        reviewed=1,
+    )
+    assert await store.period_summary(None, None) == everything
+    early = await store.period_summary(T0, T0 + 25)
+    assert (early.sessions, early.ended, early.total_seconds) == (2, 2, 52.0)
+    assert (early.mean, early.median, early.longest) == (26.0, 26.0, 30.0)
+    assert (early.flagged, early.reviewed) == (1, 1)
+    assert dict(early.by_person) == {
+        "alice": GroupTotals(1, 30.0, 30.0),
+        "bob": GroupTotals(1, 22.0, 22.0),
+    }
+    late = await store.period_summary(T0 + 25, None)
+    assert (late.sessions, late.ended, late.median, late.flagged, late.reviewed) == (
+        2,
+        1,
+        1.0,
+        0,
+        0,
+    )
+    assert dict(late.by_person) == {"alice": GroupTotals(2, 1.0, 1.0)}
+    assert dict(late.end_reasons) == {"idle": 1, "live": 1}
+    # Only a live session: no duration, and the longest per person starts at 0.0.
+    live = await store.period_summary(T0 + 30, T0 + 31)
+    assert (live.sessions, live.ended, live.total_seconds) == (1, 0, 0.0)
+    assert (live.mean, live.median, live.longest) == (None, None, None)
+    assert dict(live.by_target) == {"web": GroupTotals(1, 0.0, 0.0)}
+    empty = await store.period_summary(T0 + 100, None)
+    assert (empty.sessions, dict(empty.by_person), dict(empty.end_reasons)) == (0, {}, {})
+
+
+async def test_a_clock_that_went_back_gives_no_negative_longest(store: ContractStore) -> None:
+    await store.append([start("s1", T0 + 60, person="carol"), end("s1", T0 + 59)])
+    summary = await store.period_summary(None, None)
+    assert (summary.ended, summary.total_seconds, summary.longest) == (1, -1.0, -1.0)
+    assert dict(summary.by_person) == {"carol": GroupTotals(1, -1.0, 0.0)}
+
+
+async def test_the_report_streams_a_period_in_batches(store: ContractStore) -> None:
+    await _report_period(store)
+    batches = [b async for b in store.period_sessions(None, None, {"file_*", "review"}, 3)]
+    assert [
+        [(s.id, [c.n for c in s.channels], [e[2] for e in evs]) for s, evs in b] for b in batches
+    ] == [
+        [("s1", [0, 1], []), ("s2", [], ["review"]), ("s3", [], ["file_write"])],
+        [("s4", [0], [])],
+    ]
+    # Each event exactly as stored, and each session with its channels' rows.
+    ((s3, (file_write,)),) = [p for p in batches[0] if p[0].id == "s3"]
+    (row,) = [r for r in await store.chain_rows(0, 100) if r.seq == file_write[0]]
+    assert file_write == (
+        row.seq,
+        row.time,
+        row.type,
+        row.session_id,
+        row.channel,
+        row.data_json,
+        row.prev_hash,
+        row.hash,
+    )
+    assert json.loads(file_write[5])["path"] == "/etc/hosts"
+    s1 = await store.get_session("s1")
+    assert batches[0][0][0] == s1
+    assert s3 == await store.get_session("s3")
+    (early,) = [b async for b in store.period_sessions(T0, T0 + 15, {"session_*", "flag"})]
+    assert [(s.id, [e[2] for e in evs]) for s, evs in early] == [
+        ("s1", ["session_start", "session_end", "session_end", "flag"])
+    ]
+    (untyped,) = [b async for b in store.period_sessions(T0 + 25, T0 + 36, set(), batch=1000)]
+    assert [(s.id, evs) for s, evs in untyped] == [("s3", []), ("s4", [])]
+    assert [b async for b in store.period_sessions(T0 + 100, None, {"*"})] == []
+
+
+async def test_the_report_finds_the_period_recordings(store: ContractStore) -> None:
+    last_prune = await _report_period(store)
+    found = await store.period_recordings(None, None)
+    assert [(c.session_id, c.n, c.recording, c.recording_sha256, p) for c, p in found] == [
+        ("s1", 0, None, "ab", None),
+        ("s1", 1, "s1/1.cast", None, last_prune),
+        ("s4", 0, "s4/0.cast", None, None),
+    ]
+    s1 = await store.get_session("s1")
+    assert s1 is not None
+    assert [c for c, _ in found[:2]] == list(s1.channels)
+    late = await store.period_recordings(T0 + 25, None)
+    assert [(c.session_id, c.n) for c, _ in late] == [("s4", 0)]
+    assert await store.period_recordings(T0 + 100, None) == []
+
+
+# -- projection_differences ---------------------------------------------------------------
+
+
+async def test_the_projections_agree_with_the_log(store: ContractStore) -> None:
+    await store.issue_credential(cred(), "hash", issued())
+    await store.start_session("AAAAAA", "alice", "db01", T0 + 10, start("s9"))
+    await _report_period(store)
+    await store.revoke_credential("AAAAAA", "lost", "root", T0 + 100)
+    assert await store.projection_differences() == []
+
+
+async def _edit_sqlite(store: ContractStore, tmp: Path) -> None:
+    con = sqlite3.connect(tmp / "audit.db")
+    try:
+        con.execute("UPDATE sessions SET justification = 'nothing to see' WHERE id = 's1'")
+        con.execute("DELETE FROM sessions WHERE id = 's2'")
+        con.execute("UPDATE channels SET bytes_up = 9 WHERE session_id = 's1' AND n = 0")
+        con.execute(
+            "INSERT INTO channels (session_id, n, kind, pty, started_at)"
+            " VALUES ('s7', 3, 'exec', 0, 1.0)"
+        )
+        con.execute("UPDATE credentials SET uses = uses + 5 WHERE id = 'AAAAAA'")
+        con.commit()
+    finally:
+        con.close()
+
+
+async def _edit_memory(store: ContractStore, tmp: Path) -> None:
+    assert isinstance(store, MemoryStore)
+    sessions, channels, creds = store._sessions, store._channels, store._creds
+    sessions["s1"] = replace(sessions["s1"], justification="nothing to see")
+    del sessions["s2"]
+    channels[("s1", 0)] = replace(channels[("s1", 0)], bytes_up=9)
+    channels[("s7", 3)] = replace(channels[("s1", 0)], session_id="s7", n=3)
+    code, code_hash = creds["AAAAAA"]
+    creds["AAAAAA"] = (replace(code, uses=code.uses + 5), code_hash)
+
+
+# Each implementation's way of changing its stored rows behind the log's back, as an
+# attacker with write access to the database would.
+ROW_EDITS: dict[str, Callable[[ContractStore, Path], Awaitable[None]]] = {
+    "sqlite": _edit_sqlite,
+    "memory": _edit_memory,
 }
 
 
-@pytest.fixture(params=sorted(SQLITE_ONLY))
-async def audit_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s = await SQLITE_ONLY[request.param](tmp_path)
+def test_every_implementation_can_have_its_rows_edited() -> None:
+    assert sorted(ROW_EDITS) == sorted(IMPLEMENTATIONS)
+
+
+@pytest.mark.parametrize("name", sorted(ROW_EDITS))
+async def test_rows_edited_behind_the_log_are_named(name: str, tmp_path: Path) -> None:
+    store = await IMPLEMENTATIONS[name](tmp_path)
     try:
-        yield s
+        await store.issue_credential(cred(), "hash", issued())
+        await store.start_session("AAAAAA", "alice", "db01", T0 + 5, start("s9", T0 + 5))
+        await _three_sessions(store)
+        await ROW_EDITS[name](store, tmp_path)
+        assert await store.projection_differences() == [
+            "sessions row s1 differs from the log in: justification",
+            "sessions row s2 is missing, though the log has it",
+            "channels row s1/0 differs from the log in: bytes_up",
+            "channels row s7/3 has no events in the log behind it",
+            "credentials row AAAAAA differs from the log in: uses",
+        ]
     finally:
-        await s.close()
-
-
-async def test_the_report_reads_a_period(audit_store: Store) -> None:
-    store: AuditStore = audit_store
-    await _three_sessions(audit_store)
-    summary = await store.period_summary(T0, T0 + 25)
-    assert (summary.sessions, summary.ended, summary.total_seconds) == (2, 2, 52.0)
-    assert {p: g.sessions for p, g in summary.by_person.items()} == {"alice": 1, "bob": 1}
-    assert dict(summary.end_reasons) == {"client_closed": 1, "deadline": 1}
-    batches = [b async for b in store.period_sessions(T0, None, {"file_*"}, batch=2)]
-    assert [[(s.id, [e[2] for e in evs]) for s, evs in b] for b in batches] == [
-        [("s1", []), ("s2", [])],
-        [("s3", ["file_write"])],
-    ]
-    recordings = await store.period_recordings(None, None)
-    assert [(c.session_id, c.n, pruned) for c, pruned in recordings] == [
-        ("s1", 0, None),
-        ("s1", 1, None),
-    ]
-
-
-async def test_the_projections_agree_with_the_log(audit_store: Store) -> None:
-    await audit_store.issue_credential(cred(), "hash", issued())
-    await audit_store.start_session("AAAAAA", "alice", "db01", T0 + 10, start("s9"))
-    await _three_sessions(audit_store)
-    assert await audit_store.projection_differences() == []
+        await store.close()

@@ -16,7 +16,7 @@ PROXY = Path(__file__).resolve().parents[2] / "proxy"
 STORE = PROXY / "store"
 CONCRETE_NAMES = {"SQLiteStore", "MemoryStore"}
 CONCRETE_MODULES = {"proxy.store.sqlite", "proxy.store.outbox", "proxy.store.feed"}
-CONCRETE_MODULES |= {"proxy.store.auditreads", "proxy.store.memory"}
+CONCRETE_MODULES |= {"proxy.store.auditreads", "proxy.store.memory", "proxy.store.memoryrows"}
 
 
 def concrete_uses(path: Path) -> list[str]:
