@@ -18,12 +18,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.audit.verify import file_digest, locate_recording
+from proxy.clock import SYSTEM, Clock
 from proxy.config.model import StorageConfig
 from proxy.core.chaincheck import PRUNED
 from proxy.core.errors import StoreError
@@ -147,12 +147,12 @@ async def retention_loop(
     stop: asyncio.Event,
     interval: float = DAY,
     first: float = FIRST_RUN_DELAY,
+    clock: Clock = SYSTEM,
 ) -> None:
     """The proxy's daily prune (``storage`` is read each time: a reload may change it)."""
     delay = first
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+        await clock.wait(delay, stop)
         if stop.is_set():
             return
         delay = interval
@@ -164,7 +164,7 @@ async def retention_loop(
                 store,
                 config.recordings,
                 config.retention,
-                time.time(),
+                clock.time(),
                 f"retention policy (proxy pid {os.getpid()})",
             )
         except (StoreError, OSError) as exc:

@@ -15,13 +15,12 @@ made again after a restart, with the same payload bytes and ``alert_id``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from proxy.alerts.sinks import Outgoing, Sink, SinkError
+from proxy.clock import SYSTEM, Clock
 from proxy.core.errors import StoreError
 from proxy.store.base import AlertOutboxStore, PendingAlert
 
@@ -79,7 +78,7 @@ class Deliverer:
         poll: float = 1.0,
         batch: int = 100,
         streak: int = 3,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.store = store
         self.sinks = list(sinks)
@@ -130,12 +129,12 @@ class Deliverer:
             if outcome.failed_streak:
                 down_rounds += 1
                 pause = self.backoff.delay(down_rounds)
-                await _wait(stop, None, pause)  # a new alert does not end a down sink's pause
+                await self.clock.wait(pause, stop)  # a new alert does not end a down sink's pause
                 continue
             down_rounds = 0 if outcome.sent else down_rounds
-            now = self.clock()
+            now = self.clock.time()
             wait = self.poll if outcome.next_due is None else max(0.0, outcome.next_due - now)
-            await _wait(stop, wake, min(self.poll, wait))
+            await self.clock.wait(min(self.poll, wait), stop, wake)
 
     async def round(self, sink: Sink, back_since: float = 0.0) -> Round:
         """One pass over the alerts pending for ``sink``: attempt those that are due."""
@@ -144,19 +143,19 @@ class Deliverer:
         last_success: float | None = None
         sent = failures = 0
         for alert in pending:
-            now = self.clock()
+            now = self.clock.time()
             due = self.due_at(alert, back_since if last_success is None else last_success)
             if due > now:
                 next_due = due if next_due is None else min(next_due, due)
                 continue
             result = await attempt(sink, Outgoing.of(alert.payload_json))
             number = await self.store.record_delivery(
-                alert.alert_id, sink.key, self.clock(), result.ok, result.detail, self.keys
+                alert.alert_id, sink.key, self.clock.time(), result.ok, result.detail, self.keys
             )
             if result.ok:
                 sent += 1
                 failures = 0
-                last_success = self.clock()
+                last_success = self.clock.time()
                 log.info("alert %s (%s) delivered to %s", alert.alert_id, alert.rule, sink.key)
             else:
                 failures += 1
@@ -168,12 +167,12 @@ class Deliverer:
                     number,
                     result.detail,
                 )
-                retry = self.clock() + self.backoff.delay(alert.attempts + 1)
+                retry = self.clock.time() + self.backoff.delay(alert.attempts + 1)
                 next_due = retry if next_due is None else min(next_due, retry)
                 if failures >= self.streak:
                     return Round(next_due, sent, failures, last_success)
         if len(pending) >= self.batch and sent:
-            next_due = self.clock()  # more are waiting behind this batch
+            next_due = self.clock.time()  # more are waiting behind this batch
         return Round(next_due, sent, 0, last_success)
 
     def due_at(self, alert: PendingAlert, back_since: float) -> float:
@@ -188,18 +187,3 @@ class Round:
     sent: int
     failed_streak: int
     last_success: float | None
-
-
-async def _wait(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:
-    """Until ``stop`` or ``wake`` is set or ``seconds`` pass."""
-    waiters = [asyncio.ensure_future(stop.wait())]
-    if wake is not None:
-        waiters.append(asyncio.ensure_future(wake.wait()))
-    try:
-        await asyncio.wait(waiters, timeout=max(0.0, seconds), return_when="FIRST_COMPLETED")
-    finally:
-        for w in waiters:
-            w.cancel()
-        for w in waiters:
-            with contextlib.suppress(asyncio.CancelledError):
-                await w

@@ -15,12 +15,9 @@ the log's first event (the SIEM gets the history).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import time
-from collections.abc import Callable
 
 from proxy.alerts.base import SinkError
 from proxy.alerts.delivery import DEFAULT_BACKOFF, Backoff
@@ -34,6 +31,7 @@ from proxy.alerts.sinks import (
 )
 from proxy.audit.feed import event_line
 from proxy.audit.views import rfc3339
+from proxy.clock import SYSTEM, Clock
 from proxy.core import events
 from proxy.core.chaincheck import ChainRow
 from proxy.core.errors import StoreError
@@ -79,7 +77,7 @@ class EventForwarder:
         poll: float = 0.5,
         page: int = 200,
         backoff: Backoff = DEFAULT_BACKOFF,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.store = store
         self.sink = sink
@@ -110,7 +108,7 @@ class EventForwarder:
             if more:
                 continue
             pause = self.backoff.delay(self.failures) if self.failures else self.poll
-            await _sleep(stop, pause)
+            await self.clock.wait(pause, stop)
 
     async def step(self, cursor: int) -> tuple[int, bool]:
         """Send one page after ``cursor`` (one connection, in order); return the new
@@ -138,11 +136,5 @@ class EventForwarder:
                 log.info("events to %s flow again from seq %d", self.name, cursor + 1)
             self.failures = 0
         if sent != cursor:
-            await self.store.save_feed_cursor(self.name, sent, self.clock())
+            await self.store.save_feed_cursor(self.name, sent, self.clock.time())
         return sent, self.failures == 0 and len(rows) == self.page
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(max(0.0, seconds)):
-            await stop.wait()

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from proxy.clock import SYSTEM, Clock
 from proxy.core import events
 from proxy.core.errors import StoreError
 from proxy.core.text import escape
@@ -41,6 +42,7 @@ async def watch_overrides(
     *,
     interval: float = POLL_INTERVAL,
     after_seq: int | None = None,
+    clock: Clock = SYSTEM,
 ) -> None:
     """Call ``on_kill``/``on_extend`` for each new operator event, in seq order, until
     ``stop``. A failing handler or store read is logged; the watch goes on."""
@@ -50,7 +52,7 @@ async def watch_overrides(
             last = await store.last_seq()
         except StoreError as exc:
             log.error("override watch cannot read the store: %s", exc)
-            await _sleep_unless(stop, interval)
+            await clock.wait(interval, stop)
     while last is not None and not stop.is_set():
         try:
             found = await store.events_after(last, TYPES, BATCH)
@@ -67,15 +69,7 @@ async def watch_overrides(
             except Exception:
                 log.exception("handling %s (seq %d) failed", ev.type, ev.seq)
         if len(found) < BATCH:
-            await _sleep_unless(stop, interval)
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        async with asyncio.timeout(seconds):
-            await stop.wait()
-    except TimeoutError:
-        pass
+            await clock.wait(interval, stop)
 
 
 # -- the proxy's side: what a kill or an extend does to a live session -------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 from collections.abc import Callable, Sequence
 
 from proxy.alerts.delivery import DEFAULT_BACKOFF, Backoff, Deliverer, send_everywhere
@@ -20,6 +19,7 @@ from proxy.alerts.direct import RULE as STORE_FAILED
 from proxy.alerts.direct import alert_store_failure
 from proxy.alerts.payload import AlertContext, build
 from proxy.alerts.sinks import Outgoing, Sink, SyslogSink, make_event_sinks, make_sinks
+from proxy.clock import SYSTEM, Clock
 from proxy.config.model import AlertsConfig
 from proxy.core import anomaly, chain, events
 from proxy.core.errors import StoreError
@@ -43,7 +43,7 @@ class Alerts:
         sinks: Sequence[Sink] | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
         poll: float = 1.0,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
         syslog_path: str | None = "/dev/log",
     ) -> None:
@@ -93,7 +93,7 @@ class Alerts:
 
     async def for_event(self, event: NewEvent, ctx: AlertContext | None = None) -> list[NewAlert]:
         """The alerts ``event`` raises (rate rules included), to commit with it."""
-        now = self.clock()
+        now = self.clock.time()
         typed = event.typed()
         needs_history = isinstance(
             typed,
@@ -108,7 +108,7 @@ class Alerts:
 
     def fixed_for(self, event: NewEvent, ctx: AlertContext) -> list[NewAlert]:
         """Without reading history: for session ends, operator actions (synchronous)."""
-        now = self.clock()
+        now = self.clock.time()
         firings = anomaly.evaluate(event.typed(), self.rules, anomaly.History(), now)
         return self.build(firings, ctx, now)
 
@@ -142,7 +142,7 @@ class Alerts:
     def store_failed(self, detail: str, ctx: AlertContext | None = None) -> None:
         """The audit store cannot be written: log, syslog and (best effort) every sink,
         right now. Never raises; call it from the failing path."""
-        now = self.clock()
+        now = self.clock.time()
         last = self._store_failures.get(detail)
         if last is not None and now - last < STORE_FAILURE_QUIET:
             log.critical("ALERT %s (repeat, not re-sent): %s", STORE_FAILED, detail)

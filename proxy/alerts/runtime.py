@@ -41,12 +41,19 @@ class AlertRuntime:
         self._tasks = [
             asyncio.create_task(self.alerts.run(self._stop), name="alerts:delivery"),
             asyncio.create_task(
-                watch_overrides(self.store, on_kill, on_extend, self._stop, interval=self.poll),
+                watch_overrides(
+                    self.store,
+                    on_kill,
+                    on_extend,
+                    self._stop,
+                    interval=self.poll,
+                    clock=self.alerts.clock,
+                ),
                 name="alerts:overrides",
             ),
         ]
         for sink in self.alerts.event_sinks:
-            forwarder = EventForwarder(self.store, sink)
+            forwarder = EventForwarder(self.store, sink, clock=self.alerts.clock)
             self._tasks.append(
                 asyncio.create_task(forwarder.run(self._stop), name=f"events:{sink.key}")
             )

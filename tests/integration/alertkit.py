@@ -26,6 +26,10 @@ from proxy.store.sqlite import SQLiteStore
 from tests.integration.harness import LOOPBACK, free_port, write_proxy_config
 from tests.waiting import eventually
 
+# How often a test server's loop checks for shutdown: stop() waits up to this long
+# (socketserver's default, 0.5 s, was most of each alert test's teardown).
+STOP_POLL = 0.02
+
 SECRET = b"s3cret-for-tests"
 T = TypeVar("T")
 
@@ -99,7 +103,9 @@ class WebhookReceiver:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(str(self.tls[0]), str(self.tls[1]))
             self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(STOP_POLL,), daemon=True
+        )
         self._thread.start()
         return self
 
@@ -175,7 +181,7 @@ class SyslogListener:
         server.messages = []
         self.port = int(server.server_address[1])
         self._server = server
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(STOP_POLL,), daemon=True).start()
         return self
 
     @property

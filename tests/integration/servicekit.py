@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.integration.alertkit import STOP_POLL
 from tests.integration.harness import LOOPBACK, free_port
 from tests.waiting import eventually
 
@@ -162,7 +163,7 @@ class HttpsReceiver:
         server.daemon_threads = True
         server.socket = self.ca.server_context().wrap_socket(server.socket, server_side=True)
         self._server = server
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(STOP_POLL,), daemon=True).start()
         return self
 
     def stop(self) -> None:

@@ -1,7 +1,9 @@
 """Delivery from the outbox to real receivers: retries until a sink that is down, slow or
 failing is back; alerts left pending by an earlier run go out when delivery starts; a
-sink that is down delays no other. Waits poll a condition with a bound; nothing asserts
-how long anything took."""
+sink that is down delays no other. The workers run on a driven clock
+(``tests/clock.py``): a retry happens when the test moves time to it, so the retry
+schedule is checked exactly and no test waits for real backoff. Only the network (and
+a sink's own timeout) takes real time; waits for it poll a condition with a bound."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from proxy.config.model import AlertRules, AlertsConfig, RateRule
 from proxy.core import anomaly
 from proxy.store.base import NewAlert, NewEvent
 from proxy.store.sqlite import SQLiteStore
+from tests.clock import ManualClock
 from tests.eventdata import fill
 from tests.integration.alertkit import (
     SECRET,
@@ -35,7 +38,9 @@ from tests.integration.alertkit import (
 from tests.waiting import eventually_async
 
 T = TypeVar("T")
-FAST = Backoff(base=0.05, factor=2.0, cap=0.4)
+# The default backoff's shape: 2 s, 4 s, 8 s ... capped at a minute. On the driven clock
+# the seconds cost nothing.
+BACKOFF = Backoff(base=2.0, factor=2.0, cap=60.0)
 NOW = 1_700_000_000.0
 
 
@@ -71,10 +76,15 @@ def new_alert(rule: str = "session_start", session: str = "S1") -> NewAlert:
 
 
 def attempts(db: Path, sink: str) -> list[tuple[int, int, str]]:
+    return [(n, ok, detail) for n, ok, detail, _ in timed_attempts(db, sink)]
+
+
+def timed_attempts(db: Path, sink: str) -> list[tuple[int, int, str, float]]:
     with sqlite3.connect(db) as c:
         return list(
             c.execute(
-                "SELECT attempt, ok, detail FROM alert_deliveries WHERE sink = ? ORDER BY attempt",
+                "SELECT attempt, ok, detail, time FROM alert_deliveries WHERE sink = ?"
+                " ORDER BY attempt",
                 (sink,),
             )
         )
@@ -110,27 +120,30 @@ async def test_a_webhook_that_is_down_gets_the_alert_once_it_is_back(
     await store.append_with_alerts([], [alert])
     db = tmp_path / "audit.db"
 
-    async with Running(Deliverer(store, [sink], backoff=FAST, poll=0.05)):
+    clock = ManualClock(NOW)
+    async with Running(Deliverer(store, [sink], backoff=BACKOFF, poll=1.0, clock=clock)):
 
-        async def failed_twice() -> bool:
-            return len(attempts(db, sink.key)) >= 2
+        def failed_three_times() -> bool:
+            return len(attempts(db, sink.key)) >= 3
 
-        await eventually_async(failed_twice, what="two failed attempts", within=20)
+        await clock.jump_until(failed_three_times, what="three failed attempts")
         receiver = WebhookReceiver(port=port).start()
         receivers.append(receiver)
 
         async def delivered() -> bool:
             return await store.alert_state(alert.alert_id) == "delivered"
 
-        await eventually_async(delivered, what="the alert to be delivered", within=20)
+        await clock.jump_until(delivered, what="the alert to be delivered")
 
     got = receiver.delivered()
     assert [r.alert_id for r in got] == [alert.alert_id]
     assert got[0].doc() == dict(alert.payload)
     tried = attempts(db, sink.key)
-    assert [ok for _, ok, _ in tried][-1] == 1
-    assert all(ok == 0 for _, ok, _ in tried[:-1])
-    assert [n for n, _, _ in tried] == list(range(1, len(tried) + 1))
+    assert [ok for _, ok, _ in tried] == [0, 0, 0, 1]
+    assert [n for n, _, _ in tried] == [1, 2, 3, 4]
+    # Each retry waits the backoff after the failures before it: 2 s, then 4, then 8.
+    times = [t for *_, t in timed_attempts(db, sink.key)]
+    assert times == [NOW, NOW + 2, NOW + 6, NOW + 14]
 
 
 @pytest.mark.parametrize("trouble", ["fail", "slow"])
@@ -148,23 +161,25 @@ async def test_a_failing_or_slow_webhook_is_retried_until_it_answers(
     await store.append_with_alerts([], [alert])
     db = tmp_path / "audit.db"
 
-    async with Running(Deliverer(store, [sink], backoff=FAST, poll=0.05)):
+    clock = ManualClock(NOW)
+    async with Running(Deliverer(store, [sink], backoff=BACKOFF, poll=1.0, clock=clock)):
 
-        async def a_failure() -> bool:
-            return any(ok == 0 for _, ok, _ in attempts(db, sink.key))
+        def failed_twice() -> bool:
+            return len(attempts(db, sink.key)) >= 2
 
-        await eventually_async(a_failure, what="a failed attempt", within=20)
+        await clock.jump_until(failed_twice, what="two failed attempts")
         receiver.mode = "ok"
 
         async def delivered() -> bool:
             return await store.alert_state(alert.alert_id) == "delivered"
 
-        await eventually_async(delivered, what="the alert to be delivered", within=20)
+        await clock.jump_until(delivered, what="the alert to be delivered")
 
     details = [d for _, ok, d in attempts(db, sink.key) if not ok]
-    assert details
+    assert len(details) == 2
     assert all(d == ("HTTP 500" if trouble == "fail" else "no answer within 0.3s") for d in details)
     assert receiver.delivered()[-1].alert_id == alert.alert_id
+    assert [t for *_, t in timed_attempts(db, sink.key)] == [NOW, NOW + 2, NOW + 6]
 
 
 async def test_alerts_pending_from_an_earlier_run_go_to_every_sink(
@@ -190,13 +205,14 @@ async def test_alerts_pending_from_an_earlier_run_go_to_every_sink(
     keys = [s.key for s in sinks]
     await store.record_delivery(first.alert_id, "webhook:w", NOW, False, "HTTP 503", keys)
 
-    async with Running(Deliverer(store, sinks, backoff=FAST, poll=0.05)):
+    clock = ManualClock(NOW)
+    async with Running(Deliverer(store, sinks, backoff=BACKOFF, poll=1.0, clock=clock)):
 
         async def all_delivered() -> bool:
             states = [await store.alert_state(a.alert_id) for a in (first, second)]
             return states == ["delivered", "delivered"]
 
-        await eventually_async(all_delivered, what="both alerts at every sink", within=20)
+        await clock.jump_until(all_delivered, what="both alerts at every sink")
 
     ids = {first.alert_id, second.alert_id}
     assert {r.alert_id for r in webhook.delivered()} == ids
@@ -205,6 +221,10 @@ async def test_alerts_pending_from_an_earlier_run_go_to_every_sink(
     assert {d["alert_id"] for d in hook_payloads(out)} == ids
     assert [ok for _, ok, _ in attempts(tmp_path / "audit.db", "webhook:w")][:2] == [0, 1]
     assert await store.pending_alerts("webhook:w") == []
+    # The earlier run's failure at NOW makes the first alert due 2 s later at the
+    # webhook; every other attempt was due at once.
+    timed = timed_attempts(tmp_path / "audit.db", "webhook:w")
+    assert sorted(t for *_, t in timed) == [NOW, NOW, NOW + 2]
 
 
 async def test_a_sink_that_is_down_delays_no_other(
@@ -220,7 +240,8 @@ async def test_a_sink_that_is_down_delays_no_other(
     alerts = [new_alert(session=f"S{i}") for i in range(5)]
     await store.append_with_alerts([], alerts)
 
-    async with Running(Deliverer(store, [down, up], backoff=FAST, poll=0.05)):
+    clock = ManualClock(NOW)
+    async with Running(Deliverer(store, [down, up], backoff=BACKOFF, poll=1.0, clock=clock)):
 
         async def all_at_the_webhook() -> bool:
             return len({r.alert_id for r in webhook.delivered()}) == len(alerts)
@@ -228,12 +249,16 @@ async def test_a_sink_that_is_down_delays_no_other(
         await eventually_async(
             all_at_the_webhook, what="every alert at the working sink", within=20
         )
+        assert clock.now == NOW  # no time passed: the down sink held nothing up
+        # Three failures in a row end the down sink's round; it pauses (2 s), and a
+        # new alert does not cut the pause short.
+        assert await clock.waiting(2) == NOW + 1  # the working sink's next poll
+        assert clock.parked() == [NOW + 1, NOW + 2]
 
     assert await store.pending_alerts("webhook:up") == []
     assert len(await store.pending_alerts("syslog:down")) == len(alerts)
     tried = attempts(tmp_path / "audit.db", "syslog:down")
-    assert tried
-    assert all(ok == 0 for _, ok, _ in tried)
+    assert [(n, ok) for n, ok, _ in tried] == [(1, 0), (1, 0), (1, 0)]
 
 
 async def test_a_new_alert_wakes_delivery_without_waiting_for_the_poll(
@@ -242,9 +267,10 @@ async def test_a_new_alert_wakes_delivery_without_waiting_for_the_poll(
     webhook = WebhookReceiver().start()
     receivers.append(webhook)
     sink = WebhookSink("webhook:w", webhook.url, secret_file, 5.0)
-    deliverer = Deliverer(store, [sink], backoff=FAST, poll=3600.0)  # effectively never polls
+    clock = ManualClock(NOW)
+    deliverer = Deliverer(store, [sink], backoff=BACKOFF, poll=3600.0, clock=clock)
     async with Running(deliverer):
-        await asyncio.sleep(0)  # let the worker reach its wait
+        assert await clock.waiting() == NOW + 3600  # nothing pending: parked for the poll
         alert = new_alert()
         await store.append_with_alerts([], [alert])
         deliverer.wake()
@@ -253,6 +279,7 @@ async def test_a_new_alert_wakes_delivery_without_waiting_for_the_poll(
             return await store.alert_state(alert.alert_id) == "delivered"
 
         await eventually_async(delivered, what="the woken delivery", within=20)
+        assert clock.now == NOW  # the clock never moved: the wake did it
 
 
 # ----------------------------------------------------------------- Alerts (the raiser)
@@ -269,24 +296,24 @@ async def test_a_failed_login_burst_is_committed_and_delivered(
             failed_logins_per_person=None,
         )
     )
-    clock = [NOW]
+    clock = ManualClock(NOW)
     alerts = Alerts(
         config,
         store,
         sinks=[WebhookSink("webhook:w", webhook.url, secret_file, 5.0)],
-        backoff=FAST,
-        poll=0.05,
-        clock=lambda: clock[0],
+        backoff=BACKOFF,
+        poll=1.0,
+        clock=clock,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(alerts.run(stop))
     try:
         for i in range(4):
-            clock[0] = NOW + i
+            clock.advance(1 if i else 0)
             data = fill(
                 "login_failed", {"reason": "wrong_code", "source": "127.0.0.9", "person": "mallory"}
             )
-            await alerts.record(NewEvent("login_failed", clock[0], data=data))
+            await alerts.record(NewEvent("login_failed", clock.now, data=data))
         got = webhook.wait_for(lambda d: d["rule"] == "failed_logins_per_source")
     finally:
         stop.set()

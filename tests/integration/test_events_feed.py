@@ -23,11 +23,13 @@ from typing import Any
 
 import pytest
 
+from proxy.alerts.delivery import Backoff
 from proxy.alerts.forward import EventForwarder
 from proxy.alerts.sinks import SyslogSink
 from proxy.core import chain
 from proxy.store.base import NewEvent
 from proxy.store.sqlite import SQLiteStore
+from tests.clock import ManualClock
 from tests.integration.alertkit import SyslogListener, syslog_json, unused_loopback_port
 from tests.integration.conftest import TARGET, standard_targets
 from tests.integration.harness import (
@@ -41,6 +43,8 @@ from tests.integration.harness import (
 )
 from tests.waiting import eventually, eventually_async
 
+NOW = 1_800_000_000.0
+BACKOFF = Backoff(base=2.0, factor=2.0, cap=60.0)
 HOSTILE = "INC-1 \r\nforged line\x1b[2J\x1b]52;c;AAAA\x07 \u202e"
 FIELDS = {
     "cursor": str,
@@ -274,10 +278,14 @@ def seqs_of(listener: SyslogListener) -> list[int]:
     return sorted(int(syslog_json(m)["seq"]) for m in listener.messages)
 
 
-async def run_forwarder(store: SQLiteStore, sink: SyslogSink) -> tuple[asyncio.Event, Any]:
+async def run_forwarder(
+    store: SQLiteStore, sink: SyslogSink, clock: ManualClock
+) -> tuple[asyncio.Event, Any, EventForwarder]:
+    """The forwarder on a driven clock: it polls, and retries a sink that is down, when
+    the test moves time (``tests/clock.py``)."""
     stop = asyncio.Event()
-    forwarder = EventForwarder(store, sink, poll=0.05, page=25)
-    return stop, asyncio.create_task(forwarder.run(stop))
+    forwarder = EventForwarder(store, sink, poll=1.0, page=25, backoff=BACKOFF, clock=clock)
+    return stop, asyncio.create_task(forwarder.run(stop)), forwarder
 
 
 async def test_every_event_reaches_syslog_once_and_a_restart_resumes_from_the_cursor(
@@ -286,10 +294,12 @@ async def test_every_event_reaches_syslog_once_and_a_restart_resumes_from_the_cu
     for i in range(60):
         await store.append([NewEvent("test_event", time.time(), "S1", 1, {"j": HOSTILE, "i": i})])
     sink = SyslogSink("syslog:events", tcp_listener.address, 5.0)
-    stop, task = await run_forwarder(store, sink)
+    clock = ManualClock(NOW)
+    stop, task, _ = await run_forwarder(store, sink, clock)
     await eventually_async(
         lambda: len(tcp_listener.messages) >= 60, what="60 events on syslog", within=30
     )
+    assert await clock.waiting() == NOW + 1  # all sent, pages back to back: now it polls
     stop.set()
     await task
     assert await store.feed_cursor("syslog:events") == 60
@@ -309,11 +319,14 @@ async def test_every_event_reaches_syslog_once_and_a_restart_resumes_from_the_cu
         await store.append([NewEvent("test_event", time.time(), None, None, {"i": i})])
     again = await SQLiteStore.open(tmp_path / "audit.db")
     try:
-        stop, task = await run_forwarder(again, sink)
+        stop, task, _ = await run_forwarder(again, sink, clock)
         await eventually_async(
             lambda: len(tcp_listener.messages) >= 75, what="the 15 new events", within=30
         )
-        await asyncio.sleep(0.3)  # room for a wrongly repeated page to show up
+        # Two more polls with nothing new: a wrongly repeated page would go out in them.
+        for _ in range(2):
+            await clock.jump()
+        await clock.waiting()
         stop.set()
         await task
     finally:
@@ -324,13 +337,16 @@ async def test_every_event_reaches_syslog_once_and_a_restart_resumes_from_the_cu
 async def test_a_syslog_sink_that_is_down_never_grows_the_outbox(store: SQLiteStore) -> None:
     port = unused_loopback_port()
     sink = SyslogSink("syslog:down", f"tcp://127.0.0.1:{port}", 2.0)
-    stop, task = await run_forwarder(store, sink)
+    clock = ManualClock(NOW)
+    stop, task, forwarder = await run_forwarder(store, sink, clock)
     try:
         # A flood of failed logins while the SIEM's syslog is unreachable.
         for i in range(300):
             data = {"reason": "wrong_code", "source": "192.0.2.9", "person": f"p{i}"}
             await store.append([NewEvent("login_failed", time.time(), None, None, data)])
-        await asyncio.sleep(0.5)
+        # Three polls: each finds the flood and fails to send it, and backs off longer.
+        await clock.jump_until(lambda: forwarder.failures >= 3, what="three failed sends")
+        assert clock.waits[-3:] == [BACKOFF.delay(1), BACKOFF.delay(2), BACKOFF.delay(3)]
         async with store._db.execute("SELECT COUNT(*) FROM alerts") as cur:
             row = await cur.fetchone()
         assert row is not None
@@ -338,9 +354,7 @@ async def test_a_syslog_sink_that_is_down_never_grows_the_outbox(store: SQLiteSt
         assert await store.feed_cursor("syslog:down") == 0
         listener = SyslogListener("tcp", port=port).start()
         try:
-            await eventually_async(
-                lambda: len(listener.messages) >= 300, what="the flood, once up", within=60
-            )
+            await clock.jump_until(lambda: len(listener.messages) >= 300, what="the flood, once up")
             assert seqs_of(listener) == list(range(1, 301))
             assert listener.messages[0].startswith(b"<85>1 ")  # authpriv.notice
         finally:
