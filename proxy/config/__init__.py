@@ -5,6 +5,7 @@ The package's modules, each with one job:
 - ``model``: the loaded config as frozen dataclasses with the documented defaults;
 - ``load``: the schema of the top-level keys and ``load_config``;
 - ``alerts`` and ``sinks``: the ``alerts:`` section and its sinks;
+- ``fleet``: the ``fleet:`` section (the node's name, the ledger, the pinned peers);
 - ``files``: the checks on the files a config names (modes, owners, keys);
 - ``yamlnodes``: YAML read with line numbers and literal strings.
 
@@ -18,6 +19,7 @@ from proxy.config.model import (
     AlertRules,
     AlertsConfig,
     Config,
+    FleetConfig,
     JustificationRule,
     ListenConfig,
     PolicyConfig,
@@ -33,6 +35,7 @@ __all__ = [
     "AlertRules",
     "AlertsConfig",
     "Config",
+    "FleetConfig",
     "JustificationRule",
     "ListenConfig",
     "PolicyConfig",

@@ -24,6 +24,7 @@ import yaml
 
 from proxy.config import files
 from proxy.config.alerts import AlertsReader
+from proxy.config.fleet import FleetReader
 from proxy.config.model import (
     DEFAULT_JUSTIFICATION_BYTES,
     MAX_JUSTIFICATION_BYTES,
@@ -59,7 +60,7 @@ DEFAULT_DATABASE = "../recordings/audit.db"
 DEFAULT_RECORDINGS = "../recordings"
 
 # Keys of each mapping, in the order the example config shows them.
-_TOP = ("listen", "storage", "policy", "recording", "targets", "alerts")
+_TOP = ("listen", "storage", "policy", "recording", "targets", "alerts", "fleet")
 _LISTEN = ("host", "port", "host_key", "chacha20")
 _STORAGE = ("database", "recordings", "min_free", "warn_free", "failure_reserve", "retention")
 _POLICY = (
@@ -154,7 +155,7 @@ def unresolved_hosts(config: Config) -> list[str]:
     return warnings
 
 
-class _Loader(AlertsReader):
+class _Loader(AlertsReader, FleetReader):
     """One pass over the node tree, section by section."""
 
     def load(self, text: str) -> Config | None:
@@ -177,6 +178,7 @@ class _Loader(AlertsReader):
             recording=self.recording(self.section(top, "recording", _RECORDING)),
             targets=self.targets(self.section(top, "targets", None)),
             alerts=self.alerts(self.section(top, "alerts", ("sinks", "rules"))),
+            fleet=self.fleet(top),
         )
 
     def listen(self, view: MapView) -> ListenConfig:

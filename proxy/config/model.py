@@ -39,10 +39,12 @@ __all__ = [
     "DEFAULT_JUSTIFICATION_BYTES",
     "DEFAULT_RULES",
     "DEFAULT_SINK_TIMEOUT",
+    "FLEET_NODE_NAME",
     "MAX_JUSTIFICATION_BYTES",
     "AlertRules",
     "AlertsConfig",
     "Config",
+    "FleetConfig",
     "IPNetwork",
     "JustificationRule",
     "ListenConfig",
@@ -59,6 +61,10 @@ __all__ = [
     "all_sources",
     "default_justification",
 ]
+
+# A fleet node's name: it keys the node's events in the ledger and prefixes its session
+# ids (NODE/SESSION), so it stays short, lower-case and free of '/'.
+FLEET_NODE_NAME = r"[a-z0-9][a-z0-9-]{0,62}"
 
 SinkType = Literal["webhook", "syslog", "command", "slack", "teams", "pagerduty", "jsm", "email"]
 SmtpTls = Literal["starttls", "implicit", "none"]
@@ -132,6 +138,25 @@ class AlertsConfig:
     rules: AlertRules = field(default_factory=AlertRules)
 
 
+@dataclass(frozen=True)
+class FleetConfig:
+    """The ``fleet:`` section: this node's name and the PostgreSQL ledger it ships to.
+
+    ``postgres`` is a libpq URI or key=value DSN without a password (the password comes
+    from ``password_file``, a libpq passfile, or $PGPASSFILE); ``peers`` pins every
+    node's checkpoint key (``breakglass checkpoint-key``'s "ed25519 HEX" line), this
+    node's included. ``timeout`` bounds every ledger call, acquiring a connection too.
+    """
+
+    node: str
+    postgres: str
+    password_file: Path | None = None
+    peers: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}))
+    timeout: float = 2.0
+    ship_interval: float = 0.5
+    witness_interval: float = 60.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     source: Path
@@ -141,3 +166,5 @@ class Config:
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     targets: Mapping[str, TargetConfig] = field(default_factory=lambda: types.MappingProxyType({}))
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    # None: a node on its own, exactly as without a fleet.
+    fleet: FleetConfig | None = None
