@@ -12,10 +12,8 @@ import asyncio
 import itertools
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
-from proxy.fleet import schema
 from tests.pgserver import PgMissing, PgServer
 
 _databases = itertools.count(1)
@@ -35,6 +33,11 @@ def pg_server() -> Iterator[PgServer]:
 
 
 async def _migrate(dsn: str) -> None:
+    # Imported here: a venv not yet bootstrapped with psycopg still runs every other test.
+    import psycopg
+
+    from proxy.fleet import schema
+
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         await schema.migrate(conn)
 
