@@ -364,7 +364,7 @@ def username_of(attempt: Attempt, people: Sequence[str]) -> str:
 async def expected_person(proxy: InProcessProxy, steps: list[Step], codes: list[str]) -> str | None:
     """Whose session ``steps`` must end with, by the login machine itself
     (proxy/core/login.py) fed the codes' rows as they are now in the store."""
-    fake = loginsim.FakeCodes()
+    fake = loginsim.Codes()
     for code in codes:
         found = await proxy.app.store.get_credential(cred_id(code))
         assert found is not None

@@ -2,21 +2,27 @@
 
 ``drive`` plays a script of answers against a ``LoginMachine`` the way
 tests/integration/inproc.py's ``ScriptedClient`` plays it against the real proxy, and
-``FakeCodes`` stands for the store's credential table and argon2, counting reads and
-checks. The unit tests use both to drive the machine; the identity property test uses
-them to say whose session a script must end with, so the rules have one home (the
-machine) and no second copy.
+``Codes`` does what the proxy's adapter (proxy/ssh/server.py) does around it: one read
+of the code from the store, one check of the secret, and the store's commit of the use.
+The store is the real in-memory one (proxy/store/memory.py: the row checked against its
+chain, the use re-checked and counted by the rule every store shares); only argon2 is
+stood in for, by a plain comparison, and reads and checks are counted. The unit tests
+use both to drive the machine; the identity property test uses them to say whose
+session a script must end with, so the rules have one home (the machine and the store)
+and no second copy.
 """
 
 from __future__ import annotations
 
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 from proxy.config.model import PolicyConfig, TargetConfig, all_sources
-from proxy.core.credentials import Credential, check_use, format_code
+from proxy.core import events
+from proxy.core.credentials import Credential, format_code
 from proxy.core.login import (
     Admit,
     Answer,
@@ -29,6 +35,10 @@ from proxy.core.login import (
     Refuse,
 )
 from proxy.core.throttle import FailureCounter, LoginThrottle, ThrottleRule
+from proxy.store.base import NewEvent
+from proxy.store.memory import MemoryStore
+
+T = TypeVar("T")
 
 NOW = 1_800_000_000.0
 ROOMY = ProxyState(live_sessions=0, free_bytes=1 << 40, allowed_sources=all_sources())
@@ -96,35 +106,78 @@ def credential(cred_id: str, person: str, **changes: object) -> Credential:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-@dataclass
-class FakeCodes:
-    """The credential table and argon2: id -> (row, the secret that verifies)."""
+def at_once(call: Coroutine[Any, Any, T]) -> T:
+    """Run an in-memory store call to its end here: it does no I/O, and in this
+    single-threaded simulation its one lock is always free, so it never waits (if it
+    did, this fails rather than hang). The machine is driven synchronously, as the
+    property tests need."""
+    try:
+        call.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    call.close()
+    raise AssertionError("an in-memory store call waited")
 
-    rows: dict[str, tuple[Credential, str]] = field(default_factory=dict)
+
+def _hash(secret: str) -> str:
+    """What stands in for the argon2 hash of ``secret``."""
+    return f"plain:{secret}"
+
+
+@dataclass
+class Codes:
+    """The codes in an in-memory store, and what the adapter does with them."""
+
+    store: MemoryStore = field(default_factory=MemoryStore)
     reads: int = 0
     checks: int = 0
+    commits: int = 0
 
     def add(self, cred: Credential, secret: str) -> str:
-        self.rows[cred.cred_id] = (cred, secret)
+        """Issue ``cred`` (in whatever state it is) with ``secret``; the code to type."""
+        issued = events.CredIssued(person=cred.person, credential_id=cred.cred_id)
+        at_once(self.store.issue_credential(cred, _hash(secret), NewEvent.of(issued, NOW)))
         return format_code(cred.cred_id, secret)
+
+    def row(self, cred_id: str) -> Credential:
+        found = at_once(self.store.get_credential(cred_id))
+        assert found is not None, cred_id
+        return found.cred
 
     def answer(
         self, m: LoginMachine, need: NeedCredential, state: ProxyState = ROOMY, now: float = NOW
     ) -> Refuse | Commit:
         """What the adapter does for a NeedCredential: one read, one check."""
         self.reads += 1
-        row = self.rows.get(need.cred_id)
+        found = at_once(self.store.get_credential(need.cred_id))
         self.checks += 1
-        verified = row is not None and row[1] == need.secret
-        return m.credential(row[0] if row else None, verified, state, now)
+        verified = found is not None and found.hash == _hash(need.secret)
+        tampered = found is not None and found.mismatch is not None
+        return m.credential(found.cred if found else None, verified, state, now, tampered=tampered)
 
     def commit(self, m: LoginMachine, step: Commit, now: float = NOW) -> Refuse | Admit:
-        """The store's commit: check again under its lock, count the use."""
+        """The store's commit: the use re-checked and counted in one transaction."""
         plan = step.plan
-        cred, secret = self.rows[plan.credential.cred_id]
-        decision = check_use(cred, plan.person, plan.target.name, now)
-        if decision.ok:
-            self.rows[cred.cred_id] = (replace(cred, uses=cred.uses + 1, activated_at=now), secret)
+        self.commits += 1
+        start = events.SessionStart(
+            plan.person,
+            plan.credential.cred_id,
+            "127.0.0.1",
+            "SSH-2.0-loginsim",
+            plan.target.name,
+            plan.login,
+            plan.justification,
+            plan.deadline,
+        )
+        decision = at_once(
+            self.store.start_session(
+                plan.credential.cred_id,
+                plan.person,
+                plan.target.name,
+                now,
+                NewEvent.of(start, now, f"sim{self.commits}"),
+            )
+        )
         return m.committed(decision, now)
 
 
@@ -155,7 +208,7 @@ class Outcome:
 def drive(
     m: LoginMachine,
     steps: Sequence[Step],
-    codes: FakeCodes,
+    codes: Codes,
     *,
     state: ProxyState = ROOMY,
     now: float = NOW,
@@ -197,7 +250,7 @@ def drive(
 def _settle(
     m: LoginMachine,
     answer: Answer,
-    codes: FakeCodes,
+    codes: Codes,
     state: ProxyState,
     now: float,
     out: Outcome,

@@ -2,7 +2,8 @@
 period_recordings) against what the report computed before them, in Python, from
 ``list_sessions`` and ``events_for_sessions``: on a small store with awkward data
 (live sessions, a clock that went back, fractional milliseconds, flags, reviews,
-prunes, sessions outside the period)."""
+prunes, sessions outside the period). Every check runs on the SQLite store (a real
+file) and on the in-memory one."""
 
 from __future__ import annotations
 
@@ -19,17 +20,34 @@ import pytest
 from proxy.audit.facts import INTERESTING_TYPES, facts_of_rows, session_facts
 from proxy.audit.report import summary_doc
 from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES, PRUNED
-from proxy.store.base import NewEvent, SessionFilter
-from proxy.store.sqlite import SQLiteStore
+from proxy.store.base import NewEvent, SessionFilter, Store
+from proxy.store.factory import CREATE, open_store_at
+from proxy.store.memory import MemoryStore
 from tests.eventdata import fill
 
 T0 = 1_800_000_000.0
 DAY = 86400.0
 
 
-async def _store(tmp_path: Path, n: int = 60, seed: int = 6) -> SQLiteStore:
+async def _memory(tmp_path: Path) -> Store:
+    whole: Store = MemoryStore()
+    return whole
+
+
+STORES = {
+    "sqlite": lambda tmp_path: open_store_at(tmp_path / "audit.db", CREATE),
+    "memory": _memory,
+}
+
+
+@pytest.fixture(params=sorted(STORES))
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def _store(tmp_path: Path, kind: str, n: int = 60, seed: int = 6) -> Store:
     rng = random.Random(seed)
-    store = await SQLiteStore.open(tmp_path / "audit.db")
+    store = await STORES[kind](tmp_path)
     events: list[NewEvent] = []
     for k in range(n):
         t = T0 + k * 0.37 * DAY + rng.choice([0.0, 0.0005, 0.123456, 0.9995])
@@ -148,9 +166,9 @@ PERIODS = [
 
 @pytest.mark.parametrize(("since", "until"), PERIODS)
 async def test_summary_aggregates_match_the_python_computation(
-    tmp_path: Path, since: float | None, until: float | None
+    tmp_path: Path, kind: str, since: float | None, until: float | None
 ) -> None:
-    store = await _store(tmp_path)
+    store = await _store(tmp_path, kind)
     try:
         rows = await store.list_sessions(SessionFilter(since=since, until=until))
         events = await store.events_for_sessions([r.id for r in rows], INTERESTING_TYPES)
@@ -187,8 +205,10 @@ async def test_summary_aggregates_match_the_python_computation(
     assert type(new["durations"]["total"]) is type(old["durations"]["total"])
 
 
-async def test_period_sessions_are_the_sessions_with_their_events(tmp_path: Path) -> None:
-    store = await _store(tmp_path)
+async def test_period_sessions_are_the_sessions_with_their_events(
+    tmp_path: Path, kind: str
+) -> None:
+    store = await _store(tmp_path, kind)
     try:
         for since, until in PERIODS:
             rows = await store.list_sessions(SessionFilter(since=since, until=until))
@@ -206,8 +226,8 @@ async def test_period_sessions_are_the_sessions_with_their_events(tmp_path: Path
         await store.close()
 
 
-async def test_period_recordings_carry_the_latest_prune(tmp_path: Path) -> None:
-    store = await _store(tmp_path)
+async def test_period_recordings_carry_the_latest_prune(tmp_path: Path, kind: str) -> None:
+    store = await _store(tmp_path, kind)
     try:
         since = T0 + 3 * DAY
         rows = await store.list_sessions(SessionFilter(since=since))
@@ -223,8 +243,8 @@ async def test_period_recordings_carry_the_latest_prune(tmp_path: Path) -> None:
     assert any(seq is not None for _, seq in got)
 
 
-async def test_list_sessions_with_and_without_channels(tmp_path: Path) -> None:
-    store = await _store(tmp_path)
+async def test_list_sessions_with_and_without_channels(tmp_path: Path, kind: str) -> None:
+    store = await _store(tmp_path, kind)
     try:
         every = await store.list_sessions(SessionFilter())
         assert {len(s.channels) for s in every} == {0, 1, 2}

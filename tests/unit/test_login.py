@@ -10,6 +10,7 @@ import ipaddress
 import itertools
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ from proxy.core.throttle import ThrottleRule
 from tests.unit.loginsim import (
     NOW,
     ROOMY,
-    FakeCodes,
+    Codes,
     Outcome,
     Step,
     credential,
@@ -53,9 +54,9 @@ SECRET = "ABCDEFGHJKMNPQRSTVWXYZ12"
 OTHER_SECRET = "0" * 24
 
 
-def codes_for(*people: str) -> tuple[FakeCodes, list[str]]:
+def codes_for(*people: str) -> tuple[Codes, list[str]]:
     """One usable code per person, ids A00000, A00001..."""
-    codes = FakeCodes()
+    codes = Codes()
     return codes, [codes.add(credential(f"A0000{n}", p), SECRET) for n, p in enumerate(people)]
 
 
@@ -65,7 +66,7 @@ def codes_for(*people: str) -> tuple[FakeCodes, list[str]]:
 PEOPLE = ["alice", "bob"]
 
 
-def scripted(*attempts: tuple[int, str, bool]) -> tuple[list[Step], FakeCodes]:
+def scripted(*attempts: tuple[int, str, bool]) -> tuple[list[Step], Codes]:
     """(who, "own" | "wrong" | "other", justification ok) -> steps; who == 2 is no name."""
     codes, own = codes_for(*PEOPLE)
     steps = []
@@ -156,7 +157,7 @@ def test_every_attempt_costs_one_read_and_one_check_and_refusals_look_alike(
 def one_attempt(
     username: str,
     code: str,
-    codes: FakeCodes,
+    codes: Codes,
     *,
     m: LoginMachine | None = None,
     state: ProxyState = ROOMY,
@@ -237,13 +238,26 @@ def test_a_row_that_disagrees_with_the_chain_is_refused_whatever_the_secret() ->
         m.challenge("alice@db01")
         need = m.answers("alice@db01", [good, GOOD], NOW)
         assert isinstance(need, NeedCredential)
-        row = codes.rows[need.cred_id][0]
+        row = codes.row(need.cred_id)
         result = m.credential(row, right_secret, ROOMY, NOW, tampered=True)
         assert refusal_reason(result) == "credential_tampered"
         assert isinstance(result, Refuse)
         # A forged hash verifies the forger's secret: that proves nothing, tell nothing.
         assert result.failure.verified is False
         assert result.message == ""
+
+
+def test_a_row_edited_behind_its_chain_in_the_store_is_refused() -> None:
+    """The same through the store: a row given more uses than its events say (as an
+    attacker with the database would) is read with its mismatch and refused."""
+    codes, (good,) = codes_for("alice")
+    spent = codes.add(credential("S00000", "alice", max_uses=1, uses=1), SECRET)
+    assert refusal_reason(one_attempt("alice@db01", spent, codes)) == "spent"
+    cred, code_hash = codes.store._creds["S00000"]
+    codes.store._creds["S00000"] = (replace(cred, max_uses=5), code_hash)
+    result = one_attempt("alice@db01", spent, codes)
+    assert refusal_reason(result) == "credential_tampered"
+    assert isinstance(one_attempt("alice@db01", good, codes), Commit)  # the others still work
 
 
 def test_the_audit_names_the_typed_id_never_the_secret() -> None:
@@ -476,8 +490,8 @@ USER = "alice@db01"
 Move = tuple[str, Callable[[LoginMachine], object]]  # (event kind, how to send it)
 
 
-def moves(good: str, codes: FakeCodes) -> dict[str, Move]:
-    row = codes.rows["A00000"][0]
+def moves(good: str, codes: Codes) -> dict[str, Move]:
+    row = codes.row("A00000")
     return {
         "challenge": ("challenge", lambda m: m.challenge(USER)),
         "answers good": ("answers", lambda m: m.answers(USER, [good, GOOD], NOW)),
