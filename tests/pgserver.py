@@ -123,6 +123,7 @@ class PgServer:
         self.port = free_port()
         self.settings = dict(settings or {})
         self._dumps = 0
+        self._ever_started = False
         self._proc: list[subprocess.Popen[bytes] | None] = [None]
         # Removed even if the test run forgets to stop it or is interrupted.
         self._finalizer = weakref.finalize(self, _cleanup, self._proc, self.root)
@@ -193,6 +194,19 @@ class PgServer:
         ]
         for key, value in self.settings.items():
             argv += ["-c", f"{key}={value}"]
+        for attempt in range(3):
+            if self._started(argv):
+                self._ever_started = True
+                return
+            # Another program took the free port between our look and the bind: on a
+            # first start, look again (a restart keeps its port: DSNs already name it).
+            if self._ever_started or "could not bind" not in self.log_tail() or attempt == 2:
+                raise RuntimeError(f"postgres exited at start: {self.log_tail()}")
+            self.port = free_port()
+            argv[argv.index("-p") + 1] = str(self.port)
+
+    def _started(self, argv: list[str]) -> bool:
+        """Run ``argv``; True once the server accepts connections, False if it exited."""
         with open(self.log, "ab") as log:
             # Its own session: a Ctrl-C meant for pytest does not reach the server, which
             # the finalizer then stops cleanly.
@@ -203,9 +217,10 @@ class PgServer:
         while True:
             proc = self._proc[0]
             if proc is None or proc.poll() is not None:
-                raise RuntimeError(f"postgres exited at start: {self.log_tail()}")
+                self._proc[0] = None
+                return False
             if self._accepts():
-                return
+                return True
             if time.monotonic() > deadline:
                 self.stop("immediate")
                 raise RuntimeError(f"postgres did not start within {START_WITHIN:g}s")
@@ -293,6 +308,39 @@ class PgServer:
             f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}')"
             f' THEN CREATE ROLE "{name}" LOGIN; END IF; END $$'
         )
+
+    def require_password(self, role: str, password: str) -> None:
+        """``role`` logs in over loopback with ``password`` only (SCRAM); others stay trusted."""
+        self.create_role(role)
+        self.psql(f"ALTER ROLE \"{role}\" PASSWORD '{password}'")
+        hba = self.data / "pg_hba.conf"
+        rule = f"host all {role} {LOOPBACK}/32 scram-sha-256\n"
+        text = hba.read_text()
+        if rule not in text:
+            hba.write_text(rule + text)  # first match wins
+        self.psql("SELECT pg_reload_conf()")
+        # The reload is asynchronous: done when a password-less login is refused.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        deadline = time.monotonic() + START_WITHIN
+        while time.monotonic() < deadline:
+            done = subprocess.run(
+                [
+                    str(self.bindir / "psql"),
+                    "-X",
+                    "-w",
+                    "-c",
+                    "SELECT 1",
+                    self.dsn("postgres", role),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=False,
+            )
+            if done.returncode != 0 and "password" in done.stderr:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"the server did not start asking {role} for a password")
 
     def dump(self, db: str) -> Path:
         """``pg_dump`` of ``db`` (custom format) into the cluster's folder."""

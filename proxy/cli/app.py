@@ -31,6 +31,7 @@ from proxy.audit.views import (
 )
 from proxy.cli import care as cli_care
 from proxy.cli import events as cli_events
+from proxy.cli import fleet as cli_fleet
 from proxy.cli import ops as cli_ops
 from proxy.cli.registry import Command, Group, build_parser, json_only, when
 from proxy.cli.util import CREATE, WRITE, operator, print_json, with_store
@@ -694,6 +695,7 @@ COMMANDS: tuple[Group | Command, ...] = (
     *cli_ops.COMMANDS,
     *cli_care.COMMANDS,
     *cli_events.COMMANDS,
+    *cli_fleet.COMMANDS,
 )
 
 

@@ -19,7 +19,7 @@ from proxy.config import files
 from proxy.config.model import FLEET_NODE_NAME, FleetConfig
 from proxy.config.yamlnodes import Fields, MapView, is_null, read_mapping, read_text
 
-__all__ = ["FLEET_KEYS", "FleetReader"]
+__all__ = ["FLEET_KEYS", "FleetReader", "dsn_has_password"]
 
 FLEET_KEYS = (
     "node",
@@ -34,6 +34,20 @@ _NODE = re.compile(FLEET_NODE_NAME)
 # Exactly what `breakglass checkpoint-key` prints: the algorithm, then 64 hex digits.
 _PEER_KEY = re.compile(r"ed25519 ([0-9a-fA-F]{64})")
 _NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def dsn_has_password(dsn: str) -> bool:
+    """True when the libpq URI or key=value DSN ``dsn`` carries a password (``user:pw@``,
+    ``?password=``, ``password=``). Raises ValueError, quoting nothing, when it does not
+    parse."""
+    from psycopg import Error
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Error:  # its message may quote the DSN: not repeated
+        raise ValueError("not a PostgreSQL connection string") from None
+    return params.get("password") is not None
 
 
 class FleetReader(Fields):
@@ -81,20 +95,17 @@ class FleetReader(Fields):
         text = self.text(view, "postgres")
         if text is None:
             return None
-        from psycopg import Error
-        from psycopg.conninfo import conninfo_to_dict
-
         node = view.get("postgres")
         try:
-            params = conninfo_to_dict(text)
-        except Error:  # its message may quote the DSN: not repeated
+            has_password = dsn_has_password(text)
+        except ValueError:
             self.p.add(
                 node,
                 "fleet.postgres is not a PostgreSQL connection string",
                 "write e.g. postgresql://breakglass@db.internal:5432/breakglass",
             )
             return None
-        if params.get("password") is not None:
+        if has_password:
             self.p.add(
                 node,
                 "fleet.postgres must not contain a password",
