@@ -13,13 +13,15 @@ Any failure is "unreachable": refused, timed out, read-only, authentication, a m
 or mismatched schema, an exhausted pool. A call that overruns its bound has its socket
 shut down, so neither the call nor psycopg's query cancellation (which would dial the
 same hung server) can wait on it; that connection is discarded, never reused. Messages
-name the ledger as ``postgresql://host:port/db``: never a password or a user name.
+name the ledger as ``postgresql://host:port/db`` (no user, no password, no options) and
+add libpq's first line, which never holds the password.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import select
 import socket
@@ -44,6 +46,8 @@ __all__ = [
     "LedgerUnreachable",
     "describe_dsn",
 ]
+
+log = logging.getLogger("breakglass")
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
@@ -309,6 +313,14 @@ class Ledger:
             self._down_since = self._clock()
         if self._failures >= BREAKER_FAILURES and not self._open_breaker:
             self._open_breaker = True
+            log.warning(
+                "fleet ledger %s unreachable %d times in a row (%s): calls stopped, probing"
+                " every %gs",
+                self._description,
+                self._failures,
+                detail,
+                PROBE_INTERVAL,
+            )
             idle, self._idle = self._idle, []
             for conn in idle:
                 _sever(conn)
@@ -318,6 +330,8 @@ class Ledger:
                 self._probe = asyncio.get_running_loop().create_task(self._probing())
 
     def _answered(self) -> None:
+        if self._open_breaker:
+            log.info("fleet ledger %s answers again: calls resumed", self._description)
         self._failures = 0
         self._open_breaker = False
         self._down_since = None
