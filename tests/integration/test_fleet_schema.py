@@ -259,3 +259,24 @@ async def test_a_node_role_appends_and_reads_but_never_rewrites(
             "UPDATE ledger_meta SET value = '0'",
         ):
             await _refused(conn, sql, "permission denied|must be owner")
+
+
+async def test_a_ledger_restored_from_a_dump_is_the_older_ledger_with_its_rules(
+    pg_server: PgServer, ledger_dsn: str
+) -> None:
+    db = ledger_dsn.rsplit("/", 1)[1]
+    async with await psycopg.AsyncConnection.connect(ledger_dsn, autocommit=True) as conn:
+        for seq in (1, 2):
+            await _insert_event(conn, seq)
+    dump = pg_server.dump(db)
+    async with await psycopg.AsyncConnection.connect(ledger_dsn, autocommit=True) as conn:
+        await _insert_event(conn, 3)
+    pg_server.restore(db, dump)
+    async with await psycopg.AsyncConnection.connect(ledger_dsn, autocommit=True) as conn:
+        cur = await conn.execute("SELECT max(seq) FROM events")
+        assert await cur.fetchone() == (2,)
+        assert await schema.schema_problem(conn) is None
+        await _refused(conn, "DELETE FROM events", "append-only")
+        with pytest.raises(psycopg.Error, match="does not link"):
+            await _insert_event(conn, 4)
+        await _insert_event(conn, 3)  # the lost tail is shipped again
