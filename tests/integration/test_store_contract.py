@@ -1,14 +1,20 @@
 """One contract per store Protocol (``proxy.store.base``), run against every
-implementation: SQLite (on a real file) and the in-memory store. A PostgreSQL ledger
-joins by adding one entry to ``IMPLEMENTATIONS`` (and one to ``ROW_EDITS``, the edit
-behind the log's back that ``projection_differences`` must find)."""
+implementation: SQLite (on a real file) and the in-memory store. Another store joins by
+adding one entry to ``IMPLEMENTATIONS`` (and one to ``ROW_EDITS``, the edit behind the
+log's back that ``projection_differences`` must find).
+
+The auditor's reads (``SessionReads``, ``ChainReads``, ``CredentialReads``, the event
+page, ``ReportReads``) also run against the fleet's ledger (``proxy.fleet.reads``, on a
+real PostgreSQL): the same writes go to a node's SQLite store, its chain is copied into
+the ledger as node ``n1``'s events, and the ledger must answer as the store does
+(``tests/integration/ledgerkit.LedgerMirror``; ids come back as ``n1/...``)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -16,12 +22,16 @@ from typing import Protocol
 import pytest
 
 from proxy.core import chain, events
-from proxy.core.credentials import Credential
+from proxy.core.chaincheck import ChainRow
+from proxy.core.credentials import Credential, UseDecision
 from proxy.core.errors import StoreError
 from proxy.store.base import (
     AlertOutboxStore,
     AuditStore,
+    ChainReads,
     CredentialAdmin,
+    CredentialReads,
+    EventLog,
     FeedStore,
     GroupTotals,
     LoginStore,
@@ -29,11 +39,14 @@ from proxy.store.base import (
     NewEvent,
     OverrideReads,
     PeriodSummary,
+    ReportReads,
     SessionFilter,
+    SessionReads,
     Store,
 )
 from proxy.store.factory import CREATE, open_store_at
 from proxy.store.memory import MemoryStore
+from tests.integration.ledgerkit import LedgerMirror, open_ledger
 
 T0 = 1_800_000_000.0
 
@@ -70,6 +83,59 @@ IMPLEMENTATIONS: dict[str, Callable[[Path], Awaitable[ContractStore]]] = {
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ContractStore]:
     s = await IMPLEMENTATIONS[request.param](tmp_path)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+class ReadContract(EventLog, SessionReads, ChainReads, CredentialReads, ReportReads, Protocol):
+    """What the read contract writes (as a node does) and reads back."""
+
+    async def append_with_alerts(
+        self, events: Sequence[NewEvent], alerts: Sequence[NewAlert]
+    ) -> None: ...
+
+    async def issue_credential(self, cred: Credential, code_hash: str, event: NewEvent) -> None: ...
+
+    async def start_session(
+        self,
+        cred_id: str,
+        person: str,
+        target: str,
+        now: float,
+        start: NewEvent,
+        alerts: Sequence[NewAlert] = (),
+    ) -> UseDecision: ...
+
+    async def revoke_credential(
+        self, cred_id: str, reason: str, actor: str, now: float
+    ) -> Credential | None: ...
+
+    async def event_page(
+        self, after_seq: int, limit: int, since: float | None = None, until: float | None = None
+    ) -> list[ChainRow]: ...
+
+    async def close(self) -> None: ...
+
+
+async def _ledger(tmp: Path, request: pytest.FixtureRequest) -> ReadContract:
+    dsn = request.getfixturevalue("ledger_dsn")
+    local = await open_store_at(tmp / "audit.db", CREATE)
+    return LedgerMirror(local, await open_ledger(dsn), dsn, "n1")
+
+
+READERS: dict[str, Callable[[Path, pytest.FixtureRequest], Awaitable[ReadContract]]] = {
+    "sqlite": lambda tmp, _: _sqlite(tmp),
+    "memory": lambda tmp, _: _memory(tmp),
+    "ledger": _ledger,
+}
+
+
+@pytest.fixture(params=sorted(READERS))
+async def reads(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ReadContract]:
+    """Each store, and the ledger holding a node's copy of it."""
+    s = await READERS[request.param](tmp_path, request)
     try:
         yield s
     finally:
@@ -137,22 +203,22 @@ def alert(
     return NewAlert(alert_id, t, "rule_x", payload, sid, subject, flag)
 
 
-async def sessions_of(store: ContractStore, flt: SessionFilter) -> list[str]:
+async def sessions_of(store: SessionReads, flt: SessionFilter) -> list[str]:
     return [s.id for s in await store.list_sessions(flt)]
 
 
 # -- EventLog and ChainReads ------------------------------------------------------------
 
 
-async def test_an_empty_log_has_the_genesis_head(store: ContractStore) -> None:
-    assert await store.head() == (0, chain.GENESIS)
-    assert await store.chain_rows(0, 10) == []
+async def test_an_empty_log_has_the_genesis_head(reads: ReadContract) -> None:
+    assert await reads.head() == (0, chain.GENESIS)
+    assert await reads.chain_rows(0, 10) == []
 
 
-async def test_appends_are_hash_chained_in_order(store: ContractStore) -> None:
-    await store.append([NewEvent("note", T0 + i, None, None, {"i": i}) for i in range(3)])
-    await store.append([NewEvent("note", T0 + 3, "s1", 2, {"i": 3})])
-    rows = await store.chain_rows(0, 100)
+async def test_appends_are_hash_chained_in_order(reads: ReadContract) -> None:
+    await reads.append([NewEvent("note", T0 + i, None, None, {"i": i}) for i in range(3)])
+    await reads.append([NewEvent("note", T0 + 3, "s1", 2, {"i": 3})])
+    rows = await reads.chain_rows(0, 100)
     assert [r.seq for r in rows] == [1, 2, 3, 4]
     prev = chain.GENESIS
     for r in rows:
@@ -161,26 +227,26 @@ async def test_appends_are_hash_chained_in_order(store: ContractStore) -> None:
             prev, r.seq, r.time, r.type, r.session_id, r.channel, r.data_json
         )
         prev = r.hash
-    assert await store.head() == (4, prev)
-    assert [r.seq for r in await store.chain_rows(1, 2)] == [2, 3]
+    assert await reads.head() == (4, prev)
+    assert [r.seq for r in await reads.chain_rows(1, 2)] == [2, 3]
     assert (rows[3].session_id, rows[3].channel) == ("s1", 2)
 
 
-async def test_an_oversized_event_is_bounded_before_it_is_chained(store: ContractStore) -> None:
-    await store.append([NewEvent("note", T0, "s1", None, {"text": "x" * 100_000})])
-    (row,) = await store.chain_rows(0, 10)
+async def test_an_oversized_event_is_bounded_before_it_is_chained(reads: ReadContract) -> None:
+    await reads.append([NewEvent("note", T0, "s1", None, {"text": "x" * 100_000})])
+    (row,) = await reads.chain_rows(0, 10)
     assert len(row.data_json) <= 16 * 1024
-    (ev,) = await store.session_events("s1")
+    (ev,) = await reads.session_events("s1")
     assert "truncated" in ev.data
 
 
-async def test_a_failed_append_leaves_nothing(store: ContractStore) -> None:
-    await store.append([start("s1")])
-    head = await store.head()
+async def test_a_failed_append_leaves_nothing(reads: ReadContract) -> None:
+    await reads.append([start("s1")])
+    head = await reads.head()
     with pytest.raises(StoreError):
-        await store.append([NewEvent("note", T0 + 20, "s1", None, {}), start("s1", T0 + 21)])
-    assert await store.head() == head
-    assert [e.type for e in await store.session_events("s1")] == ["session_start"]
+        await reads.append([NewEvent("note", T0 + 20, "s1", None, {}), start("s1", T0 + 21)])
+    assert await reads.head() == head
+    assert [e.type for e in await reads.session_events("s1")] == ["session_start"]
 
 
 async def test_the_same_events_give_the_same_chain_in_every_store(tmp_path: Path) -> None:
@@ -265,16 +331,16 @@ async def test_a_login_commits_its_alerts_with_it(store: ContractStore) -> None:
 # -- SessionJournal -------------------------------------------------------------------------
 
 
-async def test_the_journal_appends_events_then_their_alerts(store: ContractStore) -> None:
-    await store.append([start("s1")])
-    await store.append_with_alerts(
+async def test_the_journal_appends_events_then_their_alerts(reads: ReadContract) -> None:
+    await reads.append([start("s1")])
+    await reads.append_with_alerts(
         [NewEvent("note", T0 + 11, "s1", None, {})],
         [alert("a1", "s1"), alert("a2", "s1", flag=True)],
     )
-    evs = await store.session_events("s1")
+    evs = await reads.session_events("s1")
     assert [e.type for e in evs] == ["session_start", "note", "alert", "alert", "flag"]
     assert [e.data.get("alert_id") for e in evs[2:]] == ["a1", "a2", "a2"]
-    assert await sessions_of(store, SessionFilter(flagged=True)) == ["s1"]
+    assert await sessions_of(reads, SessionFilter(flagged=True)) == ["s1"]
 
 
 async def test_an_alert_raised_twice_fails_the_whole_write(store: ContractStore) -> None:
@@ -290,7 +356,7 @@ async def test_an_alert_raised_twice_fails_the_whole_write(store: ContractStore)
 # -- SessionReads ----------------------------------------------------------------------------
 
 
-async def _three_sessions(store: ContractStore) -> None:
+async def _three_sessions(store: EventLog) -> None:
     await store.append(
         [
             start("s1", T0 + 10),
@@ -327,9 +393,9 @@ async def _three_sessions(store: ContractStore) -> None:
     )
 
 
-async def test_sessions_are_projected_from_their_events(store: ContractStore) -> None:
-    await _three_sessions(store)
-    s1 = await store.get_session("s1")
+async def test_sessions_are_projected_from_their_events(reads: ReadContract) -> None:
+    await _three_sessions(reads)
+    s1 = await reads.get_session("s1")
     assert s1 is not None
     assert (s1.ended_at, s1.end_reason, s1.end_detail) == (T0 + 40, "client_closed", "bye")
     assert [(c.n, c.kind, c.command, c.pty, c.term) for c in s1.channels] == [
@@ -344,18 +410,18 @@ async def test_sessions_are_projected_from_their_events(store: ContractStore) ->
         5,
     )
     assert (c0.bytes_up, c0.bytes_down, s1.channels[1].ended_at) == (3, 4, None)
-    s3 = await store.get_session("s3")
+    s3 = await reads.get_session("s3")
     assert s3 is not None
     assert s3.deadline == T0 + 999
     assert s3.ended_at is None
-    assert [s.id for s in await store.unfinished_sessions()] == ["s3"]
-    assert await store.get_session("nope") is None
-    listed = await store.list_sessions(SessionFilter(), channels=False)
+    assert [s.id for s in await reads.unfinished_sessions()] == ["s3"]
+    assert await reads.get_session("nope") is None
+    listed = await reads.list_sessions(SessionFilter(), channels=False)
     assert [(s.id, s.channels) for s in listed] == [("s1", ()), ("s2", ()), ("s3", ())]
 
 
-async def test_the_session_filters(store: ContractStore) -> None:
-    await _three_sessions(store)
+async def test_the_session_filters(reads: ReadContract) -> None:
+    await _three_sessions(reads)
     cases = {
         SessionFilter(): ["s1", "s2", "s3"],
         SessionFilter(person="bob"): ["s2"],
@@ -376,55 +442,55 @@ async def test_the_session_filters(store: ContractStore) -> None:
         SessionFilter(flagged=False): ["s1", "s2", "s3"],
     }
     for flt, want in cases.items():
-        assert await sessions_of(store, flt) == want, flt
+        assert await sessions_of(reads, flt) == want, flt
 
 
-async def test_the_event_reads(store: ContractStore) -> None:
-    await _three_sessions(store)
-    s1 = await store.session_events("s1")
+async def test_the_event_reads(reads: ReadContract) -> None:
+    await _three_sessions(reads)
+    s1 = await reads.session_events("s1")
     assert [e.seq for e in s1] == sorted(e.seq for e in s1)
     assert [e.type for e in s1][-1] == "session_end"
-    both = await store.events_for_sessions(["s3", "s2"])
+    both = await reads.events_for_sessions(["s3", "s2"])
     assert {e.session_id for e in both} == {"s2", "s3"}
     assert [e.seq for e in both] == sorted(e.seq for e in both)
-    files = await store.events_for_sessions(["s1", "s2", "s3"], {"file_*"})
+    files = await reads.events_for_sessions(["s1", "s2", "s3"], {"file_*"})
     assert [(e.type, e.data["path"]) for e in files] == [("file_write", "/etc/hosts")]
-    assert await store.events_for_sessions(["s1"], set()) == []
-    ends = await store.events_between({"session_end"}, T0 + 41, T0 + 42)
+    assert await reads.events_for_sessions(["s1"], set()) == []
+    ends = await reads.events_between({"session_end"}, T0 + 41, T0 + 42)
     assert [e.data["reason"] for e in ends] == ["second_end_ignored"]
-    starts = await store.events_between({"session_*"}, None, T0 + 25)
+    starts = await reads.events_between({"session_*"}, None, T0 + 25)
     assert [e.session_id for e in starts] == ["s1", "s2"]
 
 
 # -- CredentialAdmin ------------------------------------------------------------------------
 
 
-async def test_codes_are_issued_once_and_listed_by_issue_time(store: ContractStore) -> None:
-    await store.issue_credential(cred("BBBBBB", issued_at=T0 + 5), "h2", issued("BBBBBB"))
-    await store.issue_credential(cred("AAAAAA"), "h1", issued())
+async def test_codes_are_issued_once_and_listed_by_issue_time(reads: ReadContract) -> None:
+    await reads.issue_credential(cred("BBBBBB", issued_at=T0 + 5), "h2", issued("BBBBBB"))
+    await reads.issue_credential(cred("AAAAAA"), "h1", issued())
     with pytest.raises(StoreError):
-        await store.issue_credential(cred("AAAAAA"), "h3", issued())
-    assert [c.cred_id for c in await store.list_credentials()] == ["AAAAAA", "BBBBBB"]
-    (first, _) = await store.chain_rows(0, 10)
-    ev = await store.events_between({"cred_issued"}, None, None)
+        await reads.issue_credential(cred("AAAAAA"), "h3", issued())
+    assert [c.cred_id for c in await reads.list_credentials()] == ["AAAAAA", "BBBBBB"]
+    (first, _) = await reads.chain_rows(0, 10)
+    ev = await reads.events_between({"cred_issued"}, None, None)
     assert first.type == "cred_issued"
     assert ev[0].data["credential_id"] == "BBBBBB"
     assert ev[0].data["state"]["person"] == "alice"
 
 
-async def test_a_revoke_is_recorded_once_and_ends_the_code(store: ContractStore) -> None:
-    assert await store.revoke_credential("AAAAAA", "lost", "root", T0 + 1) is None
-    await store.issue_credential(cred(), "hash", issued())
-    revoked = await store.revoke_credential("AAAAAA", "lost", "root", T0 + 1)
+async def test_a_revoke_is_recorded_once_and_ends_the_code(reads: ReadContract) -> None:
+    assert await reads.revoke_credential("AAAAAA", "lost", "root", T0 + 1) is None
+    await reads.issue_credential(cred(), "hash", issued())
+    revoked = await reads.revoke_credential("AAAAAA", "lost", "root", T0 + 1)
     assert revoked is not None
     assert (revoked.revoked_at, revoked.revoke_reason) == (T0 + 1, "lost")
-    again = await store.revoke_credential("AAAAAA", "other", "root", T0 + 2)
+    again = await reads.revoke_credential("AAAAAA", "other", "root", T0 + 2)
     assert again == revoked
-    assert len(await store.events_between({"cred_revoked"}, None, None)) == 1
-    found = await store.get_credential("AAAAAA")
+    assert len(await reads.events_between({"cred_revoked"}, None, None)) == 1
+    found = await reads.get_credential("AAAAAA")
     assert found is not None
     assert found.mismatch is None
-    refused = await store.start_session("AAAAAA", "alice", "db01", T0 + 10, start("s1"))
+    refused = await reads.start_session("AAAAAA", "alice", "db01", T0 + 10, start("s1"))
     assert not refused.ok
 
 
@@ -488,11 +554,14 @@ async def test_the_override_watch_reads_events_after_a_seq(store: ContractStore)
     assert await store.events_after(4, ["a"]) == []
 
 
-async def test_the_feed_pages_by_seq_and_keeps_cursors(store: ContractStore) -> None:
-    await store.append([NewEvent("note", T0 + i, None, None, {"i": i}) for i in range(5)])
-    assert [r.seq for r in await store.event_page(1, 2)] == [2, 3]
-    assert [r.seq for r in await store.event_page(0, 10, T0 + 1, T0 + 3)] == [2, 3]
-    assert await store.event_page(0, 10) == await store.chain_rows(0, 10)
+async def test_the_feed_pages_by_seq(reads: ReadContract) -> None:
+    await reads.append([NewEvent("note", T0 + i, None, None, {"i": i}) for i in range(5)])
+    assert [r.seq for r in await reads.event_page(1, 2)] == [2, 3]
+    assert [r.seq for r in await reads.event_page(0, 10, T0 + 1, T0 + 3)] == [2, 3]
+    assert await reads.event_page(0, 10) == await reads.chain_rows(0, 10)
+
+
+async def test_the_feed_keeps_cursors(store: ContractStore) -> None:
     assert await store.feed_cursor("syslog:a") == 0
     await store.save_feed_cursor("syslog:a", 3, T0)
     assert await store.feed_cursor("syslog:a") == 3
@@ -503,7 +572,7 @@ async def test_the_feed_pages_by_seq_and_keeps_cursors(store: ContractStore) -> 
 # -- ReportReads ------------------------------------------------------------------------------
 
 
-async def _report_period(store: ContractStore) -> int:
+async def _report_period(store: ReadContract) -> int:
     """``_three_sessions``, then a short session s4 with a recording, a flag on s1, a
     plain alert and a review on s2, and two prunes of s1's cast. Returns the seq of the
     later prune."""
@@ -525,8 +594,8 @@ async def _report_period(store: ContractStore) -> int:
     return (await store.head())[0]
 
 
-async def test_the_report_sums_up_a_period(store: ContractStore) -> None:
-    await _report_period(store)
+async def test_the_report_sums_up_a_period(reads: ReadContract) -> None:
+    await _report_period(reads)
     alice, bob = GroupTotals(3, 31.0, 30.0), GroupTotals(1, 22.0, 22.0)
     everything = PeriodSummary(
         sessions=4,
@@ -541,8 +610,8 @@ async def test_the_report_sums_up_a_period(store: ContractStore) -> None:
         flagged=1,
         reviewed=1,
     )
-    assert await store.period_summary(None, None) == everything
-    early = await store.period_summary(T0, T0 + 25)
+    assert await reads.period_summary(None, None) == everything
+    early = await reads.period_summary(T0, T0 + 25)
     assert (early.sessions, early.ended, early.total_seconds) == (2, 2, 52.0)
     assert (early.mean, early.median, early.longest) == (26.0, 26.0, 30.0)
     assert (early.flagged, early.reviewed) == (1, 1)
@@ -550,7 +619,7 @@ async def test_the_report_sums_up_a_period(store: ContractStore) -> None:
         "alice": GroupTotals(1, 30.0, 30.0),
         "bob": GroupTotals(1, 22.0, 22.0),
     }
-    late = await store.period_summary(T0 + 25, None)
+    late = await reads.period_summary(T0 + 25, None)
     assert (late.sessions, late.ended, late.median, late.flagged, late.reviewed) == (
         2,
         1,
@@ -561,24 +630,24 @@ async def test_the_report_sums_up_a_period(store: ContractStore) -> None:
     assert dict(late.by_person) == {"alice": GroupTotals(2, 1.0, 1.0)}
     assert dict(late.end_reasons) == {"idle": 1, "live": 1}
     # Only a live session: no duration, and the longest per person starts at 0.0.
-    live = await store.period_summary(T0 + 30, T0 + 31)
+    live = await reads.period_summary(T0 + 30, T0 + 31)
     assert (live.sessions, live.ended, live.total_seconds) == (1, 0, 0.0)
     assert (live.mean, live.median, live.longest) == (None, None, None)
     assert dict(live.by_target) == {"web": GroupTotals(1, 0.0, 0.0)}
-    empty = await store.period_summary(T0 + 100, None)
+    empty = await reads.period_summary(T0 + 100, None)
     assert (empty.sessions, dict(empty.by_person), dict(empty.end_reasons)) == (0, {}, {})
 
 
-async def test_a_clock_that_went_back_gives_no_negative_longest(store: ContractStore) -> None:
-    await store.append([start("s1", T0 + 60, person="carol"), end("s1", T0 + 59)])
-    summary = await store.period_summary(None, None)
+async def test_a_clock_that_went_back_gives_no_negative_longest(reads: ReadContract) -> None:
+    await reads.append([start("s1", T0 + 60, person="carol"), end("s1", T0 + 59)])
+    summary = await reads.period_summary(None, None)
     assert (summary.ended, summary.total_seconds, summary.longest) == (1, -1.0, -1.0)
     assert dict(summary.by_person) == {"carol": GroupTotals(1, -1.0, 0.0)}
 
 
-async def test_the_report_streams_a_period_in_batches(store: ContractStore) -> None:
-    await _report_period(store)
-    batches = [b async for b in store.period_sessions(None, None, {"file_*", "review"}, 3)]
+async def test_the_report_streams_a_period_in_batches(reads: ReadContract) -> None:
+    await _report_period(reads)
+    batches = [b async for b in reads.period_sessions(None, None, {"file_*", "review"}, 3)]
     assert [
         [(s.id, [c.n for c in s.channels], [e[2] for e in evs]) for s, evs in b] for b in batches
     ] == [
@@ -587,7 +656,7 @@ async def test_the_report_streams_a_period_in_batches(store: ContractStore) -> N
     ]
     # Each event exactly as stored, and each session with its channels' rows.
     ((s3, (file_write,)),) = [p for p in batches[0] if p[0].id == "s3"]
-    (row,) = [r for r in await store.chain_rows(0, 100) if r.seq == file_write[0]]
+    (row,) = [r for r in await reads.chain_rows(0, 100) if r.seq == file_write[0]]
     assert file_write == (
         row.seq,
         row.time,
@@ -599,32 +668,32 @@ async def test_the_report_streams_a_period_in_batches(store: ContractStore) -> N
         row.hash,
     )
     assert json.loads(file_write[5])["path"] == "/etc/hosts"
-    s1 = await store.get_session("s1")
+    s1 = await reads.get_session("s1")
     assert batches[0][0][0] == s1
-    assert s3 == await store.get_session("s3")
-    (early,) = [b async for b in store.period_sessions(T0, T0 + 15, {"session_*", "flag"})]
+    assert s3 == await reads.get_session("s3")
+    (early,) = [b async for b in reads.period_sessions(T0, T0 + 15, {"session_*", "flag"})]
     assert [(s.id, [e[2] for e in evs]) for s, evs in early] == [
         ("s1", ["session_start", "session_end", "session_end", "flag"])
     ]
-    (untyped,) = [b async for b in store.period_sessions(T0 + 25, T0 + 36, set(), batch=1000)]
+    (untyped,) = [b async for b in reads.period_sessions(T0 + 25, T0 + 36, set(), batch=1000)]
     assert [(s.id, evs) for s, evs in untyped] == [("s3", []), ("s4", [])]
-    assert [b async for b in store.period_sessions(T0 + 100, None, {"*"})] == []
+    assert [b async for b in reads.period_sessions(T0 + 100, None, {"*"})] == []
 
 
-async def test_the_report_finds_the_period_recordings(store: ContractStore) -> None:
-    last_prune = await _report_period(store)
-    found = await store.period_recordings(None, None)
+async def test_the_report_finds_the_period_recordings(reads: ReadContract) -> None:
+    last_prune = await _report_period(reads)
+    found = await reads.period_recordings(None, None)
     assert [(c.session_id, c.n, c.recording, c.recording_sha256, p) for c, p in found] == [
         ("s1", 0, None, "ab", None),
         ("s1", 1, "s1/1.cast", None, last_prune),
         ("s4", 0, "s4/0.cast", None, None),
     ]
-    s1 = await store.get_session("s1")
+    s1 = await reads.get_session("s1")
     assert s1 is not None
     assert [c for c, _ in found[:2]] == list(s1.channels)
-    late = await store.period_recordings(T0 + 25, None)
+    late = await reads.period_recordings(T0 + 25, None)
     assert [(c.session_id, c.n) for c, _ in late] == [("s4", 0)]
-    assert await store.period_recordings(T0 + 100, None) == []
+    assert await reads.period_recordings(T0 + 100, None) == []
 
 
 # -- projection_differences ---------------------------------------------------------------
