@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from proxy.audit.verify import channel_recording_check
+from proxy.audit.verify import RecordingChecks, channel_recording_check
 from proxy.core import events
 from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES, PRUNED
 from proxy.store.base import ChannelRow, EventTuple, SessionRow, StoredEvent
@@ -206,6 +206,19 @@ def with_recordings(facts: SessionFacts, root: Path) -> SessionFacts:
         if c.recording is None and c.recording_sha256 is None:
             continue
         facts.recording_checks[c.n] = channel_recording_check(c, root, facts.pruned.get(c.n))
+    return facts
+
+
+async def with_checks(facts: SessionFacts, checks: RecordingChecks) -> SessionFacts:
+    """Fill ``recording_checks`` with ``checks`` (``with_recordings`` checks files)."""
+    channels = [
+        (c, facts.pruned.get(c.n))
+        for c in facts.session.channels
+        if c.recording is not None or c.recording_sha256 is not None
+    ]
+    found = await checks(channels)
+    for c, _ in channels:
+        facts.recording_checks[c.n] = found[(c.session_id, c.n)]
     return facts
 
 

@@ -27,14 +27,14 @@ from typing import Any, TextIO
 from proxy.audit.attempts import FAILED_TYPES, AttemptFilter, attempts
 from proxy.audit.attempts import summary as attempts_summary
 from proxy.audit.facts import INTERESTING_TYPES, SessionFacts, facts_of_rows
-from proxy.audit.verify import channel_recording_check
+from proxy.audit.verify import RecordingChecks, file_checks
 from proxy.audit.views import data_pairs, facts_json, rfc3339
 from proxy.core import events as catalogue
 from proxy.core.chaincheck import ALERT_TYPES, FLAG_TYPES
 from proxy.core.markup import csv_cell, md
 from proxy.core.text import json_terminal_safe
 from proxy.core.units import format_duration
-from proxy.store.base import AuditStore, GroupTotals, PeriodSummary, StoredEvent
+from proxy.store.base import AuditorReads, GroupTotals, PeriodSummary, StoredEvent
 
 # One compact encoder for every batch: the C encoder (json uses the slow Python one when
 # indenting), as safe_json(compact=True) makes it; json_terminal_safe follows.
@@ -64,19 +64,21 @@ class Report:
 
 
 async def build_report(
-    store: AuditStore,
+    store: AuditorReads,
     recordings: Path,
     since: float | None,
     until: float | None,
     now: float,
     *,
     check_recordings: bool = True,
+    checks: RecordingChecks | None = None,
 ) -> Report:
-    """The report's head: summary, alerts, flags and recording checks."""
+    """The report's head: summary, alerts, flags and recording checks (the files
+    under ``recordings``, unless ``checks`` checks them elsewhere)."""
     report = Report(since, until, now)
     if check_recordings:
-        for c, pruned_seq in await store.period_recordings(since, until):
-            report.checks[(c.session_id, c.n)] = channel_recording_check(c, recordings, pruned_seq)
+        check = checks or file_checks(recordings)
+        report.checks.update(await check(await store.period_recordings(since, until)))
     report.alerts = await store.events_between(ALERT_TYPES, since, until)
     report.flags = await store.events_between(FLAG_TYPES, since, until)
     report.summary = summary_doc(
@@ -92,7 +94,7 @@ def _rule(e: StoredEvent) -> str:
     return alert.rule if isinstance(alert, catalogue.Alert) else e.type
 
 
-async def sessions(store: AuditStore, report: Report) -> AsyncIterator[list[SessionFacts]]:
+async def sessions(store: AuditorReads, report: Report) -> AsyncIterator[list[SessionFacts]]:
     """The period's sessions with their facts, by id, a batch at a time."""
     checks = report.checks
     async for batch in store.period_sessions(report.since, report.until, INTERESTING_TYPES):
@@ -326,7 +328,7 @@ def _status(status: str | None) -> str:
     return f" \\[{md(status)}\\]" if status else ""
 
 
-async def write_markdown(store: AuditStore, report: Report, out: TextIO) -> None:
+async def write_markdown(store: AuditorReads, report: Report, out: TextIO) -> None:
     out.write(markdown_head(report))
     empty = True
     async for batch in sessions(store, report):
@@ -353,7 +355,7 @@ def json_head(report: Report) -> dict[str, Any]:
     }
 
 
-async def write_json(store: AuditStore, report: Report, out: TextIO) -> None:
+async def write_json(store: AuditorReads, report: Report, out: TextIO) -> None:
     """One compact JSON document, as safe_json(..., compact=True) writes it: compact
     because the C encoder is several times faster on a month of sessions; machines read
     it, and `jq .` pretty-prints it. Written a batch of sessions at a time."""
@@ -424,7 +426,7 @@ def csv_row(f: SessionFacts) -> list[Any]:
     ]
 
 
-async def write_csv(store: AuditStore, report: Report, out: TextIO) -> None:
+async def write_csv(store: AuditorReads, report: Report, out: TextIO) -> None:
     w = csv.writer(out, lineterminator="\r\n")
     w.writerow(CSV_COLUMNS)
     async for batch in sessions(store, report):
@@ -445,7 +447,7 @@ WRITERS = {"markdown": write_markdown, "json": write_json, "csv": write_csv}
 
 
 async def write_report(
-    store: AuditStore,
+    store: AuditorReads,
     recordings: Path,
     since: float | None,
     until: float | None,
@@ -454,10 +456,11 @@ async def write_report(
     out: TextIO,
     *,
     check_recordings: bool = True,
+    checks: RecordingChecks | None = None,
 ) -> None:
     """Read the period from ``store`` and write the report in ``fmt`` to ``out``."""
     report = await build_report(
-        store, recordings, since, until, now, check_recordings=check_recordings
+        store, recordings, since, until, now, check_recordings=check_recordings, checks=checks
     )
     await WRITERS[fmt](store, report, out)
 

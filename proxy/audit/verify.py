@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -169,6 +169,45 @@ def channel_recording_check(c: ChannelRow, root: Path, pruned_seq: int | None = 
         pruned_seq=pruned_seq,
     )
     return status
+
+
+def digest_check(
+    c: ChannelRow, found: tuple[str, int] | None, shown: str, pruned_seq: int | None = None
+) -> str:
+    """``channel_recording_check`` for a recording read from somewhere else than a file
+    (the fleet's ledger): ``found`` is its sha256 and size, or None when there is none."""
+    if c.ended_at is None:
+        return "open"
+    claim = RecordingClaim(
+        c.session_id,
+        c.n,
+        c.recording,
+        c.recording_sha256,
+        c.recording_bytes,
+        True,
+        pruned_seq=pruned_seq,
+    )
+    status, _ = recording_problem(claim, found, shown)
+    return status
+
+
+# Checks many channels' recordings at once: (channel, seq of its latest prune or None)
+# in, the status of each by (session id, channel) out. ``file_checks`` hashes the files
+# under a recordings folder; the fleet's ledger hashes its shipped casts.
+RecordingChecks = Callable[
+    [Sequence[tuple[ChannelRow, int | None]]], Awaitable[dict[tuple[str, int], str]]
+]
+
+
+def file_checks(root: Path) -> RecordingChecks:
+    """The recordings' checks against the files under ``root``."""
+
+    async def check(
+        channels: Sequence[tuple[ChannelRow, int | None]],
+    ) -> dict[tuple[str, int], str]:
+        return {(c.session_id, c.n): channel_recording_check(c, root, p) for c, p in channels}
+
+    return check
 
 
 def load_public_key(recordings: Path) -> Ed25519PublicKey | None:

@@ -13,13 +13,13 @@ import gc
 import os
 import secrets
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from proxy.audit.facts import SessionFacts, session_facts, with_recordings
-from proxy.audit.verify import with_resolved_paths
+from proxy.audit.facts import SessionFacts, session_facts, with_checks
 from proxy.audit.views import (
     rfc3339,
     session_json,
@@ -34,6 +34,7 @@ from proxy.cli import events as cli_events
 from proxy.cli import fleet as cli_fleet
 from proxy.cli import ops as cli_ops
 from proxy.cli.registry import Command, Group, build_parser, json_only, when
+from proxy.cli.source import Source, local_argument, with_source
 from proxy.cli.util import CREATE, WRITE, operator, print_json, with_store
 from proxy.config import Config, default_config_path, load_config, unresolved_hosts
 from proxy.core import events
@@ -49,16 +50,15 @@ from proxy.core.credentials import (
 )
 from proxy.core.credstate import MISMATCH
 from proxy.core.errors import BreakglassError, ConfigError, StoreError
+from proxy.core.ids import is_session_id
 from proxy.core.text import escape
 from proxy.core.units import format_duration, parse_duration
 from proxy.logs import setup_logging
 from proxy.store.base import (
-    AuditStore,
     CredentialReads,
     NewEvent,
     SessionFilter,
     SessionLog,
-    SessionReads,
     SessionRow,
     StoredEvent,
 )
@@ -126,6 +126,7 @@ def _sessions_arguments(sessions: argparse.ArgumentParser) -> None:
     sessions.add_argument("--path", metavar="GLOB", help="a file touched, e.g. '/etc/*'")
     sessions.add_argument("--live", action="store_true", help="only sessions still running")
     sessions.add_argument("--json", action="store_true")
+    local_argument(sessions)
 
 
 def _attempts_arguments(attempts: argparse.ArgumentParser) -> None:
@@ -135,11 +136,13 @@ def _attempts_arguments(attempts: argparse.ArgumentParser) -> None:
     attempts.add_argument("--person")
     attempts.add_argument("--reason", help="e.g. wrong_code, unknown_target")
     attempts.add_argument("--json", action="store_true")
+    local_argument(attempts)
 
 
 def _show_arguments(show: argparse.ArgumentParser) -> None:
     show.add_argument("session")
     show.add_argument("--json", action="store_true")
+    local_argument(show)
 
 
 def _replay_arguments(replay: argparse.ArgumentParser) -> None:
@@ -148,17 +151,20 @@ def _replay_arguments(replay: argparse.ArgumentParser) -> None:
     replay.add_argument(
         "--idle-limit", type=_positive, default=None, help="cap pauses at S seconds, e.g. 1"
     )
+    local_argument(replay)
 
 
 def _report_arguments(report: argparse.ArgumentParser) -> None:
     report.add_argument("--since", type=when, default=None, help="default 30d (ago)")
     report.add_argument("--until", type=when, default=None)
     report.add_argument("--format", choices=["markdown", "json", "csv"], default="markdown")
+    local_argument(report)
 
 
 def _export_arguments(export: argparse.ArgumentParser) -> None:
     export.add_argument("session")
     export.add_argument("--html", type=Path, required=True, metavar="FILE")
+    local_argument(export)
 
 
 def _verify_arguments(verify: argparse.ArgumentParser) -> None:
@@ -358,16 +364,27 @@ def cmd_sessions(args: argparse.Namespace, config: Config) -> int:
         path=args.path,
     )
     # The table shows no channels: not read for it.
-    rows = asyncio.run(with_store(config, lambda s: s.list_sessions(flt, channels=args.json)))
+    found = asyncio.run(
+        with_source(
+            config,
+            args.local,
+            lambda src: _listing(src, flt, channels=args.json),
+        )
+    )
+    rows, shown = found
     # Written as they are formatted: a listing of every session is 100,000 lines. The
     # JSON array has one session per line (indenting it would take seconds).
     if args.json:
-        root = config.storage.recordings
-        docs = (session_json(with_resolved_paths(r, root)) for r in rows)
-        write_json_lines_array(sys.stdout, docs)
+        write_json_lines_array(sys.stdout, (session_json(shown(r)) for r in rows))
     else:
         write_lines(sys.stdout, sessions_table_lines(rows))
     return 0
+
+
+async def _listing(
+    src: Source, flt: SessionFilter, *, channels: bool
+) -> tuple[list[SessionRow], Callable[[SessionRow], SessionRow]]:
+    return await src.reads.list_sessions(flt, channels=channels), src.shown
 
 
 def cmd_attempts(args: argparse.Namespace, config: Config) -> int:
@@ -378,7 +395,11 @@ def cmd_attempts(args: argparse.Namespace, config: Config) -> int:
         return 2
     flt = att.AttemptFilter(source=args.source, person=args.person, reason=args.reason)
     events = asyncio.run(
-        with_store(config, lambda s: s.events_between(att.FAILED_TYPES, args.since, args.until))
+        with_source(
+            config,
+            args.local,
+            lambda src: src.reads.events_between(att.FAILED_TYPES, args.since, args.until),
+        )
     )
     found = att.attempts(events, flt)
     if args.json:
@@ -388,35 +409,26 @@ def cmd_attempts(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-async def _session_with_events(
-    store: SessionReads, session_id: str
-) -> tuple[SessionRow | None, list[StoredEvent]]:
-    row = await store.get_session(session_id)
-    return row, (await store.session_events(session_id)) if row else []
-
-
 def _no_session(text: str) -> int:
     print(f"breakglass: no session {escape(text)}", file=sys.stderr)
     return 1
 
 
-def _session_facts(
-    config: Config, session_id: str
+async def _session_facts(
+    src: Source, session_id: str
 ) -> tuple[SessionFacts, list[StoredEvent]] | None:
-    """One session's facts (recordings checked) and events; None, said, if unknown."""
-    row, events = asyncio.run(with_store(config, lambda s: _session_with_events(s, session_id)))
+    """One session's facts (recordings checked) and events; None if unknown."""
+    row = await src.reads.get_session(session_id)
     if row is None:
-        _no_session(session_id)
         return None
-    root = config.storage.recordings
-    facts = session_facts(with_resolved_paths(row, root), events)
-    return with_recordings(facts, root), events
+    events = await src.reads.session_events(row.id)
+    return await with_checks(session_facts(src.shown(row), events), src.checks), events
 
 
 def cmd_show(args: argparse.Namespace, config: Config) -> int:
-    found = _session_facts(config, args.session)
+    found = asyncio.run(with_source(config, args.local, lambda s: _session_facts(s, args.session)))
     if found is None:
-        return 1
+        return _no_session(args.session)
     facts, events = found
     if args.json:
         print_json(show_json(facts, events))
@@ -425,22 +437,48 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+async def _replay_plan(
+    src: Source, session_id: str, folder: Path
+) -> tuple[SessionRow, list[StoredEvent], Path] | None:
+    """The session, its events and the folder holding its casts; None if unknown."""
+    row = await src.reads.get_session(session_id)
+    if row is None:
+        return None
+    return row, await src.reads.session_events(row.id), await src.casts(row, folder)
+
+
+def _session_and_channel(text: str) -> tuple[str, str]:
+    """``[NODE/]SESSION[/N]`` -> (``[NODE/]SESSION``, ``N`` or ""). Of two parts, the
+    second is a channel unless it is a session id (then the first names its node)."""
+    parts = text.split("/")
+    if len(parts) == 2 and not is_session_id(parts[1]):
+        channel = parts[1].isdigit() or is_session_id(parts[0])
+    else:
+        channel = len(parts) >= 3
+    return ("/".join(parts[:-1]), parts[-1]) if channel else (text, "")
+
+
 def cmd_replay(args: argparse.Namespace, config: Config) -> int:
     from proxy.audit.replay import replay_channels
 
-    session_id, _, chan = args.session.partition("/")
+    session_id, chan = _session_and_channel(args.session)
     if chan and not chan.isdigit():
         print(f"breakglass: bad channel in {escape(args.session)}", file=sys.stderr)
         return 2
-    row, events = asyncio.run(with_store(config, lambda s: _session_with_events(s, session_id)))
-    if row is None:
-        return _no_session(session_id)
-    channels = [c for c in row.channels if not chan or c.n == int(chan)]
-    if not channels:
-        print(f"breakglass: no channel {escape(args.session)}", file=sys.stderr)
-        return 1
-    pruned = {e.channel: e for e in events if e.type == PRUNED and e.channel is not None}
-    return replay_channels(channels, config.storage.recordings, args.speed, args.idle_limit, pruned)
+    # Casts read from the fleet's ledger are written here, and removed after playing.
+    with tempfile.TemporaryDirectory(prefix="breakglass-casts-") as tmp:
+        plan = asyncio.run(
+            with_source(config, args.local, lambda s: _replay_plan(s, session_id, Path(tmp)))
+        )
+        if plan is None:
+            return _no_session(session_id)
+        row, events, root = plan
+        channels = [c for c in row.channels if not chan or c.n == int(chan)]
+        if not channels:
+            print(f"breakglass: no channel {escape(args.session)}", file=sys.stderr)
+            return 1
+        pruned = {e.channel: e for e in events if e.type == PRUNED and e.channel is not None}
+        return replay_channels(channels, root, args.speed, args.idle_limit, pruned)
 
 
 def cmd_report(args: argparse.Namespace, config: Config) -> int:
@@ -449,33 +487,49 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
     now = time.time()
     since = args.since if args.since is not None else now - parse_duration("30d")
 
-    async def run(store: AuditStore) -> None:
+    async def run(src: Source) -> None:
         # Written while it is read: a year's report is tens of megabytes.
         await write_report(
-            store, config.storage.recordings, since, args.until, now, args.format, sys.stdout
+            src.reads,
+            config.storage.recordings,
+            since,
+            args.until,
+            now,
+            args.format,
+            sys.stdout,
+            checks=src.checks,
         )
 
-    asyncio.run(with_store(config, run))
+    asyncio.run(with_source(config, args.local, run))
     return 0
 
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
-    from proxy.audit.export import load_cast, render_html, write_html
-    from proxy.audit.sessioncheck import check_session
+    from proxy.audit.export import ChannelCast, load_cast, render_html, write_html
+    from proxy.audit.sessioncheck import SessionCheck, check_session
 
-    found = _session_facts(config, args.session)
-    if found is None:
-        return 1
-    facts, events = found
-    casts = [
-        cast
-        for c in facts.session.channels
-        if (cast := load_cast(c, facts, config.storage.recordings)) is not None
-    ]
     now = time.time()
-    check = asyncio.run(
-        with_store(config, lambda s: check_session(s, events, facts.recording_checks, now))
-    )
+
+    async def gather(
+        src: Source, folder: Path
+    ) -> tuple[SessionFacts, list[ChannelCast], SessionCheck] | None:
+        found = await _session_facts(src, args.session)
+        if found is None:
+            return None
+        facts, events = found
+        root = await src.casts(facts.session, folder)
+        casts = [
+            cast for c in facts.session.channels if (cast := load_cast(c, facts, root)) is not None
+        ]
+        chain = src.chain_of(facts.session.id)
+        return facts, casts, await check_session(chain, events, facts.recording_checks, now)
+
+    # Casts read from the fleet's ledger are written here, and removed once rendered.
+    with tempfile.TemporaryDirectory(prefix="breakglass-casts-") as tmp:
+        gathered = asyncio.run(with_source(config, args.local, lambda s: gather(s, Path(tmp))))
+    if gathered is None:
+        return _no_session(args.session)
+    facts, casts, check = gathered
     try:
         write_html(args.html, render_html(facts, casts, now, check))
     except OSError as exc:

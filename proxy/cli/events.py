@@ -9,6 +9,11 @@ the last cursor it printed (or the cursor file) loses and repeats nothing. SIGTE
 SIGINT end it between pages. ``--json`` prints proxy.audit.feed's JSON lines; without
 it a readable line with every untrusted string escaped.
 
+With a ``fleet:`` section (and without ``--local``) it reads every node's events from
+the fleet's ledger, and the cursor is the fleet's (``NODE:SEQ,...``, one position per
+node; ``proxy.core.cursor.FleetCursor``). An unreachable ledger is an error, never a
+reason to read this node's journal instead.
+
 Listed in ``COMMANDS`` (proxy.cli.registry).
 """
 
@@ -20,32 +25,28 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
-from proxy.audit.feed import event_line, event_text
+from proxy.audit.feed import event_line, event_text, fleet_event_line, fleet_event_text
 from proxy.cli.registry import Command, Group, when
-from proxy.cli.util import READ, open_store
+from proxy.cli.source import LedgerSource, LocalSource, Source, local_argument, with_source
 from proxy.config import Config
-from proxy.core.cursor import Cursor
+from proxy.core.cursor import Cursor, FleetCursor
 from proxy.store.base import FeedStore
+
+if TYPE_CHECKING:
+    from proxy.fleet.reads import LedgerReads
 
 POLL = 0.2  # seconds between looks at the store with --follow: "within a second"
 PAGE = 500
 
 
-def _cursor(text: str) -> Cursor:
-    try:
-        return Cursor.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _events_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", type=when, help="e.g. 7d (ago) or 2026-01-31")
     p.add_argument("--until", type=when, help="e.g. 1d (ago) or 2026-02-01T12:00Z")
-    p.add_argument("--after", type=_cursor, metavar="CURSOR", help="only events after this cursor")
+    p.add_argument("--after", metavar="CURSOR", help="only events after this cursor")
     p.add_argument(
         "--cursor-file",
         type=Path,
@@ -54,16 +55,20 @@ def _events_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--follow", action="store_true", help="then print new events as committed")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    local_argument(p)
 
 
-def read_cursor_file(path: Path) -> Cursor:
+C = TypeVar("C", Cursor, FleetCursor)
+
+
+def read_cursor_file(path: Path, kind: type[C] = Cursor) -> C:  # type: ignore[assignment]
     try:
-        return Cursor.parse(path.read_text())
+        return kind.parse(path.read_text())
     except FileNotFoundError:
-        return Cursor()
+        return kind()
 
 
-def write_cursor_file(path: Path, cursor: Cursor) -> None:
+def write_cursor_file(path: Path, cursor: Cursor | FleetCursor) -> None:
     """Atomically (a crash leaves the old cursor or the new), 0600."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -89,14 +94,59 @@ async def stream(
     """Print the events after ``cursor``; with ``follow``, until ``stop``. Returns the
     cursor of the last event printed."""
     render = event_line if as_json else event_text
+
+    async def page(at: Cursor) -> tuple[int, str, Cursor]:
+        rows = await store.event_page(at.seq, PAGE, since, until)
+        text = "".join(render(r) + "\n" for r in rows)
+        return len(rows), text, at.after(rows[-1].seq) if rows else at
+
+    return await _pump(page, out, cursor, follow=follow, stop=stop, on_page=on_page)
+
+
+async def stream_fleet(
+    reads: LedgerReads,
+    out: TextIO,
+    cursor: FleetCursor,
+    *,
+    since: float | None,
+    until: float | None,
+    follow: bool,
+    as_json: bool,
+    stop: asyncio.Event,
+    on_page: Callable[[FleetCursor], None] = lambda _: None,
+) -> FleetCursor:
+    """``stream`` over every node's events in the fleet's ledger; each JSON line
+    carries the fleet's cursor after it."""
+
+    async def page(at: FleetCursor) -> tuple[int, str, FleetCursor]:
+        rows = await reads.fleet_page(at.as_dict(), PAGE, since, until)
+        lines = []
+        for node, r in rows:
+            at = at.after(node, r.seq)
+            lines.append(fleet_event_line(node, r, at) if as_json else fleet_event_text(node, r))
+        return len(rows), "".join(line + "\n" for line in lines), at
+
+    return await _pump(page, out, cursor, follow=follow, stop=stop, on_page=on_page)
+
+
+async def _pump(
+    page: Callable[[C], Awaitable[tuple[int, str, C]]],
+    out: TextIO,
+    cursor: C,
+    *,
+    follow: bool,
+    stop: asyncio.Event,
+    on_page: Callable[[C], None],
+) -> C:
+    """Write page after page, each whole and flushed before the cursor moves."""
     while not stop.is_set():
-        rows = await store.event_page(cursor.seq, PAGE, since, until)
-        if rows:
-            out.write("".join(render(r) + "\n" for r in rows))
+        count, text, after = await page(cursor)
+        if count:
+            out.write(text)
             out.flush()
-            cursor = cursor.after(rows[-1].seq)
+            cursor = after
             on_page(cursor)
-        if len(rows) == PAGE:
+        if count == PAGE:
             continue
         if not follow:
             break
@@ -106,31 +156,54 @@ async def stream(
     return cursor
 
 
+def _start(args: argparse.Namespace, kind: type[C]) -> C:
+    """Where reading starts: ``--after``, else the cursor file, else the beginning
+    (ValueError or OSError saying what is wrong)."""
+    if args.after is not None:
+        return kind.parse(args.after)
+    return read_cursor_file(args.cursor_file, kind) if args.cursor_file else kind()
+
+
 async def _run(args: argparse.Namespace, config: Config) -> int:
-    cursor = args.after
-    if cursor is None:
-        cursor = read_cursor_file(args.cursor_file) if args.cursor_file else Cursor()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # Read-only, like every auditor command: following the trail never creates it.
-    store = await open_store(config, READ)
-    try:
-        keep = args.cursor_file
+    keep = args.cursor_file
+
+    def on_page(c: Cursor | FleetCursor) -> None:
+        if keep:
+            write_cursor_file(keep, c)
+
+    async def read(src: Source) -> None:
+        if isinstance(src, LedgerSource):
+            await stream_fleet(
+                src.ledger_reads,
+                sys.stdout,
+                _start(args, FleetCursor),
+                since=args.since,
+                until=args.until,
+                follow=args.follow,
+                as_json=args.json,
+                stop=stop,
+                on_page=on_page,
+            )
+            return
+        assert isinstance(src, LocalSource)
         await stream(
-            store,
+            src.store,
             sys.stdout,
-            cursor,
+            _start(args, Cursor),
             since=args.since,
             until=args.until,
             follow=args.follow,
             as_json=args.json,
             stop=stop,
-            on_page=(lambda c: write_cursor_file(keep, c)) if keep else (lambda _: None),
+            on_page=on_page,
         )
-    finally:
-        await store.close()
+
+    # Read-only, like every auditor command: following the trail never creates it.
+    await with_source(config, args.local, read)
     return 0
 
 
@@ -138,12 +211,15 @@ def cmd_events(args: argparse.Namespace, config: Config) -> int:
     if args.follow and args.until is not None:
         print("breakglass: error: --until cannot be used with --follow", file=sys.stderr)
         return 2
-    if args.cursor_file is not None and args.after is None:
-        try:
-            read_cursor_file(args.cursor_file)
-        except (OSError, ValueError) as exc:
-            print(f"breakglass: the cursor file {args.cursor_file}: {exc}", file=sys.stderr)
-            return 2
+    try:
+        if config.fleet is not None and not args.local:
+            _start(args, FleetCursor)
+        else:
+            _start(args, Cursor)
+    except (OSError, ValueError) as exc:
+        where = "--after" if args.after is not None else f"the cursor file {args.cursor_file}"
+        print(f"breakglass: {where}: {exc}", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(_run(args, config))
     except BrokenPipeError:

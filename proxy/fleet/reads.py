@@ -20,7 +20,6 @@ writes to the ledger.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from itertools import groupby
@@ -31,8 +30,9 @@ from psycopg import AsyncConnection
 from proxy.core import chain, events
 from proxy.core.chaincheck import FLAG_TYPES, PRUNED, ChainRow
 from proxy.core.credentials import Credential
-from proxy.core.credstate import CRED_EVENTS, CredentialReplay, event_credential_id
+from proxy.core.credstate import CRED_EVENTS, CredentialReplay
 from proxy.core.errors import BreakglassError
+from proxy.core.text import escape
 from proxy.store.base import (
     ChannelRow,
     CredentialRead,
@@ -94,13 +94,18 @@ class AmbiguousId(BreakglassError):
 
 
 def qualify(node: str, local_id: str) -> str:
-    return f"{node}/{local_id}"
+    """``NODE/ID``. Both parts come from the ledger, which every node can write to: a
+    name no node of this code would send is escaped, so it reaches no terminal raw."""
+    return f"{escape(node)}/{escape(local_id)}"
 
 
 def split_id(text: str) -> tuple[str | None, str]:
     """``NODE/ID`` -> (NODE, ID); a bare ``ID`` -> (None, ID)."""
     node, sep, local = text.rpartition("/")
     return (node, local) if sep else (None, text)
+
+
+NEVER = "$."  # a regular expression no text matches
 
 
 def glob_regex(glob: str) -> str:
@@ -119,7 +124,7 @@ def glob_regex(glob: str) -> str:
             start = i + 1 + (glob[i + 1 : i + 2] == "^")
             end = glob.find("]", start + 1)
             if end < 0:
-                out.append("\\[")
+                return NEVER  # an unclosed set: SQLite's GLOB matches nothing
             else:
                 out.append("[" + glob[i + 1 : end].replace("\\", "\\\\") + "]")
                 i = end
@@ -715,21 +720,11 @@ def _credential(cred_id: str, state: Mapping[str, Any]) -> Credential | None:
         return None
 
 
-def digest_of(chunks: Sequence[bytes]) -> tuple[str, int]:
-    """sha256 and size of a cast given as its chunks (what ``cast_digests`` computes
-    in the ledger), for callers that hold the bytes."""
-    h = hashlib.sha256()
-    for c in chunks:
-        h.update(c)
-    return h.hexdigest(), sum(len(c) for c in chunks)
-
-
 __all__ = [
     "AmbiguousId",
     "LedgerCalls",
     "LedgerReads",
     "NodeChain",
-    "event_credential_id",
     "glob_regex",
     "qualify",
     "split_id",

@@ -395,6 +395,11 @@ class CredentialReads(Protocol):
     async def list_credentials(self) -> list[Credential]: ...
 
 
+class AuditorReads(SessionReads, ReportReads, CredentialReads, Protocol):
+    """What the auditor's commands read, from one node's store or from the fleet's
+    ledger (``proxy.fleet.reads``, where a session's chain is read per node)."""
+
+
 class AuditStore(SessionReads, ChainReads, ReportReads, CredentialReads, Protocol):
     """Everything the auditor reads, and ``verify``'s check of the projections."""
 

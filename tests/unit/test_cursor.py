@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.core.cursor import Cursor
+from proxy.core.cursor import Cursor, FleetCursor
 
 
 @given(st.integers(min_value=0, max_value=10**18 - 1))
@@ -32,3 +32,37 @@ def test_after_only_moves_forward() -> None:
 def test_what_is_not_a_cursor_is_refused_clearly(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Cursor.parse(text)
+
+
+@given(
+    st.dictionaries(
+        st.from_regex(r"[a-z0-9][a-z0-9-]{0,8}", fullmatch=True), st.integers(0, 10**18 - 1)
+    )
+)
+def test_a_fleet_cursor_reads_back_what_it_prints(positions: dict[str, int]) -> None:
+    cursor = FleetCursor(tuple(sorted(positions.items())))
+    assert FleetCursor.parse(str(cursor)) == cursor
+
+
+def test_a_fleet_cursor_moves_each_node_forward_only() -> None:
+    c = FleetCursor().after("bg-us1", 4).after("bg-eu1", 7)
+    assert str(c) == "bg-eu1:7,bg-us1:4"
+    assert c.after("bg-eu1", 3) == c
+    assert str(c.after("bg-us1", 9)) == "bg-eu1:7,bg-us1:9"
+    assert FleetCursor.parse(" ") == FleetCursor()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("12", "one node's cursor"),
+        ("bg-eu1:12,bg-eu1:13", "twice"),
+        ("BG:1", "not NODE:SEQ"),
+        ("bg-eu1:-1", "not NODE:SEQ"),
+        ("bg-eu1", "not NODE:SEQ"),
+        ("a:1,,b:2", "not NODE:SEQ"),
+    ],
+)
+def test_what_is_not_a_fleet_cursor_is_refused_clearly(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FleetCursor.parse(text)
