@@ -163,10 +163,11 @@ class _Cells(dict[Any, str]):
         return cell
 
 
-def sessions_table_lines(rows: Iterable[SessionRow]) -> Iterator[str]:
+def sessions_table_lines(rows: Iterable[SessionRow], id_width: int = 12) -> Iterator[str]:
     """The human table, one line at a time (a listing of every session is 100,000
-    lines: printed as they come, not built into one string)."""
-    yield TABLE_HEADER
+    lines: printed as they come, not built into one string). ``id_width``: the widest
+    id (a fleet's are ``NODE/SESSION``)."""
+    yield TABLE_HEADER if id_width <= 12 else f"{'SESSION':{id_width}}" + TABLE_HEADER[12:]
     people = _Cells(lambda p: f"{_clip(p, 12):12}")
     places = _Cells(lambda where: f"{_clip(where, 16):16}")
     ends = _Cells(lambda reason: f"{_clip(reason or 'live', 14):14}")
@@ -180,7 +181,7 @@ def sessions_table_lines(rows: Iterable[SessionRow]) -> Iterator[str]:
         )
         started = strftime("%Y-%m-%d %H:%M:%S", gmtime(s.started_at))
         yield (
-            f"{s.id:12}  {started:19}  {duration}  {people[s.person]}  "
+            f"{s.id:{id_width}}  {started:19}  {duration}  {people[s.person]}  "
             f"{places[s.login + '@' + s.target]}  {ends[s.end_reason]}  "
             f"{_clip(s.justification, 60)}"
         )

@@ -377,7 +377,8 @@ def cmd_sessions(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         write_json_lines_array(sys.stdout, (session_json(shown(r)) for r in rows))
     else:
-        write_lines(sys.stdout, sessions_table_lines(rows))
+        width = max((len(r.id) for r in rows), default=12)
+        write_lines(sys.stdout, sessions_table_lines(rows, width))
     return 0
 
 

@@ -98,6 +98,11 @@ class LocalSource:
         return self.recordings
 
 
+# A shipped cast shorter than its channel end records: the rest is still on its node.
+INCOMPLETE = "incomplete"
+MISMATCH = "MISMATCH"
+
+
 class LedgerSource:
     """The fleet's ledger: every node's sessions, chains and shipped casts."""
 
@@ -122,12 +127,15 @@ class LedgerSource:
     ) -> dict[tuple[str, int], str]:
         """Each cast as shipped, hashed by the ledger, against its channel's end."""
         found = await self.ledger_reads.cast_digests([c for c, _ in channels])
-        return {
-            (c.session_id, c.n): digest_check(
-                c, found.get((c.session_id, c.n)), f"{c.session_id}/{c.n} in the ledger", pruned
-            )
-            for c, pruned in channels
-        }
+        out = {}
+        for c, pruned in channels:
+            got = found.get((c.session_id, c.n))
+            status = digest_check(c, got, f"{c.session_id}/{c.n} in the ledger", pruned)
+            if status == MISMATCH and got and c.recording_bytes and got[1] < c.recording_bytes:
+                # Shorter than its end says: its node has not shipped all of it (yet).
+                status = INCOMPLETE
+            out[(c.session_id, c.n)] = status
+        return out
 
     async def casts(self, row: SessionRow, folder: Path) -> Path:
         for c in row.channels:
