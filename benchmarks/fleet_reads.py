@@ -120,17 +120,22 @@ def main() -> int:
         root = base / "recordings"
         root.mkdir(mode=0o700)
         t0 = time.perf_counter()
-        events, ids = events_for(args.sessions, time.time(), root)
-        rows = chains(events, nodes)
         if not args.dsn:
             asyncio.run(_migrate(dsn))
-        load(dsn, rows)
-        built = time.perf_counter() - t0
-        n_events = sum(len(r) for r in rows.values())
-        print(
-            f"ledger: {len(ids)} sessions on {len(nodes)} nodes, {n_events} events;"
-            f" built in {built:.1f} s"
-        )
+        with psycopg.connect(dsn) as conn:
+            found = conn.execute("SELECT count(*), max(session_id) FROM events").fetchone()
+        if found and found[0]:
+            n_events, recent = int(found[0]), str(found[1])
+            print(f"reusing the ledger's {n_events} events (as old as when they were loaded)")
+        else:
+            events, ids = events_for(args.sessions, time.time(), root)
+            rows = chains(events, nodes)
+            load(dsn, rows)
+            n_events, recent = sum(len(r) for r in rows.values()), ids[-1]
+            print(
+                f"ledger: {len(ids)} sessions on {len(nodes)} nodes, {n_events} events;"
+                f" built in {time.perf_counter() - t0:.1f} s"
+            )
         cfg = base / "proxy.yaml"
         peers = ", ".join(f'{n}: "{KEY}"' for n in nodes)
         cfg.write_text(
@@ -139,7 +144,6 @@ def main() -> int:
             "targets: {}\n"
             f"fleet: {{node: {nodes[0]}, postgres: '{dsn}', peers: {{{peers}}}, timeout: 30}}\n"
         )
-        recent = ids[-1]
         cases = [
             ["sessions", "--since", "7d"],
             ["sessions", "--person", "p042"],

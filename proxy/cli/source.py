@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -160,6 +161,9 @@ class LedgerSource:
                 os.close(out)
 
 
+READ_BOUND = 30.0  # seconds, at least, for each of an auditor command's ledger calls
+
+
 class LedgerReadError(BreakglassError):
     reason = "ledger_unreachable"
 
@@ -177,7 +181,9 @@ async def with_source(config: Config, local: bool, fn: Callable[[Source], Awaita
     from proxy.fleet.ledger import Ledger, LedgerUnreachable
     from proxy.fleet.reads import LedgerReads
 
-    ledger = Ledger(config.fleet)
+    # An auditor's read may sum up a year of the fleet: each call gets at least
+    # READ_BOUND (the nodes' own calls keep fleet.timeout), and is still bounded.
+    ledger = Ledger(replace(config.fleet, timeout=max(config.fleet.timeout, READ_BOUND)))
     await ledger.open()
     try:
         return await fn(LedgerSource(LedgerReads(ledger)))

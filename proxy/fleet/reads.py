@@ -49,7 +49,7 @@ T = TypeVar("T")
 
 # Rows per ledger call when a read walks many: each call stays well inside the
 # ledger's bound (``fleet.timeout``) on a large ledger.
-PAGE = 2000
+PAGE = 10000
 # Cast bytes per ledger call (chunks are at most 256 KiB each).
 CAST_PAGE = 16
 
@@ -63,8 +63,7 @@ CHANNEL_COLS = (
     " c.bytes_up, c.bytes_down"
 )
 EVENT_COLS = "e.node, e.seq, e.time, e.type, e.session_id, e.channel, e.data, e.prev_hash, e.hash"
-# Byte order, as SQLite and Python order ids, whatever the database's collation.
-BY_ID = 's.id COLLATE "C", s.node COLLATE "C"'
+BY_ID = "s.id, s.node"
 # Every node with events, by a walk of the primary key (one index probe per node).
 NODES_SQL = """
 WITH RECURSIVE n(node) AS (
@@ -299,30 +298,13 @@ class LedgerReads:
         after: tuple[str, str] | None = None
         while limit is None or len(out) < limit:
             size = PAGE if limit is None else min(PAGE, limit - len(out))
-            page_where, page_params = where, list(params)
-            if after is not None:
-                page_where += ' AND (s.id COLLATE "C", s.node COLLATE "C") > (%s, %s)'
-                page_params += [after[0], after[1]]
-            page = (
-                f"SELECT {SESSION_COLS} FROM ledger_sessions AS s WHERE true{page_where}"
-                f" ORDER BY {BY_ID} LIMIT {int(size)}"
-            )
-            if channels:
-                # One statement, so one snapshot of a page's sessions and channels.
-                sql = (
-                    f"SELECT s.*, {CHANNEL_COLS} FROM ({page}) AS s LEFT JOIN ledger_channels"
-                    f" AS c ON c.node = s.node AND c.session_id = s.id ORDER BY {BY_ID}, c.n"
-                )
-                rows = _sessions_with_channels(await self._call("list sessions", sql, page_params))
-            else:
-                rows = [
-                    _session(r, ()) for r in await self._call("list sessions", page, page_params)
-                ]
-            out += rows
-            if len(rows) < size:
+            sql, page_params = _page(where, params, after, size, channels)
+            rows = await self._call("list sessions", sql, page_params)
+            page = _sessions_with_channels(rows) if channels else [_session(r, ()) for r in rows]
+            out += page
+            if len(page) < size:
                 break
-            last_node, last_id = split_id(rows[-1].id)
-            after = (last_id, last_node or "")
+            after = (rows[-1][1], rows[-1][0])  # as stored, not as shown
         return out
 
     async def list_sessions(self, flt: SessionFilter, *, channels: bool = True) -> list[SessionRow]:
@@ -390,26 +372,16 @@ class LedgerReads:
     ) -> AsyncIterator[list[tuple[SessionRow, list[EventTuple]]]]:
         period, params = _range("s.started_at", since, until)
         cond, type_params = type_condition(types)
+        # Read in the ledger's pages (fewer calls), handed out ``batch`` at a time.
+        size = max(batch, PAGE)
         after: tuple[str, str] | None = None
         while True:
-            where, page_params = period, list(params)
-            if after is not None:
-                where += ' AND (s.id COLLATE "C", s.node COLLATE "C") > (%s, %s)'
-                page_params += list(after)
-            page = (
-                f"SELECT {SESSION_COLS} FROM ledger_sessions AS s WHERE true{where}"
-                f" ORDER BY {BY_ID} LIMIT {int(batch)}"
-            )
+            page, page_params = _page(period, params, after, size, True)
 
             async def read(
                 conn: AsyncConnection[Any], page: str = page, page_params: list[Any] = page_params
             ) -> tuple[list[Any], list[Any]]:
-                joined = await _fetch(
-                    conn,
-                    f"SELECT s.*, {CHANNEL_COLS} FROM ({page}) AS s LEFT JOIN ledger_channels"
-                    f" AS c ON c.node = s.node AND c.session_id = s.id ORDER BY {BY_ID}, c.n",
-                    page_params,
-                )
+                joined = await _fetch(conn, page, page_params)
                 keys = sorted({(r[0], r[1]) for r in joined})
                 evs = await _fetch(
                     conn,
@@ -428,11 +400,11 @@ class LedgerReads:
             for r in evs:
                 t = _tuple(r)
                 by_session.setdefault(t[3], []).append(t)
-            yield [(s, by_session.get(s.id, [])) for s in sessions]
-            if len(sessions) < batch:
+            for i in range(0, len(sessions), batch):
+                yield [(s, by_session.get(s.id, [])) for s in sessions[i : i + batch]]
+            if len(sessions) < size:
                 return
-            last_node, last_id = split_id(sessions[-1].id)
-            after = (last_id, last_node or "")
+            after = (joined[-1][1], joined[-1][0])  # as stored, not as shown
 
     async def period_summary(self, since: float | None, until: float | None) -> PeriodSummary:
         where, params = _range("started_at", since, until)
@@ -644,6 +616,40 @@ class LedgerReads:
             ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
         )
         return {(qualify(r[0], r[1]), int(r[2])): (str(r[3]), int(r[4])) for r in rows}
+
+
+def _page(
+    where: str, params: Sequence[Any], after: tuple[str, str] | None, size: int, channels: bool
+) -> tuple[str, list[Any]]:
+    """One page of sessions matching ``where`` (over ``ledger_sessions AS s``) after the
+    session ``after`` (id, node), by id then node, with their channels when asked.
+
+    The page's keys first: each node's matching sessions in id order (its part of the
+    events index: node, session, seq), at most ``size`` of each, merged. Then the rows
+    of only those. A page costs a page per node, whatever the ledger holds, where
+    sorting every session for each page would make a long listing quadratic."""
+    page_where, page_params = where, list(params)
+    if after is not None:
+        # Node by node: its sessions from the last id read, past the last node read.
+        page_where += " AND s.id >= %s AND (s.id > %s OR s.node > %s)"
+        page_params += [after[0], after[0], after[1]]
+    keys = (
+        f"SELECT k.node, k.id FROM ({NODES_SQL}) AS n CROSS JOIN LATERAL (SELECT s.node, s.id"
+        f" FROM ledger_sessions AS s WHERE s.node = n.node{page_where}"
+        f" ORDER BY s.id LIMIT {int(size)}) AS k ORDER BY k.id, k.node LIMIT {int(size)}"
+    )
+    sql = (
+        f"SELECT {SESSION_COLS} FROM ({keys}) AS k JOIN ledger_sessions AS s"
+        " ON s.node = k.node AND s.id = k.id"
+    )
+    if channels:
+        sql = (
+            f"SELECT s.*, {CHANNEL_COLS} FROM ({sql}) AS s LEFT JOIN ledger_channels AS c"
+            f" ON c.node = s.node AND c.session_id = s.id ORDER BY {BY_ID}, c.n"
+        )
+    else:
+        sql += f" ORDER BY {BY_ID}"
+    return sql, page_params
 
 
 def _one(text: str, nodes: Sequence[str], what: str) -> tuple[str, str] | None:

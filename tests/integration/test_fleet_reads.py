@@ -194,3 +194,23 @@ def test_chain_rows_stay_as_stored() -> None:
     row = b.add(start("aaaaaaaaaaa1", T0))
     assert isinstance(row, ChainRow)
     assert row.session_id == "aaaaaaaaaaa1"
+
+
+async def test_pages_of_one_session_give_the_same_listing(
+    fleet: tuple[LedgerReads, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads, dsn = fleet
+    hostile = ChainBuilder()
+    hostile.add(start("aaaaaaaaaaa1", T0 + 99))
+    await ship_rows(dsn, "evil\x1b[2J", hostile.rows)
+    whole = await reads.list_sessions(SessionFilter())
+    assert len(whole) == 5
+    monkeypatch.setattr("proxy.fleet.reads.PAGE", 1)
+    assert await reads.list_sessions(SessionFilter()) == whole
+    assert await reads.list_sessions(SessionFilter(limit=3)) == whole[:3]
+    paged = [b async for b in reads.period_sessions(None, None, {"session_end"}, batch=1)]
+    assert [len(b) for b in paged] == [1] * 5
+    assert [s for b in paged for s, _ in b] == whole
+    ends = [[e[2] for e in evs] for b in paged for _, evs in b]
+    assert ends == [["session_end"] if s.ended_at else [] for s in whole]
+    assert whole[3].id == "evil\\x1b[2J/aaaaaaaaaaa1"  # shown escaped, paged as stored
