@@ -189,9 +189,8 @@ async def with_source(config: Config, local: bool, fn: Callable[[Source], Awaita
         return await fn(LedgerSource(LedgerReads(ledger)))
     except LedgerUnreachable as exc:
         raise LedgerReadError(
-            f"the fleet's ledger {ledger.describe()} cannot be read: {exc.message}."
-            " Nothing was read from this node's journal in its place; add --local to read"
-            " only this node's own journal"
+            f"{exc.message}. Nothing was read from this node's journal in its place;"
+            " add --local to read only this node's own journal"
         ) from exc
     finally:
         await ledger.close()

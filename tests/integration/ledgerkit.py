@@ -13,11 +13,11 @@ from dataclasses import replace
 from typing import Any
 
 import psycopg
-from proxy.fleet.ledger import Ledger
 
 from proxy.core import chain
 from proxy.core.chaincheck import ChainRow
 from proxy.core.credentials import Credential, UseDecision
+from proxy.fleet.ledger import Ledger
 from proxy.fleet.reads import LedgerReads, split_id
 from proxy.store.base import (
     ChainReads,

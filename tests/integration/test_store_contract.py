@@ -119,23 +119,35 @@ class ReadContract(EventLog, SessionReads, ChainReads, CredentialReads, ReportRe
     async def close(self) -> None: ...
 
 
-async def _ledger(tmp: Path, request: pytest.FixtureRequest) -> ReadContract:
-    dsn = request.getfixturevalue("ledger_dsn")
+async def _ledger(tmp: Path, dsn: str | None) -> ReadContract:
+    assert dsn is not None
     local = await open_store_at(tmp / "audit.db", CREATE)
     return LedgerMirror(local, await open_ledger(dsn), dsn, "n1")
 
 
-READERS: dict[str, Callable[[Path, pytest.FixtureRequest], Awaitable[ReadContract]]] = {
+READERS: dict[str, Callable[[Path, str | None], Awaitable[ReadContract]]] = {
     "sqlite": lambda tmp, _: _sqlite(tmp),
     "memory": lambda tmp, _: _memory(tmp),
     "ledger": _ledger,
 }
 
 
+@pytest.fixture
+def ledger_if_asked(request: pytest.FixtureRequest) -> str | None:
+    """A fresh ledger's DSN for a test run against the ledger (set up outside the
+    event loop, as the ledger fixture must be), else None: no PostgreSQL needed."""
+    if request.node.callspec.params.get("reads") != "ledger":
+        return None
+    dsn: str = request.getfixturevalue("ledger_dsn")
+    return dsn
+
+
 @pytest.fixture(params=sorted(READERS))
-async def reads(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ReadContract]:
+async def reads(
+    request: pytest.FixtureRequest, tmp_path: Path, ledger_if_asked: str | None
+) -> AsyncIterator[ReadContract]:
     """Each store, and the ledger holding a node's copy of it."""
-    s = await READERS[request.param](tmp_path, request)
+    s = await READERS[request.param](tmp_path, ledger_if_asked)
     try:
         yield s
     finally:
