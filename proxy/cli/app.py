@@ -364,14 +364,9 @@ def cmd_sessions(args: argparse.Namespace, config: Config) -> int:
         path=args.path,
     )
     # The table shows no channels: not read for it.
-    found = asyncio.run(
-        with_source(
-            config,
-            args.local,
-            lambda src: _listing(src, flt, channels=args.json),
-        )
+    rows, shown = asyncio.run(
+        with_source(config, args.local, lambda src: _listing(src, flt, channels=args.json))
     )
-    rows, shown = found
     # Written as they are formatted: a listing of every session is 100,000 lines. The
     # JSON array has one session per line (indenting it would take seconds).
     if args.json:

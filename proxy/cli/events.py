@@ -61,7 +61,7 @@ def _events_arguments(p: argparse.ArgumentParser) -> None:
 C = TypeVar("C", Cursor, FleetCursor)
 
 
-def read_cursor_file(path: Path, kind: type[C] = Cursor) -> C:  # type: ignore[assignment]
+def read_cursor_file(path: Path, kind: type[C]) -> C:
     try:
         return kind.parse(path.read_text())
     except FileNotFoundError:
