@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxy.core.chaincheck import (
     ChainChecker,
+    ChainRow,
     Checkpoint,
     Problem,
     RecordingClaim,
@@ -31,7 +32,7 @@ from proxy.core.chaincheck import (
 from proxy.core.errors import BreakglassError
 from proxy.core.text import escape
 from proxy.recorder import recording_path
-from proxy.store.base import AuditStore, ChannelRow, SessionRow
+from proxy.store.base import AuditStore, ChainReads, ChannelRow, SessionRow
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -222,6 +223,42 @@ def load_public_key(recordings: Path) -> Ed25519PublicKey | None:
     return read_private(path).public_key()
 
 
+async def check_chain(
+    store: ChainReads, now: float, on_row: Callable[[ChainRow], None] | None = None
+) -> ChainChecker:
+    """Walk the whole chain through ``core.chaincheck`` in batches, then look up the
+    checkpoints whose head was beyond the checker's window one by one; every finding is
+    in the returned checker's ``problems``. ``on_row`` sees each row as it is fed."""
+    checker = ChainChecker()
+    after = 0
+    while True:
+        rows = await store.chain_rows(after, BATCH)
+        if not rows:
+            break
+        for row in rows:
+            checker.feed(row)
+            if on_row is not None:
+                on_row(row)
+        after = rows[-1].seq
+    checker.finish(now)
+    for cp in checker.unresolved:
+        got = await store.chain_rows(cp.seq - 1, 1)
+        actual = got[0].hash if got and got[0].seq == cp.seq else None
+        if actual is None:
+            checker.problems.append(
+                Problem(
+                    "events_missing",
+                    f"event {cp.seq}, signed by the checkpoint at event {cp.at}, is missing",
+                    cp.at,
+                )
+            )
+        elif actual != cp.head:
+            checker.problems.append(
+                Problem("checkpoint_head_mismatch", checkpoint_head_message(cp, actual), cp.at)
+            )
+    return checker
+
+
 async def verify(
     store: AuditStore,
     recordings: Path,
@@ -235,39 +272,13 @@ async def verify(
     without it, the key file on the box is used (which proves less: whoever controls
     the box controls that file too)."""
     result = VerifyResult()
-    checker = ChainChecker()
-    after = 0
-    while True:
-        rows = await store.chain_rows(after, BATCH)
-        if not rows:
-            break
-        for row in rows:
-            checker.feed(row)
-        after = rows[-1].seq
-    checker.finish(now)
+    checker = await check_chain(store, now)
     result.problems += checker.problems
     result.events = checker.count
     result.last_seq = checker.last_seq
     result.head = checker.head
     result.sessions = len(checker.sessions)
     result.live = checker.live_sessions(now)
-
-    # Checkpoints whose head was beyond the checker's window, looked up one by one.
-    for cp in checker.unresolved:
-        got = await store.chain_rows(cp.seq - 1, 1)
-        actual = got[0].hash if got and got[0].seq == cp.seq else None
-        if actual is None:
-            result.problems.append(
-                Problem(
-                    "events_missing",
-                    f"event {cp.seq}, signed by the checkpoint at event {cp.at}, is missing",
-                    cp.at,
-                )
-            )
-        elif actual != cp.head:
-            result.problems.append(
-                Problem("checkpoint_head_mismatch", checkpoint_head_message(cp, actual), cp.at)
-            )
 
     await _check_signatures(result, checker.checkpoints, external, recordings, public_key)
 
@@ -340,7 +351,7 @@ async def _check_signatures(
     recordings: Path,
     public_key: Ed25519PublicKey | None,
 ) -> None:
-    from proxy.audit.checkpoint import fingerprint, key_path, signature_ok
+    from proxy.audit.checkpoint import fingerprint, key_path
 
     result.checkpoints = len(checkpoints)
     if not checkpoints and not external:
@@ -361,16 +372,24 @@ async def _check_signatures(
                 )
             )
             return
+    result.key = fingerprint(pub)
+    result.problems += signature_problems([*checkpoints, *external], pub)
+
+
+def signature_problems(checkpoints: Iterable[Checkpoint], pub: Ed25519PublicKey) -> list[Problem]:
+    """Each checkpoint not signed by ``pub``: another key's, or a bad signature."""
+    from proxy.audit.checkpoint import fingerprint, signature_ok
+
     fp = fingerprint(pub)
-    result.key = fp
-    for cp in [*checkpoints, *external]:
+    problems: list[Problem] = []
+    for cp in checkpoints:
         where = (
             f"checkpoint at event {cp.at}"
             if cp.at is not None
             else (f"the supplied checkpoint for event {cp.seq}")
         )
         if cp.key != fp:
-            result.problems.append(
+            problems.append(
                 Problem(
                     "checkpoint_wrong_key",
                     f"{where} was signed by key {cp.key}, not by the checked key {fp}",
@@ -378,7 +397,7 @@ async def _check_signatures(
                 )
             )
         elif not signature_ok(pub, cp):
-            result.problems.append(
+            problems.append(
                 Problem(
                     "checkpoint_bad_signature",
                     f"{where}: the signature does not verify (event {cp.seq}, head"
@@ -386,6 +405,7 @@ async def _check_signatures(
                     cp.at,
                 )
             )
+    return problems
 
 
 def _problem_json(p: Problem) -> dict[str, Any]:

@@ -1,0 +1,655 @@
+"""``breakglass verify`` across a fleet: every node's journal as the PostgreSQL ledger has it.
+
+Owns the fleet half of verification. For each node (claimed in ``nodes``, found in
+``events`` or pinned in ``fleet.peers``):
+- its chain end to end, with the rules of ``core.chaincheck`` (``audit.verify.check_chain``);
+- its checkpoints, against the key pinned for it in ``fleet.peers``, never against the
+  ledger's own ``nodes.checkpoint_key`` (whoever can write the ledger can write that row;
+  a row that differs from the pin is itself a problem);
+- what its peers witnessed of it (``peer_witness`` events in their chains): each witnessed
+  checkpoint must be signed by its pinned key and its event must be in the ledger with
+  that hash, so a tail cut from one node's events is caught from the others' chains;
+- every complete shipped cast (``cast_chunks``), against its ``channel_end`` hash.
+
+Every problem names its node. Reads only, one bounded ``Ledger.run`` per batch; never
+repairs anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, LiteralString, Protocol, TypeVar
+
+from proxy.audit.checkpoint import fingerprint, parse_public_key, signature_ok
+from proxy.audit.verify import check_chain, signature_problems
+from proxy.core import events
+from proxy.core.chaincheck import (
+    ChainRow,
+    Checkpoint,
+    Problem,
+    RecordingClaim,
+    check_external,
+    recording_problem,
+)
+from proxy.core.errors import BreakglassError
+from proxy.core.text import escape
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from psycopg import AsyncConnection
+
+T = TypeVar("T")
+
+# Rows per ledger call: each call is bounded by ``fleet.timeout``.
+EVENT_BATCH = 5000
+CAST_BATCH = 1000  # casts listed per call
+CHUNK_BATCH = 8  # chunks (at most 256 KiB each) read per call while hashing
+LOOKUP_BATCH = 5000  # witnessed seqs looked up per call
+
+NO_NODE = "-"  # a problem that belongs to no node (a kept checkpoint no pin signed)
+
+
+class LedgerCalls(Protocol):
+    """What verify and status need of ``proxy.fleet.ledger.Ledger``."""
+
+    def describe(self) -> str: ...
+
+    async def run(self, fn: Callable[[AsyncConnection[Any]], Awaitable[T]], *, what: str) -> T: ...
+
+
+async def _fetch(
+    ledger: LedgerCalls, sql: LiteralString, params: Sequence[Any], what: str
+) -> list[tuple[Any, ...]]:
+    async def call(conn: AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+        cur = await conn.execute(sql, params)
+        return await cur.fetchall()
+
+    return await ledger.run(call, what=what)
+
+
+class NodeChain:
+    """One node's events in the ledger, read as ``ChainReads``."""
+
+    def __init__(self, ledger: LedgerCalls, node: str) -> None:
+        self.ledger = ledger
+        self.node = node
+
+    async def head(self) -> tuple[int, str]:
+        rows = await _fetch(
+            self.ledger,
+            "SELECT seq, hash FROM events WHERE node = %s ORDER BY seq DESC LIMIT 1",
+            (self.node,),
+            f"the head of {self.node}'s events",
+        )
+        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, "0" * 64)
+
+    async def chain_rows(self, after_seq: int, limit: int) -> list[ChainRow]:
+        rows = await _fetch(
+            self.ledger,
+            "SELECT seq, time, type, session_id, channel, data, prev_hash, hash FROM events"
+            " WHERE node = %s AND seq > %s ORDER BY seq LIMIT %s",
+            (self.node, after_seq, limit),
+            f"{self.node}'s events after {after_seq}",
+        )
+        return [ChainRow(*row) for row in rows]
+
+    async def hashes(self, seqs: Iterable[int]) -> dict[int, str]:
+        """The hash of each of these events the ledger has."""
+        wanted = sorted(set(seqs))
+        out: dict[int, str] = {}
+        for i in range(0, len(wanted), LOOKUP_BATCH):
+            rows = await _fetch(
+                self.ledger,
+                "SELECT seq, hash FROM events WHERE node = %s AND seq = ANY(%s)",
+                (self.node, wanted[i : i + LOOKUP_BATCH]),
+                f"witnessed events of {self.node}",
+            )
+            out.update((int(seq), str(h)) for seq, h in rows)
+        return out
+
+
+@dataclass(frozen=True)
+class NodeClaim:
+    """A ``nodes`` row: who claimed the name, with which key."""
+
+    name: str
+    node_id: str
+    checkpoint_key: str
+
+
+@dataclass(frozen=True)
+class ShipState:
+    """What a node last said about its shipping (``node_status``, liveness only)."""
+
+    journal_seq: int
+    shipped_seq: int
+    unshipped_bytes: int
+
+    def shipped_all_of(self, end_seq: int | None) -> bool:
+        """The node said nothing was left to ship after the event ``end_seq`` was in the
+        ledger: a cast ended there is then complete in the ledger, or lost."""
+        return end_seq is not None and self.shipped_seq >= end_seq and self.unshipped_bytes == 0
+
+
+@dataclass(frozen=True)
+class Witness:
+    """A ``peer_witness`` event: ``by`` recorded at its event ``at`` the checkpoint
+    ``cp`` of ``peer`` that it read from the ledger."""
+
+    by: str
+    at: int
+    peer: str
+    cp: Checkpoint
+
+
+@dataclass(frozen=True)
+class FleetProblem:
+    node: str
+    problem: Problem
+
+
+@dataclass
+class NodeReport:
+    node: str
+    claimed: bool = False  # has a row in ``nodes``
+    pinned: bool = False  # has a key in ``fleet.peers``
+    events: int = 0
+    last_seq: int = 0
+    head: str = ""
+    sessions: int = 0
+    live: list[str] = field(default_factory=list)
+    casts: dict[str, int] = field(default_factory=dict)  # status -> count
+    checkpoints: int = 0
+    last_checkpoint: Checkpoint | None = None
+    key: str | None = None  # fingerprint of the pinned key checkpoints were checked with
+    witnessed: dict[str, int] = field(default_factory=dict)  # peer -> highest seq witnessed
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(repr=False)
+class FleetVerifyResult:
+    ledger: str
+    nodes: list[NodeReport] = field(default_factory=list)
+    problems: list[FleetProblem] = field(default_factory=list)
+    external: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __repr__(self) -> str:
+        return f"FleetVerifyResult({len(self.nodes)} nodes, {len(self.problems)} problems)"
+
+
+def _same_key(a: str, b: str) -> bool:
+    try:
+        return fingerprint(parse_public_key(a)) == fingerprint(parse_public_key(b))
+    except BreakglassError:
+        return False
+
+
+async def verify_fleet(
+    ledger: LedgerCalls,
+    peers: Mapping[str, str],
+    now: float,
+    *,
+    external: Sequence[Checkpoint] = (),
+) -> FleetVerifyResult:
+    """Check every node's journal in the ledger. ``peers`` is ``fleet.peers``: the
+    checkpoint key pinned for each node, as ``breakglass checkpoint-key`` prints it."""
+    result = FleetVerifyResult(ledger.describe())
+    problems = result.problems
+    pins: dict[str, Ed25519PublicKey] = {}
+    for name, text in peers.items():
+        try:
+            pins[name] = parse_public_key(text)
+        except BreakglassError as exc:  # the config loader refuses these already
+            problems.append(FleetProblem(name, Problem("peer_key_bad", exc.message)))
+
+    claims = {
+        c.name: c
+        for c in (
+            NodeClaim(str(a), str(b), str(k))
+            for a, b, k in await _fetch(
+                ledger,
+                "SELECT name, node_id, checkpoint_key FROM nodes ORDER BY name",
+                (),
+                "the nodes",
+            )
+        )
+    }
+    shipping = {
+        str(name): ShipState(int(j), int(s), int(u))
+        for name, j, s, u in await _fetch(
+            ledger,
+            "SELECT name, journal_seq, shipped_seq, unshipped_bytes FROM node_status",
+            (),
+            "the nodes' status",
+        )
+    }
+    names = sorted(set(claims) | set(peers) | set(await _event_nodes(ledger)))
+
+    witnesses: dict[tuple[str, int, str, str], Witness] = {}
+    for name in names:
+        pin = (peers[name], pins[name]) if name in pins else None
+        report = await _verify_node(
+            ledger, name, claims.get(name), pin, shipping.get(name), witnesses, problems, now
+        )
+        result.nodes.append(report)
+
+    reports = {r.node: r for r in result.nodes}
+    await _check_witnesses(ledger, list(witnesses.values()), reports, pins, problems)
+    await _check_external(ledger, external, reports, pins, problems)
+    result.external = len(external)
+    return result
+
+
+async def _verify_node(
+    ledger: LedgerCalls,
+    name: str,
+    claim: NodeClaim | None,
+    pin: tuple[str, Ed25519PublicKey] | None,
+    ship: ShipState | None,
+    witnesses: dict[tuple[str, int, str, str], Witness],
+    problems: list[FleetProblem],
+    now: float,
+) -> NodeReport:
+    """One node: its claim against its pin, its chain, its checkpoints and its casts; the
+    witnesses in its chain are collected for ``_check_witnesses``."""
+    report = NodeReport(name, claimed=claim is not None, pinned=pin is not None)
+
+    def add(kind: str, message: str, seq: int | None = None) -> None:
+        problems.append(FleetProblem(name, Problem(kind, message, seq)))
+
+    if claim is not None and pin is not None and not _same_key(claim.checkpoint_key, pin[0]):
+        add(
+            "peer_key_replaced",
+            f"peer key replaced in the ledger: its nodes row holds"
+            f" {claim.checkpoint_key[:24]}…, but fleet.peers pins {pin[0][:24]}…",
+        )
+    checker = await check_chain(
+        NodeChain(ledger, name), now, on_row=lambda row: _collect_witness(row, name, witnesses, add)
+    )
+    problems += [FleetProblem(name, p) for p in checker.problems]
+    report.events, report.last_seq, report.head = checker.count, checker.last_seq, checker.head
+    report.sessions, report.live = len(checker.sessions), checker.live_sessions(now)
+    report.checkpoints = len(checker.checkpoints)
+    if checker.count and claim is None:
+        add(
+            "node_unclaimed",
+            f"{checker.count} event(s) in the ledger, but no node claimed the name",
+        )
+    if pin is not None:
+        report.key = fingerprint(pin[1])
+        problems += [FleetProblem(name, p) for p in signature_problems(checker.checkpoints, pin[1])]
+    elif checker.count or claim is not None:
+        add(
+            "node_unpinned",
+            "in the ledger but not pinned in fleet.peers: its checkpoints cannot be"
+            " checked (pin its `breakglass checkpoint-key`, or retire it)",
+        )
+    if checker.checkpoints:
+        last = report.last_checkpoint = checker.checkpoints[-1]
+        after_last = checker.last_seq - (last.at or last.seq)
+        if after_last:
+            report.notes.append(
+                f"{after_last} event(s) after the last checkpoint (event {last.at})"
+                " are not covered by a signature yet"
+            )
+    elif checker.count:
+        report.notes.append("no checkpoint in the ledger yet: nothing is signed")
+    elif claim is None and pin is not None:
+        report.notes.append("pinned in fleet.peers, but has not joined the ledger")
+    if report.live:
+        report.notes.append(f"{len(report.live)} live session(s) without an end yet")
+    await _check_casts(ledger, report, checker.recordings, ship, add)
+    return report
+
+
+async def _event_nodes(ledger: LedgerCalls) -> list[str]:
+    # A skip scan over the primary key: one index probe per node, not a scan of every event.
+    rows = await _fetch(
+        ledger,
+        "WITH RECURSIVE n(node) AS ("
+        " SELECT min(node) FROM events"
+        " UNION ALL SELECT (SELECT min(e.node) FROM events e WHERE e.node > n.node)"
+        " FROM n WHERE n.node IS NOT NULL)"
+        " SELECT node FROM n WHERE node IS NOT NULL",
+        (),
+        "the nodes with events",
+    )
+    return [str(r[0]) for r in rows]
+
+
+def _collect_witness(
+    row: ChainRow,
+    by: str,
+    into: dict[tuple[str, int, str, str], Witness],
+    add: Callable[[str, str, int | None], None],
+) -> None:
+    if row.type != events.PeerWitness.TYPE:
+        return
+    try:
+        ev = events.decode(row.type, json.loads(row.data_json))
+    except (ValueError, events.EventDataError) as exc:
+        add("witness_malformed", f"event {row.seq}: {exc}", row.seq)
+        return
+    assert isinstance(ev, events.PeerWitness)
+    cp = Checkpoint(ev.seq, ev.head, float(ev.time), ev.signature, ev.key)
+    # A node idle for hours is witnessed at the same checkpoint every round: check it once.
+    into.setdefault((ev.peer, cp.seq, cp.head, cp.signature), Witness(by, row.seq, ev.peer, cp))
+
+
+async def _check_witnesses(
+    ledger: LedgerCalls,
+    witnesses: list[Witness],
+    reports: Mapping[str, NodeReport],
+    pins: Mapping[str, Ed25519PublicKey],
+    problems: list[FleetProblem],
+) -> None:
+    by_peer: dict[str, list[Witness]] = {}
+    for w in witnesses:
+        by_peer.setdefault(w.peer, []).append(w)
+    for peer, seen in sorted(by_peer.items()):
+        report = reports.get(peer) or NodeReport(peer)
+        last_seq = report.last_seq
+        pin = pins.get(peer)
+        ok: list[Witness] = []
+        for w in seen:
+            if pin is not None and (w.cp.key != fingerprint(pin) or not signature_ok(pin, w.cp)):
+                problems.append(
+                    FleetProblem(
+                        peer,
+                        Problem(
+                            "witness_bad_signature",
+                            f"{w.by} witnessed (at its event {w.at}) a checkpoint of {peer} for"
+                            f" event {w.cp.seq} that {peer}'s pinned key did not sign: a forged"
+                            " checkpoint was in the ledger",
+                            w.cp.seq,
+                        ),
+                    )
+                )
+                continue
+            ok.append(w)
+            report.witnessed[w.by] = max(report.witnessed.get(w.by, 0), w.cp.seq)
+        # A cut tail: one problem per witness, about the furthest event it saw.
+        cut: dict[str, Witness] = {}
+        for w in ok:
+            if w.cp.seq > last_seq and (w.by not in cut or w.cp.seq > cut[w.by].cp.seq):
+                cut[w.by] = w
+        for by, w in sorted(cut.items()):
+            ends = f"ends at event {last_seq}" if last_seq else "has no events"
+            problems.append(
+                FleetProblem(
+                    peer,
+                    Problem(
+                        "events_truncated",
+                        f"tail cut: {peer}'s chain in the ledger {ends}, but {by} witnessed"
+                        f" (at its event {w.at}) {peer}'s checkpoint signing event {w.cp.seq}",
+                        w.cp.seq,
+                    ),
+                )
+            )
+        inside = [w for w in ok if w.cp.seq <= last_seq]
+        hashes = await NodeChain(ledger, peer).hashes(w.cp.seq for w in inside)
+        for w in inside:
+            actual = hashes.get(w.cp.seq)
+            if actual == w.cp.head:
+                continue
+            said = (
+                "is missing"
+                if actual is None
+                else f"has hash {actual[:16]}…, not {w.cp.head[:16]}…: history was rewritten"
+            )
+            problems.append(
+                FleetProblem(
+                    peer,
+                    Problem(
+                        "events_missing" if actual is None else "checkpoint_head_mismatch",
+                        f"witnessed by {w.by} at its event {w.at}: {peer}'s event {w.cp.seq}"
+                        f" in the ledger {said}",
+                        w.cp.seq,
+                    ),
+                )
+            )
+
+
+async def _check_external(
+    ledger: LedgerCalls,
+    external: Sequence[Checkpoint],
+    reports: Mapping[str, NodeReport],
+    pins: Mapping[str, Ed25519PublicKey],
+    problems: list[FleetProblem],
+) -> None:
+    """Checkpoints an auditor kept: each belongs to the node whose pinned key signed it."""
+    owner = {fingerprint(pub): name for name, pub in pins.items()}
+    for cp in external:
+        node = owner.get(cp.key)
+        if node is None:
+            problems.append(
+                FleetProblem(
+                    NO_NODE,
+                    Problem(
+                        "checkpoint_wrong_key",
+                        f"the supplied checkpoint for event {cp.seq} was signed by key {cp.key},"
+                        " which is pinned for no node in fleet.peers",
+                    ),
+                )
+            )
+            continue
+        bad = signature_problems([cp], pins[node])
+        problems += [FleetProblem(node, p) for p in bad]
+        if bad:
+            continue
+        report = reports.get(node) or NodeReport(node)
+        actual = (await NodeChain(ledger, node).hashes([cp.seq])).get(cp.seq)
+        problem = check_external(cp, report.last_seq, actual)
+        if problem is not None:
+            problems.append(FleetProblem(node, problem))
+
+
+async def _check_casts(
+    ledger: LedgerCalls,
+    report: NodeReport,
+    claims: Mapping[tuple[str, int], RecordingClaim],
+    ship: ShipState | None,
+    add: Callable[[str, str, int | None], None],
+) -> None:
+    node = report.node
+    shipped = await _cast_sizes(ledger, node)
+    status_count = report.casts
+    for key, claim in claims.items():
+        if claim.path is None and claim.sha256 is None:
+            continue  # a channel that never had a recording (refused before start)
+        status = await _cast_status(ledger, node, claim, shipped.get(key, 0), ship, add)
+        status_count[status] = status_count.get(status, 0) + 1
+    waiting = status_count.get("shipping", 0)
+    if waiting:
+        report.notes.append(f"{waiting} ended cast(s) not fully shipped yet")
+    caught_up = (
+        ship is not None
+        and ship.shipped_seq >= ship.journal_seq
+        and report.last_seq >= ship.shipped_seq
+    )
+    for (sid, n), size in sorted(shipped.items()):
+        if (sid, n) in claims:
+            continue
+        if caught_up:
+            add(
+                "cast_unclaimed",
+                f"cast {sid}/{n} ({size} bytes) is in the ledger, but no event of {node} claims it",
+                None,
+            )
+        else:
+            report.notes.append(f"cast {sid}/{n} is shipped before the events that claim it")
+
+
+async def _cast_status(
+    ledger: LedgerCalls,
+    node: str,
+    claim: RecordingClaim,
+    size: int,
+    ship: ShipState | None,
+    add: Callable[[str, str, int | None], None],
+) -> str:
+    where = f"channel {claim.session_id}/{claim.channel}"
+    if not claim.ended:
+        return "open"
+    short = size < claim.size if claim.size is not None else size == 0
+    if short:
+        if claim.pruned_seq is not None:
+            return "pruned"
+        if ship is None or not ship.shipped_all_of(claim.end_seq):
+            return "shipping"
+        add(
+            "cast_missing" if size == 0 else "cast_incomplete",
+            f"the ledger has {size} of the {claim.size} bytes of the cast of {where}, though"
+            f" {node} reported every byte shipped after its end (event {claim.end_seq})",
+            claim.end_seq,
+        )
+        return "missing" if size == 0 else "incomplete"
+    found = await _cast_digest(ledger, node, claim.session_id, claim.channel, add)
+    if found is None:
+        return "MISMATCH"
+    status, problem = recording_problem(
+        claim, found, f"{claim.session_id}/{claim.channel}.cast in the ledger"
+    )
+    if problem is not None:
+        add(problem.kind, problem.message, problem.seq)
+    return status
+
+
+async def _cast_sizes(ledger: LedgerCalls, node: str) -> dict[tuple[str, int], int]:
+    """Bytes shipped per cast of ``node``, a page of casts per call."""
+    out: dict[tuple[str, int], int] = {}
+    after: tuple[str, int] = ("", -1)
+    while True:
+        rows = await _fetch(
+            ledger,
+            "SELECT session_id, channel, sum(length(data)) FROM cast_chunks"
+            " WHERE node = %s AND (session_id, channel) > (%s, %s)"
+            " GROUP BY session_id, channel ORDER BY session_id, channel LIMIT %s",
+            (node, *after, CAST_BATCH),
+            f"the casts of {node}",
+        )
+        for sid, n, size in rows:
+            out[(str(sid), int(n))] = int(size)
+        if len(rows) < CAST_BATCH:
+            return out
+        after = (str(rows[-1][0]), int(rows[-1][1]))
+
+
+async def _cast_digest(
+    ledger: LedgerCalls, node: str, sid: str, n: int, add: Callable[[str, str, int | None], None]
+) -> tuple[str, int] | None:
+    """sha256 and size of a shipped cast, its chunks in offset order; None (and a
+    problem) when the chunks do not follow each other."""
+    h = hashlib.sha256()
+    size = 0
+    while True:
+        rows = await _fetch(
+            ledger,
+            'SELECT "offset", data FROM cast_chunks WHERE node = %s AND session_id = %s'
+            ' AND channel = %s AND "offset" >= %s ORDER BY "offset" LIMIT %s',
+            (node, sid, n, size, CHUNK_BATCH),
+            f"the cast {sid}/{n} of {node}",
+        )
+        for offset, data in rows:
+            if int(offset) != size:
+                add(
+                    "cast_chunks_broken",
+                    f"the cast of channel {sid}/{n} in the ledger has a chunk at byte {offset}"
+                    f" where byte {size} was expected: chunks were changed",
+                    None,
+                )
+                return None
+            h.update(data)
+            size += len(data)
+        if len(rows) < CHUNK_BATCH:
+            return h.hexdigest(), size
+
+
+def _problem_json(fp: FleetProblem) -> dict[str, Any]:
+    p = fp.problem
+    return {
+        "node": fp.node,
+        "kind": p.kind,
+        "message": p.message,
+        "seq": p.seq,
+        "session": p.session_id,
+    }
+
+
+def _checkpoint_json(cp: Checkpoint | None) -> dict[str, Any] | None:
+    if cp is None:
+        return None
+    return {"at": cp.at, "seq": cp.seq, "head": cp.head, "time": cp.time, "key": cp.key}
+
+
+def fleet_verify_json(r: FleetVerifyResult) -> dict[str, Any]:
+    return {
+        "ok": r.ok,
+        "ledger": r.ledger,
+        "nodes": [
+            {
+                "node": n.node,
+                "claimed": n.claimed,
+                "pinned": n.pinned,
+                "events": n.events,
+                "last_seq": n.last_seq,
+                "head": n.head,
+                "sessions": n.sessions,
+                "live_sessions": n.live,
+                "casts": n.casts,
+                "checkpoints": n.checkpoints,
+                "checkpoint_key": n.key,
+                "last_checkpoint": _checkpoint_json(n.last_checkpoint),
+                "witnessed": n.witnessed,
+                "notes": n.notes,
+            }
+            for n in r.nodes
+        ],
+        "external_checkpoints": r.external,
+        "problems": [_problem_json(p) for p in r.problems],
+    }
+
+
+def fleet_verify_text(r: FleetVerifyResult) -> str:
+    out = [f"ledger       {escape(r.ledger)} ({len(r.nodes)} node(s))"]
+    for n in r.nodes:
+        casts = ", ".join(f"{c} {status}" for status, c in sorted(n.casts.items())) or "none"
+        cp = n.last_checkpoint
+        checkpoints = (
+            "none"
+            if cp is None
+            else f"{n.checkpoints}, last at event {cp.at} (signs event {cp.seq}),"
+            f" key {n.key or '-'}"
+        )
+        seen = ", ".join(f"{escape(by)} up to event {s}" for by, s in sorted(n.witnessed.items()))
+        out += [
+            f"node {escape(n.node)}",
+            f"  events       {n.events} (last seq {n.last_seq}, head {n.head[:16] or '-'}…)",
+            f"  sessions     {n.sessions} ({len(n.live)} live)",
+            f"  casts        {casts}",
+            f"  checkpoints  {checkpoints}",
+            f"  witnessed    {seen or 'by no peer yet'}",
+        ]
+        out += [f"  note: {escape(note)}" for note in n.notes]
+    if r.external:
+        out.append(f"kept copies  {r.external} checkpoint(s) supplied with --checkpoint")
+    if r.problems:
+        out.append(f"PROBLEMS ({len(r.problems)}):")
+        out += [
+            f"  [{p.problem.kind}] {escape(p.node)}: {escape(p.problem.message)}"
+            for p in r.problems
+        ]
+        out.append("verify: FAILED")
+    else:
+        out.append(
+            "verify: OK, every node's events, links, checkpoints, witnesses and shipped casts"
+            " check out"
+        )
+    return "\n".join(out)
