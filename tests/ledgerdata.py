@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from proxy.audit.checkpoint import public_hex, write_checkpoint
@@ -23,7 +26,7 @@ from proxy.store.base import NewEvent
 from proxy.store.memory import MemoryStore
 from tests.eventdata import typed
 
-T0 = 1_800_000_000.0
+T0 = 1_790_000_000.0  # 2026-09-21: sessions long over
 CHUNK = 100  # bytes per cast chunk: small, so a cast has several
 
 
@@ -124,3 +127,14 @@ async def load(conn: Any, nodes: list[Node], *, status: bool = True) -> None:
                 (node.name, f"id-{node.name}", last, last),
             )
     await conn.commit()
+
+
+@asynccontextmanager
+async def open_ledger(dsn: str, node: str, peers: Mapping[str, str]) -> AsyncIterator[Any]:
+    """The ledger at ``dsn`` as node ``node`` with these pins sees it."""
+    import sys
+    sys.path.insert(0, "/tmp/v21scratch")
+    from try_ import Direct  # TODO: the real Ledger once it lands
+
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        yield Direct(conn)

@@ -23,7 +23,7 @@ from proxy.core.units import format_duration, format_size
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
-    from proxy.fleet.verify import LedgerCalls
+    from proxy.fleet.scan import LedgerCalls
 
 CLOCK_LIMIT = 2.0  # seconds a node's clock may be off the ledger's before it is flagged
 # A node heartbeats every shipping round (about a second): this long without one, it is

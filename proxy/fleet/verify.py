@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, LiteralString, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from proxy.audit.checkpoint import fingerprint, parse_public_key, signature_ok
 from proxy.audit.verify import check_chain, signature_problems
@@ -36,79 +36,12 @@ from proxy.core.chaincheck import (
 )
 from proxy.core.errors import BreakglassError
 from proxy.core.text import escape
+from proxy.fleet.scan import LedgerCalls, NodeChain, cast_chunks, cast_sizes, event_nodes, fetch
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    from psycopg import AsyncConnection
-
-T = TypeVar("T")
-
-# Rows per ledger call: each call is bounded by ``fleet.timeout``.
-EVENT_BATCH = 5000
-CAST_BATCH = 1000  # casts listed per call
-CHUNK_BATCH = 8  # chunks (at most 256 KiB each) read per call while hashing
-LOOKUP_BATCH = 5000  # witnessed seqs looked up per call
 
 NO_NODE = "-"  # a problem that belongs to no node (a kept checkpoint no pin signed)
-
-
-class LedgerCalls(Protocol):
-    """What verify and status need of ``proxy.fleet.ledger.Ledger``."""
-
-    def describe(self) -> str: ...
-
-    async def run(self, fn: Callable[[AsyncConnection[Any]], Awaitable[T]], *, what: str) -> T: ...
-
-
-async def _fetch(
-    ledger: LedgerCalls, sql: LiteralString, params: Sequence[Any], what: str
-) -> list[tuple[Any, ...]]:
-    async def call(conn: AsyncConnection[Any]) -> list[tuple[Any, ...]]:
-        cur = await conn.execute(sql, params)
-        return await cur.fetchall()
-
-    return await ledger.run(call, what=what)
-
-
-class NodeChain:
-    """One node's events in the ledger, read as ``ChainReads``."""
-
-    def __init__(self, ledger: LedgerCalls, node: str) -> None:
-        self.ledger = ledger
-        self.node = node
-
-    async def head(self) -> tuple[int, str]:
-        rows = await _fetch(
-            self.ledger,
-            "SELECT seq, hash FROM events WHERE node = %s ORDER BY seq DESC LIMIT 1",
-            (self.node,),
-            f"the head of {self.node}'s events",
-        )
-        return (int(rows[0][0]), str(rows[0][1])) if rows else (0, "0" * 64)
-
-    async def chain_rows(self, after_seq: int, limit: int) -> list[ChainRow]:
-        rows = await _fetch(
-            self.ledger,
-            "SELECT seq, time, type, session_id, channel, data, prev_hash, hash FROM events"
-            " WHERE node = %s AND seq > %s ORDER BY seq LIMIT %s",
-            (self.node, after_seq, limit),
-            f"{self.node}'s events after {after_seq}",
-        )
-        return [ChainRow(*row) for row in rows]
-
-    async def hashes(self, seqs: Iterable[int]) -> dict[int, str]:
-        """The hash of each of these events the ledger has."""
-        wanted = sorted(set(seqs))
-        out: dict[int, str] = {}
-        for i in range(0, len(wanted), LOOKUP_BATCH):
-            rows = await _fetch(
-                self.ledger,
-                "SELECT seq, hash FROM events WHERE node = %s AND seq = ANY(%s)",
-                (self.node, wanted[i : i + LOOKUP_BATCH]),
-                f"witnessed events of {self.node}",
-            )
-            out.update((int(seq), str(h)) for seq, h in rows)
-        return out
 
 
 @dataclass(frozen=True)
@@ -213,7 +146,7 @@ async def verify_fleet(
         c.name: c
         for c in (
             NodeClaim(str(a), str(b), str(k))
-            for a, b, k in await _fetch(
+            for a, b, k in await fetch(
                 ledger,
                 "SELECT name, node_id, checkpoint_key FROM nodes ORDER BY name",
                 (),
@@ -223,14 +156,14 @@ async def verify_fleet(
     }
     shipping = {
         str(name): ShipState(int(j), int(s), int(u))
-        for name, j, s, u in await _fetch(
+        for name, j, s, u in await fetch(
             ledger,
             "SELECT name, journal_seq, shipped_seq, unshipped_bytes FROM node_status",
             (),
             "the nodes' status",
         )
     }
-    names = sorted(set(claims) | set(peers) | set(await _event_nodes(ledger)))
+    names = sorted(set(claims) | set(peers) | set(await event_nodes(ledger)))
 
     witnesses: dict[tuple[str, int, str, str], Witness] = {}
     for name in names:
@@ -307,21 +240,6 @@ async def _verify_node(
         report.notes.append(f"{len(report.live)} live session(s) without an end yet")
     await _check_casts(ledger, report, checker.recordings, ship, add)
     return report
-
-
-async def _event_nodes(ledger: LedgerCalls) -> list[str]:
-    # A skip scan over the primary key: one index probe per node, not a scan of every event.
-    rows = await _fetch(
-        ledger,
-        "WITH RECURSIVE n(node) AS ("
-        " SELECT min(node) FROM events"
-        " UNION ALL SELECT (SELECT min(e.node) FROM events e WHERE e.node > n.node)"
-        " FROM n WHERE n.node IS NOT NULL)"
-        " SELECT node FROM n WHERE node IS NOT NULL",
-        (),
-        "the nodes with events",
-    )
-    return [str(r[0]) for r in rows]
 
 
 def _collect_witness(
@@ -459,7 +377,7 @@ async def _check_casts(
     add: Callable[[str, str, int | None], None],
 ) -> None:
     node = report.node
-    shipped = await _cast_sizes(ledger, node)
+    shipped = await cast_sizes(ledger, node)
     status_count = report.casts
     for key, claim in claims.items():
         if claim.path is None and claim.sha256 is None:
@@ -499,11 +417,14 @@ async def _cast_status(
     if not claim.ended:
         return "open"
     short = size < claim.size if claim.size is not None else size == 0
+    if short and claim.pruned_seq is not None:
+        return "pruned"
+    if short and (ship is None or not ship.shipped_all_of(claim.end_seq)):
+        return "shipping"
+    found = await _cast_digest(ledger, node, claim.session_id, claim.channel, add)
+    if found is None:
+        return "MISMATCH"
     if short:
-        if claim.pruned_seq is not None:
-            return "pruned"
-        if ship is None or not ship.shipped_all_of(claim.end_seq):
-            return "shipping"
         add(
             "cast_missing" if size == 0 else "cast_incomplete",
             f"the ledger has {size} of the {claim.size} bytes of the cast of {where}, though"
@@ -511,35 +432,12 @@ async def _cast_status(
             claim.end_seq,
         )
         return "missing" if size == 0 else "incomplete"
-    found = await _cast_digest(ledger, node, claim.session_id, claim.channel, add)
-    if found is None:
-        return "MISMATCH"
     status, problem = recording_problem(
         claim, found, f"{claim.session_id}/{claim.channel}.cast in the ledger"
     )
     if problem is not None:
         add(problem.kind, problem.message, problem.seq)
     return status
-
-
-async def _cast_sizes(ledger: LedgerCalls, node: str) -> dict[tuple[str, int], int]:
-    """Bytes shipped per cast of ``node``, a page of casts per call."""
-    out: dict[tuple[str, int], int] = {}
-    after: tuple[str, int] = ("", -1)
-    while True:
-        rows = await _fetch(
-            ledger,
-            "SELECT session_id, channel, sum(length(data)) FROM cast_chunks"
-            " WHERE node = %s AND (session_id, channel) > (%s, %s)"
-            " GROUP BY session_id, channel ORDER BY session_id, channel LIMIT %s",
-            (node, *after, CAST_BATCH),
-            f"the casts of {node}",
-        )
-        for sid, n, size in rows:
-            out[(str(sid), int(n))] = int(size)
-        if len(rows) < CAST_BATCH:
-            return out
-        after = (str(rows[-1][0]), int(rows[-1][1]))
 
 
 async def _cast_digest(
@@ -549,27 +447,18 @@ async def _cast_digest(
     problem) when the chunks do not follow each other."""
     h = hashlib.sha256()
     size = 0
-    while True:
-        rows = await _fetch(
-            ledger,
-            'SELECT "offset", data FROM cast_chunks WHERE node = %s AND session_id = %s'
-            ' AND channel = %s AND "offset" >= %s ORDER BY "offset" LIMIT %s',
-            (node, sid, n, size, CHUNK_BATCH),
-            f"the cast {sid}/{n} of {node}",
-        )
-        for offset, data in rows:
-            if int(offset) != size:
-                add(
-                    "cast_chunks_broken",
-                    f"the cast of channel {sid}/{n} in the ledger has a chunk at byte {offset}"
-                    f" where byte {size} was expected: chunks were changed",
-                    None,
-                )
-                return None
-            h.update(data)
-            size += len(data)
-        if len(rows) < CHUNK_BATCH:
-            return h.hexdigest(), size
+    async for offset, data in cast_chunks(ledger, node, sid, n):
+        if offset != size:
+            add(
+                "cast_chunks_broken",
+                f"the cast of channel {sid}/{n} in the ledger has a chunk at byte {offset}"
+                f" where byte {size} was expected: chunks were changed",
+                None,
+            )
+            return None
+        h.update(data)
+        size += len(data)
+    return h.hexdigest(), size
 
 
 def _problem_json(fp: FleetProblem) -> dict[str, Any]:
