@@ -14,6 +14,7 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -120,21 +121,67 @@ async def load(conn: Any, nodes: list[Node], *, status: bool = True) -> None:
                 )
         if status:
             last = rows[-1].seq if rows else 0
-            await conn.execute(
-                "INSERT INTO node_status (name, node_id, heartbeat_at, node_time, journal_seq,"
-                " shipped_seq, unshipped_bytes, version) VALUES"
-                " (%s, %s, now(), extract(epoch from now()), %s, %s, 0, 'test')",
-                (node.name, f"id-{node.name}", last, last),
-            )
+            await heartbeat(conn, node.name, journal_seq=last, shipped_seq=last)
     await conn.commit()
+
+
+async def heartbeat(
+    conn: Any,
+    name: str,
+    *,
+    journal_seq: int,
+    shipped_seq: int,
+    unshipped_bytes: int = 0,
+    clock_offset: float = 0.0,
+    ago: float = 0.0,
+    problem: str | None = None,
+) -> None:
+    """A node's heartbeat as the shipper writes it (``ago`` seconds before the ledger's
+    now, with the node's clock ``clock_offset`` seconds ahead of the ledger's)."""
+    await conn.execute(
+        "INSERT INTO node_status (name, node_id, heartbeat_at, node_time, journal_seq,"
+        " shipped_seq, unshipped_bytes, version, problem) VALUES"
+        " (%s, %s, now() - make_interval(secs => %s),"
+        "  extract(epoch FROM now()) - %s + %s, %s, %s, %s, 'test', %s)"
+        " ON CONFLICT (name) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at,"
+        " node_time = EXCLUDED.node_time, journal_seq = EXCLUDED.journal_seq,"
+        " shipped_seq = EXCLUDED.shipped_seq, unshipped_bytes = EXCLUDED.unshipped_bytes,"
+        " problem = EXCLUDED.problem",
+        (
+            name,
+            f"id-{name}",
+            ago,
+            ago,
+            clock_offset,
+            journal_seq,
+            shipped_seq,
+            unshipped_bytes,
+            problem,
+        ),
+    )
 
 
 @asynccontextmanager
 async def open_ledger(dsn: str, node: str, peers: Mapping[str, str]) -> AsyncIterator[Any]:
     """The ledger at ``dsn`` as node ``node`` with these pins sees it."""
     import sys
+
     sys.path.insert(0, "/tmp/v21scratch")
     from try_ import Direct  # TODO: the real Ledger once it lands
 
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         yield Direct(conn)
+
+
+def fleet_config(tmp: Path, dsn: str, node: str, peers: Mapping[str, str]) -> Path:
+    """A config file for a node of this fleet (its own journal empty, no targets)."""
+    (tmp / "rec").mkdir(mode=0o700, exist_ok=True)
+    cfg = tmp / "proxy.yaml"
+    pins = "".join(f"    {name}: {json.dumps(pin)}\n" for name, pin in peers.items())
+    cfg.write_text(
+        "listen: {host: 127.0.0.1, port: 2222, host_key: rec/ssh_host_ed25519_key}\n"
+        "storage: {database: rec/audit.db, recordings: rec}\n"
+        "targets: {}\n"
+        f"fleet:\n  node: {node}\n  postgres: {json.dumps(dsn)}\n  peers:\n{pins}"
+    )
+    return cfg

@@ -177,6 +177,11 @@ def _verify_arguments(verify: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="a checkpoint kept off the box (JSON, one per line); repeatable",
     )
+    verify.add_argument(
+        "--local",
+        action="store_true",
+        help="check only this node's own journal, not the fleet's ledger",
+    )
     verify.add_argument("--json", action="store_true")
 
 
@@ -545,6 +550,15 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
     except BreakglassError as exc:
         print(f"breakglass: {exc.message}", file=sys.stderr)
         return 2
+    if config.fleet is not None and not args.local:
+        if args.key:
+            print(
+                "breakglass: with fleet: the nodes' keys are the ones pinned in fleet.peers;"
+                " --key checks this node's own journal, with --local",
+                file=sys.stderr,
+            )
+            return 2
+        return cli_fleet.verify_fleet_command(config.fleet, external, args.json)
     root = config.storage.recordings
     try:
         result = asyncio.run(

@@ -9,6 +9,12 @@ owner: ``fleet.postgres`` (with ``fleet.password_file``) unless ``--dsn`` is giv
 events, chunks and claims, upsert its status row). psycopg is imported only here, when
 such a command runs.
 
+``fleet status`` shows every node as the ledger last heard from it
+(``proxy.fleet.status``); ``verify`` without ``--local`` checks every node's journal in
+the ledger (``proxy.fleet.verify``, called from ``cmd_verify``). A ledger that cannot be
+reached ends either with exit 1 and a message naming it; nothing is read from this
+node's journal in its place.
+
 Listed in ``COMMANDS`` (proxy.cli.registry).
 """
 
@@ -16,12 +22,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from proxy.cli.registry import Command, Group
+from proxy.cli.registry import Command, Group, json_only
+from proxy.cli.util import print_json
 from proxy.config import Config
+from proxy.core.chaincheck import Checkpoint
 from proxy.core.errors import BreakglassError, UsageError
 from proxy.core.text import escape
+
+if TYPE_CHECKING:
+    from proxy.config import FleetConfig
+    from proxy.fleet.ledger import Ledger
+
+T = TypeVar("T")
 
 # Migrating may wait for another migrate's lock and then create the schema: far more
 # than a node's call, still bounded.
@@ -103,6 +120,71 @@ async def _migrate(dsn: str, passfile: str | None, role: str | None, where: str)
         raise BreakglassError(f"fleet migrate on {where} failed: {escape(lines[0])}") from None
 
 
+async def with_ledger(fleet: FleetConfig, fn: Callable[[Ledger], Awaitable[T]]) -> T:
+    from proxy.fleet.ledger import Ledger
+
+    ledger = Ledger(fleet)
+    await ledger.open()
+    try:
+        return await fn(ledger)
+    finally:
+        await ledger.close()
+
+
+def _unreachable(what: str, message: str, local: str) -> None:
+    print(
+        f"breakglass: {what}: the fleet's ledger cannot be reached: {message}.{local}",
+        file=sys.stderr,
+    )
+
+
+def verify_fleet_command(fleet: FleetConfig, external: Sequence[Checkpoint], as_json: bool) -> int:
+    """``verify`` across the fleet: 0 when every node checks out, 1 otherwise."""
+    from proxy.fleet.ledger import LedgerUnreachable
+    from proxy.fleet.verify import fleet_verify_json, fleet_verify_text, verify_fleet
+
+    try:
+        result = asyncio.run(
+            with_ledger(
+                fleet,
+                lambda ledger: verify_fleet(ledger, fleet.peers, time.time(), external=external),
+            )
+        )
+    except LedgerUnreachable as exc:
+        _unreachable(
+            "verify",
+            exc.message,
+            " Nothing was checked; `breakglass verify --local` checks this node's own journal",
+        )
+        print("verify: FAILED")
+        return 1
+    if as_json:
+        print_json(fleet_verify_json(result))
+    else:
+        print(fleet_verify_text(result))
+    return 0 if result.ok else 1
+
+
+def cmd_fleet_status(args: argparse.Namespace, config: Config) -> int:
+    from proxy.fleet.ledger import LedgerUnreachable
+    from proxy.fleet.status import fleet_status, status_json, status_text
+
+    fleet = config.fleet
+    if fleet is None:
+        print("breakglass: fleet status: the configuration has no fleet: section", file=sys.stderr)
+        return 1
+    try:
+        status = asyncio.run(with_ledger(fleet, lambda ledger: fleet_status(ledger, fleet.peers)))
+    except LedgerUnreachable as exc:
+        _unreachable("fleet status", exc.message, "")
+        return 1
+    if args.json:
+        print_json(status_json(status))
+    else:
+        print(status_text(status))
+    return 0
+
+
 COMMANDS: tuple[Group | Command, ...] = (
     Group(name="fleet", help="the fleet's shared ledger"),
     Command(
@@ -110,5 +192,11 @@ COMMANDS: tuple[Group | Command, ...] = (
         help="create or upgrade the ledger's schema (the only thing that does)",
         arguments=_migrate_arguments,
         run=cmd_fleet_migrate,
+    ),
+    Command(
+        path=("fleet", "status"),
+        help="every node: last heartbeat, what it has not shipped, its clock",
+        arguments=json_only,
+        run=cmd_fleet_status,
     ),
 )

@@ -8,18 +8,24 @@ database would; verify must name the node it happened to.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from proxy.audit.checkpoint import sign
 from proxy.audit.verify import check_chain
+from proxy.cli import main
 from proxy.core import events
 from proxy.fleet.scan import NodeChain
 from proxy.fleet.verify import FleetVerifyResult, fleet_verify_text, verify_fleet
-from tests.ledgerdata import Node, load, open_ledger
+from tests.ledgerdata import Node, fleet_config, load, open_ledger
+from tests.pgserver import free_port
+
 
 @dataclass
 class Fleet:
@@ -64,8 +70,8 @@ async def two_nodes(dsn: str) -> Fleet:
 
 
 @pytest.fixture
-async def fleet(ledger_dsn: str) -> AsyncIterator[Fleet]:
-    yield await two_nodes(ledger_dsn)
+async def fleet(ledger_dsn: str) -> Fleet:
+    return await two_nodes(ledger_dsn)
 
 
 def kinds(result: FleetVerifyResult) -> list[tuple[str, str]]:
@@ -84,7 +90,8 @@ async def test_a_clean_two_node_ledger_verifies_clean(fleet: Fleet) -> None:
     assert b.witnessed["bg-a"] > 0
     text = fleet_verify_text(result)
     assert "verify: OK" in text
-    assert "node bg-a" in text and "node bg-b" in text
+    assert "node bg-a" in text
+    assert "node bg-b" in text
 
 
 async def test_an_edited_event_is_named_with_its_node(fleet: Fleet) -> None:
@@ -126,12 +133,14 @@ async def test_a_cut_tail_is_caught_only_by_the_peers_witness(fleet: Fleet) -> N
     # What is left of bg-a's chain is consistent on its own: only the witness tells.
     async with open_ledger(fleet.dsn, "bg-a", fleet.peers) as ledger:
         alone = await check_chain(NodeChain(ledger, "bg-a"), time.time())
-    assert alone.problems == [] and alone.last_seq == cut_from - 1
+    assert alone.problems == []
+    assert alone.last_seq == cut_from - 1
     result = await fleet.verify()
     assert kinds(result) == [("bg-a", "events_truncated")]
     message = result.problems[0].problem.message
     assert f"ends at event {cut_from - 1}" in message
-    assert f"bg-b witnessed" in message and f"signing event {fleet.witnessed_a}" in message
+    assert "bg-b witnessed" in message
+    assert f"signing event {fleet.witnessed_a}" in message
 
 
 async def test_a_peer_key_replaced_in_the_ledger_is_named(fleet: Fleet) -> None:
@@ -170,4 +179,79 @@ async def test_the_ledger_rewritten_with_a_new_key_is_caught_by_the_pin(ledger_d
     peers = {"bg-a": a.pin, "bg-b": pinned.pin}
     async with open_ledger(ledger_dsn, "bg-a", peers) as ledger:
         result = await verify_fleet(ledger, peers, time.time())
-    assert sorted(kinds(result)) == [("bg-b", "checkpoint_wrong_key"), ("bg-b", "peer_key_replaced")]
+    assert sorted(kinds(result)) == [
+        ("bg-b", "checkpoint_wrong_key"),
+        ("bg-b", "peer_key_replaced"),
+    ]
+
+
+async def test_a_forged_checkpoint_a_peer_witnessed_is_named(ledger_dsn: str) -> None:
+    a, b = Node("bg-a"), Node("bg-b")
+    await a.session("a-one", b"a" * 120)
+    await a.checkpoint()
+    seq, head = await a.store.head()
+    forged = sign(Node("forger").key, seq, head, a.tick())
+    await b.append(events.PeerWitness("bg-a", seq, head, forged.time, forged.signature, forged.key))
+    await b.checkpoint()
+    async with await psycopg.AsyncConnection.connect(ledger_dsn) as conn:
+        await load(conn, [a, b])
+    result = await Fleet(ledger_dsn, a, b, 0).verify()
+    assert kinds(result) == [("bg-a", "witness_bad_signature")]
+    assert "bg-b witnessed" in result.problems[0].problem.message
+
+
+async def test_a_node_nobody_pinned_is_named(ledger_dsn: str) -> None:
+    a, stranger = Node("bg-a"), Node("bg-x")
+    await a.session("a-one", b"a" * 120)
+    await a.checkpoint()
+    await stranger.session("x-one", b"x" * 120)
+    await stranger.checkpoint()
+    async with await psycopg.AsyncConnection.connect(ledger_dsn) as conn:
+        await load(conn, [a, stranger])
+    peers = {"bg-a": a.pin}
+    async with open_ledger(ledger_dsn, "bg-a", peers) as ledger:
+        result = await verify_fleet(ledger, peers, time.time())
+    assert kinds(result) == [("bg-x", "node_unpinned")]
+
+
+def test_the_verify_command_checks_the_fleet_and_names_the_node(
+    ledger_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fleet = asyncio.run(two_nodes(ledger_dsn))
+    cfg = fleet_config(tmp_path, ledger_dsn, "bg-a", fleet.peers)
+    assert main(["verify", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "node bg-a" in out
+    assert "node bg-b" in out
+    assert out.rstrip().endswith(
+        "verify: OK, every node's events, links, checkpoints, witnesses and shipped casts check out"
+    )
+
+    asyncio.run(
+        fleet.tamper(
+            "UPDATE events SET data = replace(data, 'alice', 'mallory')"
+            " WHERE node = 'bg-b' AND type = 'session_start'"
+        )
+    )
+    assert main(["verify", "-c", str(cfg), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False
+    assert [(p["node"], p["kind"]) for p in doc["problems"]] == [("bg-b", "event_changed")]
+    # --local checks this node's own journal: here there is none, and it says so.
+    assert main(["verify", "-c", str(cfg), "--local"]) == 1
+    captured = capsys.readouterr()
+    assert "audit.db" in captured.err
+    assert "ledger" not in captured.err
+
+
+def test_verify_with_the_ledger_down_fails_and_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()  # nothing listens there
+    dsn = f"postgresql://breakglass@127.0.0.1:{port}/ledger"
+    cfg = fleet_config(tmp_path, dsn, "bg-a", {"bg-a": Node("bg-a").pin})
+    assert main(["verify", "-c", str(cfg)]) == 1
+    captured = capsys.readouterr()
+    assert f"127.0.0.1:{port}" in captured.err
+    assert "--local" in captured.err
+    assert "verify: FAILED" in captured.out
