@@ -17,9 +17,8 @@ repairs anything.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +29,12 @@ from proxy.core.chaincheck import (
     ChainRow,
     Checkpoint,
     Problem,
-    RecordingClaim,
     check_external,
-    recording_problem,
 )
 from proxy.core.errors import BreakglassError
 from proxy.core.text import escape
-from proxy.fleet.scan import LedgerCalls, NodeChain, cast_chunks, cast_sizes, event_nodes, fetch
+from proxy.fleet.castcheck import AddProblem, ShipState, check_casts
+from proxy.fleet.scan import LedgerCalls, NodeChain, event_nodes, fetch
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -51,20 +49,6 @@ class NodeClaim:
     name: str
     node_id: str
     checkpoint_key: str
-
-
-@dataclass(frozen=True)
-class ShipState:
-    """What a node last said about its shipping (``node_status``, liveness only)."""
-
-    journal_seq: int
-    shipped_seq: int
-    unshipped_bytes: int
-
-    def shipped_all_of(self, end_seq: int | None) -> bool:
-        """The node said nothing was left to ship after the event ``end_seq`` was in the
-        ledger: a cast ended there is then complete in the ledger, or lost."""
-        return end_seq is not None and self.shipped_seq >= end_seq and self.unshipped_bytes == 0
 
 
 @dataclass(frozen=True)
@@ -238,7 +222,10 @@ async def _verify_node(
         report.notes.append("pinned in fleet.peers, but has not joined the ledger")
     if report.live:
         report.notes.append(f"{len(report.live)} live session(s) without an end yet")
-    await _check_casts(ledger, report, checker.recordings, ship, add)
+    report.casts, notes = await check_casts(
+        ledger, name, checker.last_seq, checker.recordings, ship, add
+    )
+    report.notes += notes
     return report
 
 
@@ -246,7 +233,7 @@ def _collect_witness(
     row: ChainRow,
     by: str,
     into: dict[tuple[str, int, str, str], Witness],
-    add: Callable[[str, str, int | None], None],
+    add: AddProblem,
 ) -> None:
     if row.type != events.PeerWitness.TYPE:
         return
@@ -367,98 +354,6 @@ async def _check_external(
         problem = check_external(cp, report.last_seq, actual)
         if problem is not None:
             problems.append(FleetProblem(node, problem))
-
-
-async def _check_casts(
-    ledger: LedgerCalls,
-    report: NodeReport,
-    claims: Mapping[tuple[str, int], RecordingClaim],
-    ship: ShipState | None,
-    add: Callable[[str, str, int | None], None],
-) -> None:
-    node = report.node
-    shipped = await cast_sizes(ledger, node)
-    status_count = report.casts
-    for key, claim in claims.items():
-        if claim.path is None and claim.sha256 is None:
-            continue  # a channel that never had a recording (refused before start)
-        status = await _cast_status(ledger, node, claim, shipped.get(key, 0), ship, add)
-        status_count[status] = status_count.get(status, 0) + 1
-    waiting = status_count.get("shipping", 0)
-    if waiting:
-        report.notes.append(f"{waiting} ended cast(s) not fully shipped yet")
-    caught_up = (
-        ship is not None
-        and ship.shipped_seq >= ship.journal_seq
-        and report.last_seq >= ship.shipped_seq
-    )
-    for (sid, n), size in sorted(shipped.items()):
-        if (sid, n) in claims:
-            continue
-        if caught_up:
-            add(
-                "cast_unclaimed",
-                f"cast {sid}/{n} ({size} bytes) is in the ledger, but no event of {node} claims it",
-                None,
-            )
-        else:
-            report.notes.append(f"cast {sid}/{n} is shipped before the events that claim it")
-
-
-async def _cast_status(
-    ledger: LedgerCalls,
-    node: str,
-    claim: RecordingClaim,
-    size: int,
-    ship: ShipState | None,
-    add: Callable[[str, str, int | None], None],
-) -> str:
-    where = f"channel {claim.session_id}/{claim.channel}"
-    if not claim.ended:
-        return "open"
-    short = size < claim.size if claim.size is not None else size == 0
-    if short and claim.pruned_seq is not None:
-        return "pruned"
-    if short and (ship is None or not ship.shipped_all_of(claim.end_seq)):
-        return "shipping"
-    found = await _cast_digest(ledger, node, claim.session_id, claim.channel, add)
-    if found is None:
-        return "MISMATCH"
-    if short:
-        add(
-            "cast_missing" if size == 0 else "cast_incomplete",
-            f"the ledger has {size} of the {claim.size} bytes of the cast of {where}, though"
-            f" {node} reported every byte shipped after its end (event {claim.end_seq})",
-            claim.end_seq,
-        )
-        return "missing" if size == 0 else "incomplete"
-    status, problem = recording_problem(
-        claim, found, f"{claim.session_id}/{claim.channel}.cast in the ledger"
-    )
-    if problem is not None:
-        add(problem.kind, problem.message, problem.seq)
-    return status
-
-
-async def _cast_digest(
-    ledger: LedgerCalls, node: str, sid: str, n: int, add: Callable[[str, str, int | None], None]
-) -> tuple[str, int] | None:
-    """sha256 and size of a shipped cast, its chunks in offset order; None (and a
-    problem) when the chunks do not follow each other."""
-    h = hashlib.sha256()
-    size = 0
-    async for offset, data in cast_chunks(ledger, node, sid, n):
-        if offset != size:
-            add(
-                "cast_chunks_broken",
-                f"the cast of channel {sid}/{n} in the ledger has a chunk at byte {offset}"
-                f" where byte {size} was expected: chunks were changed",
-                None,
-            )
-            return None
-        h.update(data)
-        size += len(data)
-    return h.hexdigest(), size
 
 
 def _problem_json(fp: FleetProblem) -> dict[str, Any]:
