@@ -21,6 +21,7 @@ from proxy.audit.checkpoint import sign
 from proxy.audit.verify import check_chain
 from proxy.cli import main
 from proxy.core import events
+from proxy.core.chaincheck import Checkpoint, checkpoint_from_data
 from proxy.fleet.scan import NodeChain
 from proxy.fleet.verify import FleetVerifyResult, fleet_verify_text, verify_fleet
 from tests.ledgerdata import Node, fleet_config, load, open_ledger
@@ -255,3 +256,20 @@ def test_verify_with_the_ledger_down_fails_and_names_it(
     assert f"127.0.0.1:{port}" in captured.err
     assert "--local" in captured.err
     assert "verify: FAILED" in captured.out
+
+
+async def test_a_kept_checkpoint_is_checked_against_the_node_whose_pin_signed_it(
+    fleet: Fleet,
+) -> None:
+    rows = await fleet.a.rows()
+    last = next(r for r in reversed(rows) if r.type == events.Checkpoint.TYPE)
+    kept = checkpoint_from_data(json.loads(last.data_json))
+    assert kept is not None
+    stranger = sign(Node("x").key, 1, "0" * 64, 1.0)
+    unknown = Checkpoint(1, "0" * 64, 1.0, stranger.signature, stranger.key)
+    await fleet.tamper(f"DELETE FROM events WHERE node = 'bg-a' AND seq > {kept.seq - 2}")
+    async with open_ledger(fleet.dsn, "bg-a", fleet.peers) as ledger:
+        result = await verify_fleet(ledger, fleet.peers, time.time(), external=[kept, unknown])
+    assert ("bg-a", "events_truncated") in kinds(result)
+    assert ("-", "checkpoint_wrong_key") in kinds(result)
+    assert result.external == 2
