@@ -39,6 +39,8 @@ from proxy.fleet.scan import LedgerCalls, NodeChain, event_nodes, fetch
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+# Findings that a node's shipping lag explains while it says it is behind.
+ENDS_MAYBE_UNSHIPPED = frozenset({"session_without_end", "channel_without_end"})
 NO_NODE = "-"  # a problem that belongs to no node (a kept checkpoint no pin signed)
 
 
@@ -190,7 +192,17 @@ async def _verify_node(
     checker = await check_chain(
         NodeChain(ledger, name), now, on_row=lambda row: _collect_witness(row, name, witnesses, add)
     )
-    problems += [FleetProblem(name, p) for p in checker.problems]
+    behind = ship.journal_seq - checker.last_seq if ship is not None else 0
+    for p in checker.problems:
+        if behind > 0 and p.kind in ENDS_MAYBE_UNSHIPPED:
+            # Its end may be among the events the node has not shipped yet.
+            report.notes.append(f"{p.message} [its end may not be shipped yet]")
+        else:
+            problems.append(FleetProblem(name, p))
+    if behind > 0:
+        report.notes.append(
+            f"{behind} event(s) in its journal are not in the ledger yet (its last heartbeat)"
+        )
     report.events, report.last_seq, report.head = checker.count, checker.last_seq, checker.head
     report.sessions, report.live = len(checker.sessions), checker.live_sessions(now)
     report.checkpoints = len(checker.checkpoints)

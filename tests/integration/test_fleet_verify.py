@@ -24,7 +24,7 @@ from proxy.core import events
 from proxy.core.chaincheck import Checkpoint, checkpoint_from_data
 from proxy.fleet.scan import NodeChain
 from proxy.fleet.verify import FleetVerifyResult, fleet_verify_text, verify_fleet
-from tests.ledgerdata import Node, fleet_config, load, open_ledger
+from tests.ledgerdata import Node, fleet_config, heartbeat, load, open_ledger
 from tests.pgserver import free_port
 
 
@@ -273,3 +273,33 @@ async def test_a_kept_checkpoint_is_checked_against_the_node_whose_pin_signed_it
     assert ("bg-a", "events_truncated") in kinds(result)
     assert ("-", "checkpoint_wrong_key") in kinds(result)
     assert result.external == 2
+
+
+async def test_a_node_behind_in_shipping_is_a_note_until_it_says_it_shipped_all(
+    ledger_dsn: str,
+) -> None:
+    a = Node("bg-a")
+    await a.session("a-one", b"a" * 120)
+    await a.checkpoint()
+    await a.session("a-two", b"b" * 120)
+    total = len(await a.rows())
+    async with await psycopg.AsyncConnection.connect(ledger_dsn) as conn:
+        await load(conn, [a], status=False)
+        # a-two's session_end is in the journal, not in the ledger yet.
+        await heartbeat(conn, "bg-a", journal_seq=total, shipped_seq=total - 1)
+        await conn.commit()
+    fleet = Fleet(ledger_dsn, a, Node("bg-b"), 0)
+    await fleet.tamper(f"DELETE FROM events WHERE node = 'bg-a' AND seq = {total}")
+    peers = {"bg-a": a.pin}
+    async with open_ledger(ledger_dsn, "bg-a", peers) as ledger:
+        behind = await verify_fleet(ledger, peers, time.time())
+    assert behind.ok, fleet_verify_text(behind)
+    assert any("a-two has no end" in note for note in behind.nodes[0].notes)
+    assert "1 event(s) in its journal are not in the ledger yet" in "".join(behind.nodes[0].notes)
+
+    async with await psycopg.AsyncConnection.connect(ledger_dsn) as conn:
+        await heartbeat(conn, "bg-a", journal_seq=total - 1, shipped_seq=total - 1)
+        await conn.commit()
+    async with open_ledger(ledger_dsn, "bg-a", peers) as ledger:
+        caught_up = await verify_fleet(ledger, peers, time.time())
+    assert kinds(caught_up) == [("bg-a", "session_without_end")]
