@@ -20,9 +20,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from proxy.audit.checkpoint import fingerprint, parse_public_key, signature_ok
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from proxy.audit.checkpoint import fingerprint, signature_ok
 from proxy.audit.verify import check_chain, signature_problems
 from proxy.core import events
 from proxy.core.chaincheck import (
@@ -31,13 +33,9 @@ from proxy.core.chaincheck import (
     Problem,
     check_external,
 )
-from proxy.core.errors import BreakglassError
 from proxy.core.text import escape
 from proxy.fleet.castcheck import AddProblem, ShipState, check_casts
 from proxy.fleet.scan import LedgerCalls, NodeChain, event_nodes, fetch
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 # Findings that a node's shipping lag explains while it says it is behind.
 ENDS_MAYBE_UNSHIPPED = frozenset({"session_without_end", "channel_without_end"})
@@ -103,11 +101,17 @@ class FleetVerifyResult:
         return f"FleetVerifyResult({len(self.nodes)} nodes, {len(self.problems)} problems)"
 
 
-def _same_key(a: str, b: str) -> bool:
+def key_bytes(text: str) -> bytes | None:
+    """The raw key of ``ed25519 <64 hex digits>`` (what ``checkpoint-key`` prints), or None.
+    Strict on purpose: a ledger row is never taken for a file name to read, as
+    ``parse_public_key`` would take it."""
+    words = text.split()
+    if len(words) != 2 or words[0] != "ed25519" or len(words[1]) != 64:
+        return None
     try:
-        return fingerprint(parse_public_key(a)) == fingerprint(parse_public_key(b))
-    except BreakglassError:
-        return False
+        return bytes.fromhex(words[1])
+    except ValueError:
+        return None
 
 
 async def verify_fleet(
@@ -123,10 +127,13 @@ async def verify_fleet(
     problems = result.problems
     pins: dict[str, Ed25519PublicKey] = {}
     for name, text in peers.items():
-        try:
-            pins[name] = parse_public_key(text)
-        except BreakglassError as exc:  # the config loader refuses these already
-            problems.append(FleetProblem(name, Problem("peer_key_bad", exc.message)))
+        raw = key_bytes(text)
+        if raw is None:  # the config loader refuses these already
+            problems.append(
+                FleetProblem(name, Problem("peer_key_bad", "its fleet.peers pin is not a key"))
+            )
+            continue
+        pins[name] = Ed25519PublicKey.from_public_bytes(raw)
 
     claims = {
         c.name: c
@@ -183,7 +190,11 @@ async def _verify_node(
     def add(kind: str, message: str, seq: int | None = None) -> None:
         problems.append(FleetProblem(name, Problem(kind, message, seq)))
 
-    if claim is not None and pin is not None and not _same_key(claim.checkpoint_key, pin[0]):
+    if (
+        claim is not None
+        and pin is not None
+        and key_bytes(claim.checkpoint_key) != key_bytes(pin[0])
+    ):
         add(
             "peer_key_replaced",
             f"peer key replaced in the ledger: its nodes row holds"
