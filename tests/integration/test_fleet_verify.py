@@ -303,3 +303,17 @@ async def test_a_node_behind_in_shipping_is_a_note_until_it_says_it_shipped_all(
     async with open_ledger(ledger_dsn, "bg-a", peers) as ledger:
         caught_up = await verify_fleet(ledger, peers, time.time())
     assert kinds(caught_up) == [("bg-a", "session_without_end")]
+
+
+async def test_hostile_names_in_the_ledger_reach_the_report_escaped(fleet: Fleet) -> None:
+    evil = "bg-\x1b[2J\u202e"
+    await fleet.tamper(
+        "INSERT INTO nodes (name, node_id, checkpoint_key) VALUES"
+        f" ('{evil}', 'x', 'ed25519 \x1b]52;c;aGk=\x07')"
+    )
+    result = await fleet.verify()
+    assert (evil, "node_unpinned") in kinds(result)
+    text = fleet_verify_text(result)
+    assert "\x1b" not in text
+    assert "\u202e" not in text
+    assert "bg-\\x1b[2J" in text
