@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from proxy.audit.checkpoint import public_hex, write_checkpoint
+from proxy.config import FleetConfig
 from proxy.core import events
 from proxy.core.chaincheck import ChainRow
+from proxy.fleet.ledger import Ledger
 from proxy.store.base import NewEvent
 from proxy.store.memory import MemoryStore
 from tests.eventdata import typed
@@ -162,15 +163,14 @@ async def heartbeat(
 
 
 @asynccontextmanager
-async def open_ledger(dsn: str, node: str, peers: Mapping[str, str]) -> AsyncIterator[Any]:
-    """The ledger at ``dsn`` as node ``node`` with these pins sees it."""
-    import sys
-
-    sys.path.insert(0, "/tmp/v21scratch")
-    from try_ import Direct  # TODO: the real Ledger once it lands
-
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        yield Direct(conn)
+async def open_ledger(dsn: str, node: str, peers: Mapping[str, str]) -> AsyncIterator[Ledger]:
+    """The ledger at ``dsn``, as node ``node`` pinning ``peers`` reaches it."""
+    ledger = Ledger(FleetConfig(node=node, postgres=dsn, peers=dict(peers)))
+    await ledger.open()
+    try:
+        yield ledger
+    finally:
+        await ledger.close()
 
 
 def fleet_config(tmp: Path, dsn: str, node: str, peers: Mapping[str, str]) -> Path:

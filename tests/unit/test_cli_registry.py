@@ -32,7 +32,7 @@ REQUIRED: dict[tuple[str, ...], list[str]] = {
 def test_each_path_is_declared_once_and_parses_to_its_own_entry() -> None:
     commands = [e for e in app.COMMANDS if isinstance(e, Command)]
     paths = [c.path for c in commands]
-    assert len(paths) == len(set(paths)) == 25
+    assert len(paths) == len(set(paths)) == 26
     parser = build_parser(app.COMMANDS)
     for command in commands:
         argv = [*command.path, *REQUIRED.get(command.path, [])]
