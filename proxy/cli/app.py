@@ -177,11 +177,7 @@ def _verify_arguments(verify: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="a checkpoint kept off the box (JSON, one per line); repeatable",
     )
-    verify.add_argument(
-        "--local",
-        action="store_true",
-        help="check only this node's own journal, not the fleet's ledger",
-    )
+    local_argument(verify)
     verify.add_argument("--json", action="store_true")
 
 
