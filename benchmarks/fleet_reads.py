@@ -103,7 +103,7 @@ def ledger(dsn: str | None) -> Iterator[str]:
     try:
         yield server.create_db("bench")
     finally:
-        server.stop()
+        server.close()
 
 
 def main() -> int:
