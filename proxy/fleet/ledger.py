@@ -183,8 +183,12 @@ class Ledger:
         for conn in idle:
             await self._discard(conn)
 
-    async def run(self, fn: Callable[[Conn], Awaitable[T]], *, what: str) -> T:
-        """``fn(conn)`` in one transaction, with everything bounded by ``timeout``.
+    async def run(
+        self, fn: Callable[[Conn], Awaitable[T]], *, what: str, bound: float | None = None
+    ) -> T:
+        """``fn(conn)`` in one transaction, with everything done within ``bound`` seconds
+        (default ``fleet.timeout``; an auditor's long read may ask for more, and the
+        server's statement_timeout follows it for that transaction).
 
         Raises LedgerUnreachable for any failure of the ledger (and at once, without
         calling it, while the breaker is open). An exception of the caller's own that
@@ -199,7 +203,7 @@ class Ledger:
                 f" (last: {self._last_error}); retried when a probe gets an answer",
             )
         try:
-            result = await self._bounded(fn)
+            result = await self._bounded(fn, self.timeout if bound is None else bound)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             detail = _detail(exc)
             if isinstance(exc, TimeoutError) and self._slots.locked():
@@ -212,19 +216,26 @@ class Ledger:
         self._answered()
         return result
 
-    async def _bounded(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _bounded(self, fn: Callable[[Conn], Awaitable[T]], bound: float) -> T:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        deadline = loop.time() + bound
         async with asyncio.timeout_at(deadline):
             await self._slots.acquire()
         try:
             async with asyncio.timeout_at(deadline):
                 conn = await self._connection()
-            return await self._call(conn, fn, deadline)
+            local = None if bound == self.timeout else _milliseconds(bound)
+            return await self._call(conn, fn, deadline, local)
         finally:
             self._slots.release()
 
-    async def _call(self, conn: Conn, fn: Callable[[Conn], Awaitable[T]], deadline: float) -> T:
+    async def _call(
+        self,
+        conn: Conn,
+        fn: Callable[[Conn], Awaitable[T]],
+        deadline: float,
+        statement_timeout: str | None,
+    ) -> T:
         """Run ``fn`` on ``conn`` until ``deadline``; past it, cut the connection off.
 
         Not ``asyncio.timeout`` around psycopg: cancelled mid-query, psycopg sends a
@@ -234,6 +245,13 @@ class Ledger:
 
         async def transact() -> T:
             async with conn.transaction():
+                if statement_timeout is not None:
+                    await conn.execute(
+                        "SELECT set_config('statement_timeout', %s, true),"
+                        " set_config('lock_timeout', %s, true),"
+                        " set_config('idle_in_transaction_session_timeout', %s, true)",
+                        (statement_timeout,) * 3,
+                    )
                 return await fn(conn)
 
         loop = asyncio.get_running_loop()
@@ -289,7 +307,7 @@ class Ledger:
         try:
             # The server's own bounds too: a statement or a lock wait that outlives the
             # call is stopped there, not left running after the node gave up.
-            ms = str(max(1, int(self.timeout * 1000)))
+            ms = _milliseconds(self.timeout)
             await conn.execute(
                 "SELECT set_config('statement_timeout', %s, false),"
                 " set_config('lock_timeout', %s, false),"
@@ -342,12 +360,16 @@ class Ledger:
         while self._open_breaker and not self._closed:
             await asyncio.sleep(PROBE_INTERVAL)
             try:
-                await self._bounded(_select_one)
+                await self._bounded(_select_one, self.timeout)
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 self._last_error = _detail(exc)
                 continue
             self._answered()
         self._probe = None
+
+
+def _milliseconds(seconds: float) -> str:
+    return str(max(1, int(seconds * 1000)))
 
 
 async def _select_one(conn: Conn) -> None:

@@ -270,7 +270,10 @@ assert [s.version for s in STEPS] == list(range(1, SCHEMA_VERSION + 1))
 # What a node's role may do (``fleet migrate --grant ROLE``): read everything, append
 # evidence, claim its name, and upsert its own liveness row.
 _GRANTS: tuple[LiteralString, ...] = (
+    "GRANT USAGE ON SCHEMA public TO {role}",
     "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}",
+    # Tables and views a later step adds are readable without granting again.
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {role}",
     "GRANT INSERT ON events, cast_chunks, nodes, node_status TO {role}",
     "GRANT UPDATE ON node_status TO {role}",
 )

@@ -184,3 +184,31 @@ async def test_an_exhausted_pool_is_unreachable(ledger_dsn: str) -> None:
             await holder  # it overran the bound too
     finally:
         await led.close()
+
+
+async def test_a_call_may_ask_for_a_longer_bound_and_the_server_follows_it(
+    ledger_dsn: str,
+) -> None:
+    async def slow(conn: psycopg.AsyncConnection[Any]) -> str:
+        await conn.execute("SELECT pg_sleep(%s)", (TIMEOUT * 2,))
+        cur = await conn.execute("SHOW statement_timeout")
+        row = await cur.fetchone()
+        assert row is not None
+        return str(row[0])
+
+    led = Ledger(_config(ledger_dsn))
+    try:
+        with pytest.raises(LedgerUnreachable):
+            await led.run(slow, what="read")
+        assert await led.run(slow, what="read", bound=TIMEOUT * 10) == "5s"
+        # The longer bound was this transaction's only.
+        assert await led.run(_show_statement_timeout, what="read") == "500ms"
+    finally:
+        await led.close()
+
+
+async def _show_statement_timeout(conn: psycopg.AsyncConnection[Any]) -> str:
+    cur = await conn.execute("SHOW statement_timeout")
+    row = await cur.fetchone()
+    assert row is not None
+    return str(row[0])

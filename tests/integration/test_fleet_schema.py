@@ -240,8 +240,12 @@ async def test_a_node_role_appends_and_reads_but_never_rewrites(
     db = ledger_dsn.rsplit("/", 1)[1]
     async with await psycopg.AsyncConnection.connect(ledger_dsn, autocommit=True) as owner:
         await schema.migrate(owner, grant_to="bg_node")
+        # What a later migration step adds is readable without granting again.
+        await owner.execute("CREATE VIEW later_step AS SELECT 1 AS one")
     node_dsn = pg_server.dsn(db, "bg_node")
     async with await psycopg.AsyncConnection.connect(node_dsn, autocommit=True) as conn:
+        cur = await conn.execute("SELECT one FROM later_step")
+        assert await cur.fetchone() == (1,)
         await _insert_event(conn, 1)
         cur = await conn.execute("SELECT count(*) FROM events")
         assert await cur.fetchone() == (1,)
