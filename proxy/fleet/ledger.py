@@ -169,6 +169,8 @@ class Ledger:
     async def open(self) -> None:
         """Ready to run calls. Connects lazily, so never raises for a down ledger."""
         self._closed = False
+        if self._open_breaker and self._probe is None:
+            self._probe = asyncio.get_running_loop().create_task(self._probing())
 
     async def close(self) -> None:
         """Stop the probe and close every idle connection."""
@@ -320,7 +322,7 @@ class Ledger:
         return conn
 
     async def _discard(self, conn: Conn) -> None:
-        _sever(conn)
+        """Close ``conn`` (a hung one was severed first: closing never waits on it)."""
         with contextlib.suppress(Exception):
             await conn.close()
 
@@ -361,7 +363,7 @@ class Ledger:
             await asyncio.sleep(PROBE_INTERVAL)
             try:
                 await self._bounded(_select_one, self.timeout)
-            except (psycopg.Error, OSError, TimeoutError) as exc:
+            except Exception as exc:  # whatever it is, the probe must live on
                 self._last_error = _detail(exc)
                 continue
             self._answered()

@@ -96,8 +96,11 @@ async def test_a_dropped_reply_is_a_timeout_and_the_connection_is_not_reused(
     try:
         assert await led.run(_one, what="probe") == 1
         relay.drop_replies()
-        with pytest.raises(LedgerUnreachable, match="within the timeout"):
+        started = time.monotonic()
+        # Our bound, or the server's (idle in transaction) ending the session first.
+        with pytest.raises(LedgerUnreachable, match=r"within the timeout|closed the connection"):
             await led.run(_one, what="ship")
+        assert time.monotonic() - started < 10 * TIMEOUT
         relay.resume()
         before = relay.connections
         assert await led.run(_one, what="ship") == 1
