@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, LiteralString
 
+from proxy.core import events
 from proxy.core.errors import BreakglassError
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ NOT_MIGRATED = "ledger not migrated: run `breakglass fleet migrate`"
 TOO_OLD = "this node is too old for the ledger"
 
 _GENESIS = "0" * 64
+# channel_start's data key (a JSON key, not the event type of the same name).
+_COMMAND_KEY = "command"
 
 # Version 1. Plain statements (no parameters), run as one simple-protocol batch.
 _V1 = f"""
@@ -196,21 +199,21 @@ SELECT s.node,
 FROM (
     SELECT DISTINCT ON (node, session_id) node, session_id, seq, time, data::jsonb AS d
     FROM events
-    WHERE type = 'session_start' AND session_id IS NOT NULL
+    WHERE type = '{events.SessionStart.TYPE}' AND session_id IS NOT NULL
     ORDER BY node, session_id, seq
 ) s
 LEFT JOIN LATERAL (
     SELECT (e.data::jsonb ->> 'deadline')::double precision AS deadline
     FROM events e
     WHERE e.node = s.node AND e.session_id = s.session_id
-      AND e.type = 'deadline_changed' AND e.seq > s.seq
+      AND e.type = '{events.DeadlineChanged.TYPE}' AND e.seq > s.seq
     ORDER BY e.seq DESC LIMIT 1
 ) dl ON true
 LEFT JOIN LATERAL (
     SELECT e.time, e.data::jsonb AS d
     FROM events e
     WHERE e.node = s.node AND e.session_id = s.session_id
-      AND e.type = 'session_end' AND e.seq > s.seq
+      AND e.type = '{events.SessionEnd.TYPE}' AND e.seq > s.seq
     ORDER BY e.seq LIMIT 1
 ) en ON true;
 
@@ -219,7 +222,7 @@ SELECT c.node,
        c.session_id,
        c.channel AS n,
        c.d ->> 'kind' AS kind,
-       c.d ->> 'command' AS command,
+       c.d ->> '{_COMMAND_KEY}' AS command,
        CASE WHEN (c.d ->> 'pty')::boolean THEN 1 ELSE 0 END AS pty,
        c.d ->> 'term' AS term,
        c.time AS started_at,
@@ -235,14 +238,14 @@ FROM (
     SELECT DISTINCT ON (node, session_id, channel)
            node, session_id, channel, seq, time, data::jsonb AS d
     FROM events
-    WHERE type = 'channel_start' AND session_id IS NOT NULL AND channel IS NOT NULL
+    WHERE type = '{events.ChannelStart.TYPE}' AND session_id IS NOT NULL AND channel IS NOT NULL
     ORDER BY node, session_id, channel, seq
 ) c
 LEFT JOIN LATERAL (
     SELECT e.time, e.data::jsonb AS d
     FROM events e
     WHERE e.node = c.node AND e.session_id = c.session_id AND e.channel = c.channel
-      AND e.type = 'channel_end' AND e.seq > c.seq
+      AND e.type = '{events.ChannelEnd.TYPE}' AND e.seq > c.seq
     ORDER BY e.seq DESC LIMIT 1
 ) en ON true;
 """

@@ -29,6 +29,7 @@ OTHER_MEANINGS = {
     ("proxy/config/alerts.py", "command"): "an alert sink type",
     ("proxy/core/execrules.py", "command"): "sh's `command` builtin, which runs a program",
     ("proxy/core/errors.py", "recording_failed"): "RecordingError's refusal reason",
+    ("proxy/fleet/schema.py", "command"): "channel_start's data key, in the ledger's view",
 }
 
 
