@@ -21,7 +21,7 @@ from pathlib import Path
 
 import asyncssh
 
-from tests.integration.harness import LOOPBACK, current_login
+from tests.integration.harness import LOOPBACK, current_login, target_entry
 
 Handler = Callable[[asyncssh.SSHServerProcess[bytes]], Awaitable[None]]
 
@@ -43,16 +43,7 @@ class AsyncTarget:
 
     def target_entry(self, **overrides: object) -> dict[str, object]:
         """This target as a ``targets:`` entry of the proxy config."""
-        entry: dict[str, object] = {
-            "host": LOOPBACK,
-            "port": self.port,
-            "login": self.login,
-            "logins": [self.login],
-            "identity_file": str(self.proxy_key),
-            "host_key": self.host_pub,
-        }
-        entry.update(overrides)
-        return entry
+        return target_entry(self.port, self.login, self.proxy_key, self.host_pub, **overrides)
 
     async def _run(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         await self.handler(process)

@@ -175,6 +175,23 @@ def file_mode(path: Path) -> int:
 # --------------------------------------------------------------------------- sshd target
 
 
+def target_entry(
+    port: int, login: str, proxy_key: Path, host_pub: str, /, **overrides: object
+) -> dict[str, object]:
+    """A target on 127.0.0.1 as a ``targets:`` entry of the proxy config: the proxy logs
+    in as ``login`` with ``proxy_key`` and pins ``host_pub``."""
+    entry: dict[str, object] = {
+        "host": LOOPBACK,
+        "port": port,
+        "login": login,
+        "logins": [login],
+        "identity_file": str(proxy_key),
+        "host_key": host_pub,
+    }
+    entry.update(overrides)
+    return entry
+
+
 @dataclass
 class SshdTarget:
     """A real ``/usr/sbin/sshd`` in its own directory, listening on 127.0.0.1 only.
@@ -262,16 +279,7 @@ class SshdTarget:
 
     def target_entry(self, **overrides: object) -> dict[str, object]:
         """This target as a ``targets:`` entry of the proxy config."""
-        entry: dict[str, object] = {
-            "host": LOOPBACK,
-            "port": self.port,
-            "login": self.login,
-            "logins": [self.login],
-            "identity_file": str(self.proxy_key),
-            "host_key": self.host_pub,
-        }
-        entry.update(overrides)
-        return entry
+        return target_entry(self.port, self.login, self.proxy_key, self.host_pub, **overrides)
 
     def known_hosts_line(self) -> str:
         return f"[{LOOPBACK}]:{self.port} {self.host_pub}"
