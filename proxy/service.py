@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncssh
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -49,6 +50,9 @@ from proxy.ssh.session import LiveSession
 from proxy.store.base import LoginStore, NewEvent, Store
 from proxy.store.factory import CREATE, open_store
 from proxy.tasks import TaskOwner
+
+if TYPE_CHECKING:
+    from proxy.fleet.codes import FleetCodes
 
 log = logging.getLogger("breakglass")
 
@@ -112,6 +116,8 @@ class App:
         self.config = config
         self.checkpoint_key = checkpoint_key
         self._store = store
+        # With a fleet: spending codes in its ledger (set by serve once it runs).
+        self.fleet_codes: FleetCodes | None = None
         self.hasher = hasher
         self.tasks = TaskOwner("proxy")
         self.sessions: set[LiveSession] = set()
@@ -339,6 +345,13 @@ async def serve(
             app.tasks.spawn(_watchdog(notifier, interval, stop), "watchdog")
         alert_tasks = AlertRuntime(app.alerts, store, app.find_session)
         alert_tasks.start()
+        if config.fleet is not None:
+            # Imported here: without a fleet the proxy never loads the PostgreSQL driver.
+            from proxy.fleet.codes import FleetCodes
+
+            app.fleet_codes = FleetCodes(config.fleet, store, app.alerts.record)
+            # Its first round settles what a crash left pending (by use_id).
+            app.tasks.spawn(app.fleet_codes.run(stop), "fleet codes")
         if on_ready is not None:
             on_ready(app)
         try:
@@ -355,6 +368,8 @@ async def serve(
             await app.failure_log.close()
             await app.append_quietly(NewEvent.of(events.ProxyStopped(), time.time()))
             await write_checkpoint(store, checkpoint_key, time.time())
+            if app.fleet_codes is not None:
+                await app.fleet_codes.close()
             await alert_tasks.stop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)

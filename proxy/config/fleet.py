@@ -29,7 +29,9 @@ FLEET_KEYS = (
     "timeout",
     "ship_interval",
     "witness_interval",
+    "unreachable",
 )
+UNREACHABLE = ("serve", "refuse")
 _NODE = re.compile(FLEET_NODE_NAME)
 # Exactly what `breakglass checkpoint-key` prints: the algorithm, then 64 hex digits.
 _PEER_KEY = re.compile(r"ed25519 ([0-9a-fA-F]{64})")
@@ -89,7 +91,22 @@ class FleetReader(Fields):
             timeout=self.seconds(view, "timeout", default.timeout),
             ship_interval=self.seconds(view, "ship_interval", default.ship_interval),
             witness_interval=self.seconds(view, "witness_interval", default.witness_interval),
+            unreachable=self.unreachable(view, default.unreachable),
         )
+
+    def unreachable(self, view: MapView, default: str) -> str:
+        text = self.text(view, "unreachable")
+        if text is None:
+            return default
+        if text not in UNREACHABLE:
+            self.p.add(
+                view.get("unreachable"),
+                f"fleet.unreachable must be serve or refuse, not {text!r}",
+                "serve: a login decides on this node's copy of the code (flagged, alerted);"
+                " refuse: it fails closed",
+            )
+            return default
+        return text
 
     def dsn(self, view: MapView) -> str | None:
         text = self.text(view, "postgres")

@@ -155,6 +155,9 @@ class FleetConfig:
     timeout: float = 2.0
     ship_interval: float = 0.5
     witness_interval: float = 60.0
+    # What a login does when the ledger does not answer while spending a code: "serve"
+    # (decide on this node's copy, flag the session, alert, reconcile later) or "refuse".
+    unreachable: str = "serve"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,6 +29,10 @@ rules are data (``AlertRules`` from the config) plus a fixed set that always app
 - ``fleet_conflict`` / ``fleet_gap`` / ``fleet_name_taken`` / ``fleet_too_old``: the
   node's shipping to the fleet's ledger stopped on a conflicting event, found a lost
   tail (and ships it again), found its name taken, or found the ledger too new for it;
+- ``ledger_unreachable``: a login spent a code without the fleet's ledger answering
+  (``fleet.unreachable: serve``): the session is flagged;
+- ``code_overspent``: such a use, reconciled later, went past the code's rules
+  fleet-wide (more uses than allowed, or after a revocation);
 - ``extraction_failed``: the command extractor or a file-transfer parser gave up on a
   channel (its transcript keeps recording, but the index of what was done has a gap:
   breaking a parser must not be a quiet way to dodge the audit);
@@ -69,6 +73,8 @@ __all__ = [
     "on_session_start",
 ]
 
+LEDGER_UNREACHABLE = "ledger_unreachable"
+CODE_OVERSPENT = "code_overspent"
 # login_failed reasons that are attempts at something not allowed.
 DISALLOWED_REASONS = frozenset(
     {"unknown_target", "target_not_allowed", "login_not_allowed", "source_not_allowed"}
@@ -451,9 +457,27 @@ def evaluate(event: events.Event, rules: AlertRules, history: History, now: floa
     """The rules that fire for one audit event."""
     match event:
         case events.SessionStart():
-            return on_session_start(
+            fired = on_session_start(
                 rules, history, person=event.person, now=now, credential_id=event.credential_id
             )
+            if event.ledger_unreachable:
+                fired.append(
+                    Firing(
+                        LEDGER_UNREACHABLE,
+                        f"code {event.credential_id} was accepted on this node's copy: the"
+                        " fleet's ledger did not answer, so the use is not yet counted"
+                        " fleet-wide (it is reconciled when the ledger answers)",
+                    )
+                )
+            return fired
+        case events.CredUseSettled(over=str() as over):
+            return [
+                Firing(
+                    CODE_OVERSPENT,
+                    f"code {event.credential_id} {over} (use {event.use_id},"
+                    f" {event.uses} of {event.max_uses or 'unlimited'} uses in the ledger)",
+                )
+            ]
         case events.LoginFailed():
             return on_login_failure(
                 rules,

@@ -284,6 +284,10 @@ class SessionStart(Event):
     justification: str
     deadline: float
     source_port: int | Absent | None = ABSENT  # written since the login hardening
+    # With a fleet (since issue 22): the code's use spent in the ledger under this id, and
+    # whether the ledger did not answer, so the node decided on its own copy (flagged).
+    use_id: str | None = None
+    ledger_unreachable: bool | None = None
 
 
 @event("session_warning")
@@ -408,6 +412,33 @@ class CredRevoked(Event):
     by: str
     reason: str
     state: dict[str, Any] | None = None
+
+
+@event("cred_use_pending")
+class CredUsePending(Event):
+    """A login is about to spend one use of a code in the fleet's ledger under
+    ``use_id`` (written before the ledger is asked: a crash after it is settled)."""
+
+    credential_id: str
+    use_id: str
+    person: str
+    target: str
+
+
+@event("cred_use_settled")
+class CredUseSettled(Event):
+    """What became of a pending use that no unflagged session start settled: whether the
+    ledger holds it (``spent``); ``offline`` when the node served without the ledger and
+    recorded the use afterwards. ``over`` says how that use went past the code's rules
+    fleet-wide (over-spent, or after a revocation): it alerts."""
+
+    credential_id: str
+    use_id: str
+    spent: bool
+    offline: bool
+    uses: int | None = None  # the ledger's count of the code's uses after settling
+    max_uses: int | None = None
+    over: str | None = None
 
 
 # ------------------------------------------------------------------------------- login

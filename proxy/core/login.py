@@ -27,11 +27,18 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from proxy.core import answers as words
 from proxy.core.credentials import Credential, UseDecision, check_use, parse_code
 from proxy.core.credstate import MISMATCH
+from proxy.core.fleetuse import (
+    REFUSE,
+    UNREACHABLE,
+    SpendOutcome,
+    ledger_refusal,
+    refuse_message,
+)
 from proxy.core.policy import (
     check_justification,
     describe_rule,
@@ -64,6 +71,7 @@ class Phase(enum.Enum):
     ASKING = "asking"  # the code and justification prompts are out
     REASKING = "reasking"  # the justification prompt again; the code is kept
     CHECKING = "checking"  # waiting for the credential row and argon2's verdict
+    SPENDING = "spending"  # waiting for the fleet's ledger to spend the code's use
     COMMITTING = "committing"  # waiting for the session start's commit
     ADMITTED = "admitted"  # authentication succeeds (a session, or a refusal it is told)
     CLOSED = "closed"  # too many failures: the connection is ended
@@ -83,7 +91,15 @@ TRANSITIONS: Mapping[Phase, Mapping[str, frozenset[Phase]]] = {
     Phase.REASKING: {**_RESTART, "answers": _ANSWERED},
     Phase.CHECKING: {
         **_RESTART,
-        "credential": frozenset({Phase.COMMITTING, Phase.ADMITTED, Phase.ASKING, Phase.CLOSED}),
+        "credential": frozenset(
+            {Phase.SPENDING, Phase.COMMITTING, Phase.ADMITTED, Phase.ASKING, Phase.CLOSED}
+        ),
+    },
+    Phase.SPENDING: {
+        **_RESTART,
+        "spent": frozenset({Phase.COMMITTING, Phase.ADMITTED, Phase.ASKING, Phase.CLOSED}),
+        # The pending use could not be recorded: the audit trail cannot be written.
+        "commit_failed": frozenset({Phase.ADMITTED}),
     },
     Phase.COMMITTING: {
         **_RESTART,
@@ -182,6 +198,17 @@ class SessionPlan:
     justification: str
     started_at: float
     deadline: float
+    # The fleet's ledger did not answer and ``fleet.unreachable: serve`` let the session
+    # start on this node's copy of the code: it is flagged and alerted.
+    ledger_unreachable: bool = False
+
+
+@dataclass(frozen=True)
+class Spend:
+    """Spend one use of ``plan``'s code in the fleet's ledger (after recording the
+    pending use locally), then send ``spent``."""
+
+    plan: SessionPlan
 
 
 @dataclass(frozen=True)
@@ -199,7 +226,7 @@ class Admit:
     plan: SessionPlan
 
 
-Answer = Ask | NeedCredential | Refuse | Commit | Admit
+Answer = Ask | NeedCredential | Refuse | Spend | Commit | Admit
 
 
 # -- inputs that are not events --------------------------------------------------------
@@ -215,6 +242,9 @@ class LoginRules:
     failure_delay_base: float = 1.0
     max_failures: int = MAX_FAILURES
     max_justification_tries: int = MAX_JUSTIFICATION_TRIES
+    # With a fleet: ``fleet.unreachable`` ("serve" or "refuse"), and every use is spent
+    # in the ledger before the session starts. None: a node on its own.
+    unreachable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -327,7 +357,7 @@ class LoginMachine:
         now: float,
         *,
         tampered: bool = False,
-    ) -> Refuse | Commit:
+    ) -> Refuse | Spend | Commit:
         """The row read for the last ``NeedCredential`` (None: no such id, or the store
         could not be read), whether argon2 verified the secret against it, and whether
         the row disagrees with its events in the chain (``proxy.core.credstate``): such
@@ -386,7 +416,8 @@ class LoginMachine:
             failure = self._failure(reason, justification, cred_id, verified=True)
             return Refuse(failure, message, served=True)
 
-        self._enter("credential", Phase.COMMITTING)
+        fleet = self.rules.unreachable is not None
+        self._enter("credential", Phase.SPENDING if fleet else Phase.COMMITTING)
         policy = self.rules.policy
         self._plan = SessionPlan(
             person=parsed.person,
@@ -399,6 +430,34 @@ class LoginMachine:
                 now, policy.max_session, target.max_session, cred.max_session
             ),
         )
+        return Spend(self._plan) if fleet else Commit(self._plan)
+
+    def spent(self, outcome: SpendOutcome, now: float) -> Refuse | Commit:
+        """What the fleet's ledger said to spending the use (proxy/core/fleetuse.py)."""
+        self._expect("spent")
+        plan, attempt = self._plan, self._attempt
+        assert plan is not None  # both set by the credential that led to the Spend
+        assert attempt is not None
+        if outcome.kind == "spent":
+            self._enter("spent", Phase.COMMITTING)
+            return Commit(plan)
+        if outcome.kind == "refused":
+            # Another node took the last use, or revoked the code, or the ledger's clock
+            # says its window is over: the engineer holds the code and is told which.
+            failure = self._failure(
+                outcome.reason, plan.justification, plan.credential.cred_id, verified=True
+            )
+            message = ledger_refusal(outcome.reason, plan.credential.max_uses)
+            return self._fail("spent", attempt.username, failure, now, message)
+        if self.rules.unreachable == REFUSE:
+            # Not the engineer's fault: nothing counted, and they are told why.
+            self._enter("spent", Phase.ADMITTED)
+            failure = self._failure(
+                UNREACHABLE, plan.justification, plan.credential.cred_id, verified=True
+            )
+            return Refuse(failure, refuse_message(outcome.detail), served=True)
+        self._enter("spent", Phase.COMMITTING)
+        self._plan = replace(plan, ledger_unreachable=True)
         return Commit(self._plan)
 
     def committed(self, decision: UseDecision, now: float) -> Refuse | Admit:

@@ -186,11 +186,20 @@ class Ledger:
             await self._discard(conn)
 
     async def run(
-        self, fn: Callable[[Conn], Awaitable[T]], *, what: str, bound: float | None = None
+        self,
+        fn: Callable[[Conn], Awaitable[T]],
+        *,
+        what: str,
+        bound: float | None = None,
+        transaction: bool = True,
     ) -> T:
         """``fn(conn)`` in one transaction, with everything done within ``bound`` seconds
         (default ``fleet.timeout``; an auditor's long read may ask for more, and the
         server's statement_timeout follows it for that transaction).
+
+        With ``transaction=False`` each statement of ``fn`` commits on its own: a single
+        statement is then one round trip, committed by the server even if its reply is
+        lost (spending a code relies on that; a ``BEGIN`` would be a round trip more).
 
         Raises LedgerUnreachable for any failure of the ledger (and at once, without
         calling it, while the breaker is open). An exception of the caller's own that
@@ -205,7 +214,7 @@ class Ledger:
                 f" (last: {self._last_error}); retried when a probe gets an answer",
             )
         try:
-            result = await self._bounded(fn, self.timeout if bound is None else bound)
+            result = await self._bounded(fn, self.timeout if bound is None else bound, transaction)
         except (psycopg.Error, OSError, TimeoutError) as exc:
             detail = _detail(exc)
             if isinstance(exc, TimeoutError) and self._slots.locked():
@@ -218,7 +227,9 @@ class Ledger:
         self._answered()
         return result
 
-    async def _bounded(self, fn: Callable[[Conn], Awaitable[T]], bound: float) -> T:
+    async def _bounded(
+        self, fn: Callable[[Conn], Awaitable[T]], bound: float, transaction: bool = True
+    ) -> T:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + bound
         async with asyncio.timeout_at(deadline):
@@ -227,7 +238,7 @@ class Ledger:
             async with asyncio.timeout_at(deadline):
                 conn = await self._connection()
             local = None if bound == self.timeout else _milliseconds(bound)
-            return await self._call(conn, fn, deadline, local)
+            return await self._call(conn, fn, deadline, local, transaction)
         finally:
             self._slots.release()
 
@@ -237,6 +248,7 @@ class Ledger:
         fn: Callable[[Conn], Awaitable[T]],
         deadline: float,
         statement_timeout: str | None,
+        transaction: bool = True,
     ) -> T:
         """Run ``fn`` on ``conn`` until ``deadline``; past it, cut the connection off.
 
@@ -246,6 +258,8 @@ class Ledger:
         """
 
         async def transact() -> T:
+            if not transaction:
+                return await fn(conn)
             async with conn.transaction():
                 if statement_timeout is not None:
                     await conn.execute(

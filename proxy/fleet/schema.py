@@ -41,7 +41,7 @@ __all__ = [
     "schema_problem",
 ]
 
-SCHEMA_VERSION = 1  # the ledger schema this code writes
+SCHEMA_VERSION = 2  # the ledger schema this code writes
 READER_VERSION = 1  # the oldest ledger layout this code reads: compared to min_reader_version
 # pg_advisory_xact_lock's key: "breakglass fleet migrate" (any constant; documented here
 # so an operator can see who holds it in pg_locks).
@@ -251,6 +251,129 @@ LEFT JOIN LATERAL (
 """
 
 
+# Version 2: codes across nodes. ``fleet_credentials`` holds each code's facts as its
+# origin node's chain says them (plus the argon2 hash, which no event carries: a pulling
+# node checks it against the SHA-256 its origin's signed event holds); its state only
+# moves forward. ``cred_uses`` is every spent use, one row per ``use_id``, INSERT-only:
+# a code's uses are counted from it, never kept in a counter. ``ledger_spend`` spends
+# one use in one statement (so in one round trip, and committed by the server even when
+# the reply is lost): it locks the code's row, re-checks the rules against the ledger's
+# own clock, and inserts the use; a use_id already there is a retry and is not counted
+# again.
+_V2 = """
+CREATE TABLE fleet_credentials (
+    id             text PRIMARY KEY,
+    origin_node    text NOT NULL,
+    origin_seq     bigint NOT NULL,
+    person         text NOT NULL,
+    targets        text NOT NULL,               -- JSON list of globs, as the event has it
+    max_uses       integer NOT NULL,
+    valid_until    double precision NOT NULL,   -- unix seconds (activation deadline)
+    window_seconds double precision NOT NULL,
+    max_session    double precision,
+    issued_at      double precision NOT NULL,
+    code_hash      text NOT NULL,               -- argon2; SHA-256 of it is in the event
+    activated_at   timestamptz,                 -- the ledger's clock at the first use
+    revoked_at     double precision,            -- the revoking node's clock (its event)
+    revoke_reason  text,
+    revoked_by     text                         -- node whose event revoked it
+);
+
+CREATE TABLE cred_uses (
+    use_id        text PRIMARY KEY,
+    credential_id text NOT NULL,
+    node          text NOT NULL,
+    person        text NOT NULL,
+    target        text NOT NULL,
+    session_id    text,
+    node_time     double precision NOT NULL,    -- the node's clock when it decided
+    offline       boolean NOT NULL DEFAULT false, -- decided while the ledger did not answer
+    spent_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX cred_uses_credential ON cred_uses (credential_id);
+
+CREATE FUNCTION ledger_credentials_forward() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id IS DISTINCT FROM OLD.id OR NEW.person IS DISTINCT FROM OLD.person
+        OR NEW.code_hash IS DISTINCT FROM OLD.code_hash
+        OR NEW.origin_node IS DISTINCT FROM OLD.origin_node
+        OR NEW.origin_seq IS DISTINCT FROM OLD.origin_seq
+        OR NEW.max_uses IS DISTINCT FROM OLD.max_uses
+        OR NEW.valid_until IS DISTINCT FROM OLD.valid_until
+        OR NEW.window_seconds IS DISTINCT FROM OLD.window_seconds
+        OR NEW.targets IS DISTINCT FROM OLD.targets
+        OR (OLD.activated_at IS NOT NULL AND NEW.activated_at IS DISTINCT FROM OLD.activated_at)
+        OR (OLD.revoked_at IS NOT NULL AND NEW.revoked_at IS DISTINCT FROM OLD.revoked_at)
+    THEN
+        RAISE EXCEPTION 'ledger: credential % only moves forward', OLD.id;
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER fleet_credentials_forward BEFORE UPDATE ON fleet_credentials
+    FOR EACH ROW EXECUTE FUNCTION ledger_credentials_forward();
+CREATE TRIGGER fleet_credentials_no_delete BEFORE DELETE ON fleet_credentials
+    FOR EACH ROW EXECUTE FUNCTION ledger_append_only();
+CREATE TRIGGER fleet_credentials_no_truncate BEFORE TRUNCATE ON fleet_credentials
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_only();
+CREATE TRIGGER cred_uses_append_only BEFORE UPDATE OR DELETE ON cred_uses
+    FOR EACH ROW EXECUTE FUNCTION ledger_append_only();
+CREATE TRIGGER cred_uses_no_truncate BEFORE TRUNCATE ON cred_uses
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_only();
+
+-- The facts a node passes (p_code, jsonb) are its verified local copy of the code: they
+-- create the row when the ledger has none yet (the origin's copy has not arrived), and
+-- when the row exists they must agree with it, else 'mismatch' (the node trusts neither).
+-- Answers: 'ok' (spent now), 'again' (this use_id was spent before: a retry), or why not.
+CREATE FUNCTION ledger_spend(
+    p_use_id text, p_node text, p_target text, p_session text, p_node_time double precision,
+    p_code jsonb
+) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    c fleet_credentials%ROWTYPE;
+    used bigint;
+BEGIN
+    INSERT INTO fleet_credentials (id, origin_node, origin_seq, person, targets, max_uses,
+        valid_until, window_seconds, max_session, issued_at, code_hash)
+    VALUES (p_code ->> 'id', p_code ->> 'origin_node', (p_code ->> 'origin_seq')::bigint,
+        p_code ->> 'person', p_code ->> 'targets', (p_code ->> 'max_uses')::integer,
+        (p_code ->> 'valid_until')::double precision,
+        (p_code ->> 'window_seconds')::double precision,
+        (p_code ->> 'max_session')::double precision,
+        (p_code ->> 'issued_at')::double precision, p_code ->> 'code_hash')
+    ON CONFLICT (id) DO NOTHING;
+    SELECT * INTO c FROM fleet_credentials WHERE id = p_code ->> 'id' FOR UPDATE;
+    IF EXISTS (SELECT 1 FROM cred_uses WHERE use_id = p_use_id) THEN
+        RETURN 'again';
+    END IF;
+    IF c.person <> p_code ->> 'person' OR c.code_hash <> p_code ->> 'code_hash'
+        OR c.max_uses <> (p_code ->> 'max_uses')::integer
+        OR c.valid_until <> (p_code ->> 'valid_until')::double precision
+        OR c.window_seconds <> (p_code ->> 'window_seconds')::double precision THEN
+        RETURN 'mismatch';
+    END IF;
+    IF c.revoked_at IS NOT NULL THEN
+        RETURN 'revoked';
+    END IF;
+    IF c.activated_at IS NULL AND extract(epoch FROM now()) >= c.valid_until THEN
+        RETURN 'expired';
+    END IF;
+    IF c.activated_at IS NOT NULL
+        AND now() >= c.activated_at + make_interval(secs => c.window_seconds) THEN
+        RETURN 'burnt';
+    END IF;
+    SELECT count(*) INTO used FROM cred_uses WHERE credential_id = c.id;
+    IF c.max_uses > 0 AND used >= c.max_uses THEN
+        RETURN 'spent';
+    END IF;
+    INSERT INTO cred_uses (use_id, credential_id, node, person, target, session_id, node_time)
+    VALUES (p_use_id, c.id, p_node, c.person, p_target, p_session, p_node_time);
+    UPDATE fleet_credentials SET activated_at = coalesce(activated_at, now()) WHERE id = c.id;
+    RETURN 'ok';
+END $$;
+"""
+
+
 @dataclass(frozen=True)
 class Step:
     """One migration: takes the ledger from ``version - 1`` to ``version``.
@@ -267,7 +390,7 @@ class Step:
 
 
 # Append a step, never edit one that has shipped.
-STEPS: tuple[Step, ...] = (Step(1, _V1, 1),)
+STEPS: tuple[Step, ...] = (Step(1, _V1, 1), Step(2, _V2, 1))
 assert [s.version for s in STEPS] == list(range(1, SCHEMA_VERSION + 1))
 
 # What a node's role may do (``fleet migrate --grant ROLE``): read everything, append
@@ -279,6 +402,9 @@ _GRANTS: tuple[LiteralString, ...] = (
     "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {role}",
     "GRANT INSERT ON events, cast_chunks, nodes, node_status TO {role}",
     "GRANT UPDATE ON node_status TO {role}",
+    # Codes (v2): publish and spend them; the triggers keep their state moving forward.
+    "GRANT INSERT, UPDATE ON fleet_credentials TO {role}",
+    "GRANT INSERT ON cred_uses TO {role}",
 )
 
 

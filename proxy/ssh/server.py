@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -36,6 +37,7 @@ from proxy.core.login import (
     ProxyState,
     Refuse,
     SessionPlan,
+    Spend,
 )
 from proxy.core.policy import parse_username
 from proxy.core.preauth import MAX_USERNAME, kept_text, redact_codes
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from proxy.config import Config
     from proxy.core.throttle import LoginThrottle
     from proxy.failurelog import FailureLog
+    from proxy.fleet.codes import FleetCodes
     from proxy.logs import LineBudget
     from proxy.tasks import TaskOwner
 
@@ -71,6 +74,10 @@ class ConnectionHost(SessionHost, Protocol):
 
     @property
     def failure_delay_base(self) -> float: ...
+
+    @property
+    def fleet_codes(self) -> FleetCodes | None:
+        """The codes' side of the fleet's ledger (None: a node on its own)."""
 
     @property
     def login_throttle(self) -> LoginThrottle: ...
@@ -150,6 +157,10 @@ class ConnectionHandler(asyncssh.SSHServer):
         # Why a proven engineer cannot be served (disk full, store down, at capacity):
         # told on the channel's stderr, which every client shows whatever its LogLevel.
         self._refusal: str | None = None
+        # With a fleet: the argon2 hash of the code being checked (the ledger keeps it),
+        # and the (use_id, session id) its use was spent under.
+        self._code_hash = ""
+        self._use: tuple[str, str] | None = None
 
     # -- connection -------------------------------------------------------------------
 
@@ -189,6 +200,8 @@ class ConnectionHandler(asyncssh.SSHServer):
             min_free=config.storage.min_free,
             failure_delay_base=self.app.failure_delay_base,
         )
+        if config.fleet is not None and self.app.fleet_codes is not None:
+            rules = dataclasses.replace(rules, unreachable=config.fleet.unreachable)
         return LoginMachine(rules, self.app.login_throttle, self.source)
 
     def _release(self) -> None:
@@ -310,6 +323,8 @@ class ConnectionHandler(asyncssh.SSHServer):
         step = self.login.answers(username, responses, time.time())
         if isinstance(step, NeedCredential):
             step = await self._check(step)
+        if isinstance(step, Spend):
+            step = await self._spend(step.plan)
         if isinstance(step, Ask):
             if step.failure is not None:
                 self._audit_failure(username, step.failure)
@@ -320,7 +335,7 @@ class ConnectionHandler(asyncssh.SSHServer):
             return await self._refused(username, step)
         raise LoginStateError(f"unexpected answer {type(step).__name__}")
 
-    async def _check(self, need: NeedCredential) -> Refuse | Commit:
+    async def _check(self, need: NeedCredential) -> Refuse | Spend | Commit:
         """One credential read and one argon2 check, whatever is wrong."""
         if need.wait > 0:
             if (held := self.app.stranger_lines.allow("throttled")) is not None:
@@ -338,6 +353,8 @@ class ConnectionHandler(asyncssh.SSHServer):
         except StoreError as exc:
             log.critical("audit store unreadable at login: %s", exc)
         cred, encoded, mismatch = found if found else (None, None, None)
+        self._code_hash = encoded or ""
+        self._use = None
         verified = await self.app.verify_code(encoded, need.cred_id, need.secret, self.source)
         if mismatch is not None:
             # The row disagrees with its events in the chain (edited by hand?): it is
@@ -352,11 +369,38 @@ class ConnectionHandler(asyncssh.SSHServer):
             cred, verified, state, time.time(), tampered=mismatch is not None
         )
 
+    async def _spend(self, plan: SessionPlan) -> Refuse | Commit:
+        """Spend the code's use in the fleet's ledger (after argon2 and every local rule
+        said yes: a wrong code never reaches the ledger)."""
+        codes = self.app.fleet_codes
+        assert codes is not None  # the rules ask for a Spend only when there is a fleet
+        session_id = ids.session_id(plan.started_at, secrets.token_bytes(2))
+        use_id = secrets.token_hex(16)
+        try:
+            outcome = await codes.spend(
+                plan.credential, self._code_hash, plan.target.name, session_id, use_id, time.time()
+            )
+        except StoreError as exc:
+            codes.finished(use_id)
+            log.critical("cannot record a pending use of a code: %s", exc)
+            self.app.alerts.store_failed(f"cannot record a pending use of a code: {exc}")
+            return self.login.commit_failed()
+        except BaseException:
+            codes.finished(use_id)
+            raise
+        step = self.login.spent(outcome, time.time())
+        if isinstance(step, Commit):
+            self._use = (use_id, session_id)
+        else:
+            codes.finished(use_id)
+        return step
+
     async def _commit(self, username: str, plan: SessionPlan) -> bool:
         """Commit the session start, shielded; the machine says what its outcome means."""
         now = plan.started_at
+        use, self._use = self._use, None
         info = SessionInfo(
-            id=ids.session_id(now, secrets.token_bytes(2)),
+            id=use[1] if use else ids.session_id(now, secrets.token_bytes(2)),
             person=plan.person,
             credential_id=plan.credential.cred_id,
             source=self.source,
@@ -367,13 +411,31 @@ class ConnectionHandler(asyncssh.SSHServer):
             started_at=now,
             deadline=plan.deadline,
         )
-        start = NewEvent.of(self._start_event(info), now, info.id)
-        alerts = await self.app.alerts.for_event(start)
+        start = NewEvent.of(
+            self._start_event(
+                info,
+                use_id=use[0] if use else None,
+                ledger_unreachable=plan.ledger_unreachable or None,
+            ),
+            now,
+            info.id,
+        )
+        codes = self.app.fleet_codes if use is not None else None
+        try:
+            alerts = await self.app.alerts.for_event(start)
+        except BaseException:
+            if codes is not None and use is not None:
+                codes.finished(use[0])
+            raise
         commit = asyncio.ensure_future(
             self.app.login_store.start_session(
                 plan.credential.cred_id, plan.person, plan.target.name, now, start, alerts=alerts
             )
         )
+        if codes is not None and use is not None:
+            # Settled by the start once it is committed (by the ledger if it is not).
+            use_id = use[0]
+            commit.add_done_callback(lambda _: codes.finished(use_id))
         try:
             # Shielded: a new USERAUTH_REQUEST or a disconnect cancels this check, but the
             # commit goes on in the store's thread; what it starts must also end.
@@ -446,7 +508,13 @@ class ConnectionHandler(asyncssh.SSHServer):
             with contextlib.suppress(OSError, asyncssh.Error):
                 self.conn.send_auth_banner(f"breakglass: {text}\n")
 
-    def _start_event(self, info: SessionInfo) -> events.SessionStart:
+    def _start_event(
+        self,
+        info: SessionInfo,
+        *,
+        use_id: str | None = None,
+        ledger_unreachable: bool | None = None,
+    ) -> events.SessionStart:
         return events.SessionStart(
             person=info.person,
             credential_id=info.credential_id,
@@ -457,6 +525,8 @@ class ConnectionHandler(asyncssh.SSHServer):
             login=info.login,
             justification=info.justification,
             deadline=info.deadline,
+            use_id=use_id,
+            ledger_unreachable=ledger_unreachable,
         )
 
     def _audit_failure(self, username: str, failure: Failure) -> None:

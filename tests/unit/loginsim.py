@@ -33,6 +33,7 @@ from proxy.core.login import (
     NeedCredential,
     ProxyState,
     Refuse,
+    Spend,
 )
 from proxy.core.throttle import FailureCounter, LoginThrottle, ThrottleRule
 from proxy.store.base import NewEvent
@@ -146,7 +147,7 @@ class Codes:
 
     def answer(
         self, m: LoginMachine, need: NeedCredential, state: ProxyState = ROOMY, now: float = NOW
-    ) -> Refuse | Commit:
+    ) -> Refuse | Spend | Commit:
         """What the adapter does for a NeedCredential: one read, one check."""
         self.reads += 1
         found = at_once(self.store.get_credential(need.cred_id))

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from proxy.config.model import PolicyConfig
 from proxy.core.credentials import UseDecision, format_code
+from proxy.core.fleetuse import SpendOutcome
 from proxy.core.login import (
     JUSTIFICATION_PROMPT,
     MAX_FAILURES,
@@ -32,6 +33,7 @@ from proxy.core.login import (
     Phase,
     ProxyState,
     Refuse,
+    Spend,
 )
 from proxy.core.policy import JustificationRule
 from proxy.core.throttle import ThrottleRule
@@ -162,7 +164,7 @@ def one_attempt(
     m: LoginMachine | None = None,
     state: ProxyState = ROOMY,
     justification: str = GOOD,
-) -> Refuse | Commit:
+) -> Refuse | Spend | Commit:
     m = m or machine()
     m.challenge(username)
     need = m.answers(username, [code, justification], NOW)
@@ -552,7 +554,9 @@ def test_each_failure_is_audited_once_with_the_typed_id() -> None:
 
 def test_the_readme_shows_the_phase_table_as_it_is() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    header = "  | phase | challenge | answers | credential | committed | commit_failed | error |"
+    header = (
+        "  | phase | challenge | answers | credential | spent | committed | commit_failed | error |"
+    )
     lines = readme[readme.index(header) :].splitlines()[2 : 2 + len(Phase)]
     kinds = header.strip(" |").split(" | ")[1:]
     shown = {}
@@ -650,3 +654,46 @@ def test_the_first_challenge_states_the_justification_rule() -> None:
         "All activity is recorded and every use raises an alert. The justification must "
         r"have at least 20 characters, at most 1000 bytes, containing a match for INC-\d+."
     )
+
+
+# --------------------------------------------------------------- with a fleet's ledger
+
+
+def fleet_machine(unreachable: str) -> tuple[LoginMachine, Spend]:
+    codes, (good,) = codes_for("alice")
+    m = machine(dataclasses.replace(rules(), unreachable=unreachable))
+    step = one_attempt(USER, good, codes, m=m)
+    assert isinstance(step, Spend), step
+    assert m.phase is Phase.SPENDING
+    return m, step
+
+
+@pytest.mark.parametrize("unreachable", ["serve", "refuse"])
+def test_a_use_the_ledger_spent_commits_unflagged(unreachable: str) -> None:
+    m, spend = fleet_machine(unreachable)
+    step = m.spent(SpendOutcome("spent"), NOW)
+    assert isinstance(step, Commit)
+    assert step.plan == spend.plan
+    assert not step.plan.ledger_unreachable
+
+
+def test_a_use_the_ledger_refused_is_a_verified_failure_that_says_why() -> None:
+    m, _ = fleet_machine("serve")
+    step = m.spent(SpendOutcome("refused", "spent"), NOW)
+    assert isinstance(step, Refuse)
+    assert (step.failure.reason, step.failure.verified, step.served) == ("spent", True, False)
+    assert "across the fleet" in step.message
+    assert m.failures == 1
+
+
+def test_an_unanswered_ledger_serves_flagged_or_refuses_with_the_reason() -> None:
+    m, _ = fleet_machine("serve")
+    step = m.spent(SpendOutcome("unreachable", detail="no answer within the timeout"), NOW)
+    assert isinstance(step, Commit)
+    assert step.plan.ledger_unreachable
+    m, _ = fleet_machine("refuse")
+    refused = m.spent(SpendOutcome("unreachable", detail="no answer within the timeout"), NOW)
+    assert isinstance(refused, Refuse)
+    assert (refused.failure.reason, refused.served, m.failures) == ("ledger_unreachable", True, 0)
+    assert "no answer within the timeout" in refused.message
+    assert "fleet.unreachable: refuse" in refused.message
