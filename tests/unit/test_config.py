@@ -1581,3 +1581,32 @@ def test_service_sink_mistakes(site: Site, secret: Path, sink: str, message: str
     path = site.write(f"alerts:\n  sinks:\n    - {sink}\n")
     problems = problems_of(path)
     assert any(message in p.message for p in problems), problems
+
+
+def test_fleet_unreachable_is_serve_or_refuse(tmp_path: Path) -> None:
+    from proxy.config import load_config
+    from proxy.core.errors import ConfigError
+
+    key = "ed25519 " + "a" * 64
+
+    def load(extra: str) -> object:
+        path = tmp_path / "proxy.yaml"
+        path.write_text(
+            "listen: {host: 127.0.0.1, port: 2222, host_key: " + str(tmp_path / "hk") + "}\n"
+            "storage: {database: "
+            + str(tmp_path / "a.db")
+            + ", recordings: "
+            + str(tmp_path / "rec")
+            + "}\n"
+            "fleet: {node: bg-a, postgres: 'postgresql://u@127.0.0.1/db', peers: {bg-a: '"
+            + key
+            + "'}"
+            + extra
+            + "}\n"
+        )
+        return load_config(path)
+
+    assert load("").fleet.unreachable == "serve"  # type: ignore[attr-defined]
+    assert load(", unreachable: refuse").fleet.unreachable == "refuse"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="serve or refuse"):
+        load(", unreachable: maybe")
