@@ -42,10 +42,15 @@ async def test_migrate_creates_then_finds_nothing_to_do_and_grants(
     first = run_cli(config, "fleet", "migrate")
     assert first.returncode == 0, first.stderr
     where = f"postgresql://127.0.0.1:{pg_server.port}/cli_migrate"
-    assert first.stdout == f"ledger {where}: schema version 0 -> 1 (applied step 1)\n"
-    assert await _versions(dsn) == (1, 1)
+    v = schema.SCHEMA_VERSION
+    steps = ", ".join(str(s.version) for s in schema.STEPS)
+    assert first.stdout == f"ledger {where}: schema version 0 -> {v} (applied step {steps})\n"
+    assert await _versions(dsn) == (schema.SCHEMA_VERSION, 1)
     again = run_cli(config, "fleet", "migrate")
-    assert (again.returncode, again.stdout) == (0, f"ledger {where}: schema already at version 1\n")
+    assert (again.returncode, again.stdout) == (
+        0,
+        f"ledger {where}: schema already at version {v}\n",
+    )
 
     pg_server.create_role("bg_cli_node")
     granted = run_cli(config, "fleet", "migrate", "--grant", "bg_cli_node")
