@@ -54,6 +54,11 @@ def public_hex(pub: Ed25519PublicKey) -> str:
     return _raw(pub).hex()
 
 
+def key_line(pub: Ed25519PublicKey) -> str:
+    """The public key as ``breakglass checkpoint-key`` prints it (``fleet.peers`` pins it so)."""
+    return f"ed25519 {public_hex(pub)}"
+
+
 def fingerprint(pub: Ed25519PublicKey) -> str:
     """``SHA256:<base64>`` of the raw 32-byte public key (OpenSSH's style)."""
     digest = hashlib.sha256(_raw(pub)).digest()
@@ -80,7 +85,7 @@ def load_or_generate(path: Path) -> Ed25519PrivateKey:
             f.flush()
             os.fsync(f.fileno())
         pub = path.with_name(PUB_NAME)
-        pub.write_text(f"ed25519 {public_hex(key.public_key())}\n")
+        pub.write_text(key_line(key.public_key()) + "\n")
         log.info("generated checkpoint key %s (%s)", path, fingerprint(key.public_key()))
         return key
     mode = path.stat().st_mode & 0o777

@@ -603,7 +603,7 @@ def cmd_review(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_checkpoint_key(args: argparse.Namespace, config: Config) -> int:
-    from proxy.audit.checkpoint import fingerprint, key_path, load_or_generate, public_hex
+    from proxy.audit.checkpoint import fingerprint, key_line, key_path, load_or_generate, public_hex
 
     path = key_path(config.storage.recordings)
     pub = load_or_generate(path).public_key()
@@ -614,7 +614,7 @@ def cmd_checkpoint_key(args: argparse.Namespace, config: Config) -> int:
         return 0
     print("# Keep this off the box; check checkpoints with: breakglass verify --key HEX")
     print(f"# key file {escape(str(path))}, fingerprint {fingerprint(pub)}")
-    print(f"ed25519 {public_hex(pub)}")
+    print(key_line(pub))
     return 0
 
 
