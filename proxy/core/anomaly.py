@@ -430,9 +430,10 @@ def on_fleet(
     """A shipping problem with the fleet's ledger: the node keeps serving locally."""
     match event:
         case events.FleetConflict():
+            held = "with another hash" if event.local_hash else "past its journal's head"
             text = (
-                f"the ledger {event.ledger} holds this node's event {event.seq} with another"
-                " hash: shipping stopped (run breakglass verify)"
+                f"the ledger {event.ledger} holds this node's event {event.seq} {held}:"
+                " shipping stopped (run breakglass verify)"
             )
         case events.FleetGap():
             text = (

@@ -409,7 +409,12 @@ def test_disk_space_crossings_alert() -> None:
 @pytest.mark.parametrize(
     ("type_", "data", "said"),
     [
-        ("fleet_conflict", {"ledger": "L", "seq": 7}, "holds this node's event 7 with another"),
+        (
+            "fleet_conflict",
+            {"seq": 7, "local_hash": "ab"},
+            "holds this node's event 7 with another",
+        ),
+        ("fleet_conflict", {"seq": 7}, "holds this node's event 7 past its journal's head"),
         ("fleet_gap", {"ledger": "L", "ledger_seq": 4, "shipped_seq": 9}, "events 5-9"),
         ("fleet_name_taken", {"node": "bg-eu1", "detail": "id x"}, "node name bg-eu1 is taken"),
         ("fleet_too_old", {"min_reader_version": 2, "reader_version": 1}, "reader version 2"),
