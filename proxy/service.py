@@ -345,13 +345,18 @@ async def serve(
             app.tasks.spawn(_watchdog(notifier, interval, stop), "watchdog")
         alert_tasks = AlertRuntime(app.alerts, store, app.find_session)
         alert_tasks.start()
+        shipper = None
         if config.fleet is not None:
             # Imported here: without a fleet the proxy never loads the PostgreSQL driver.
+            from proxy.fleet import shipper as fleet
             from proxy.fleet.codes import FleetCodes
 
             app.fleet_codes = FleetCodes(config.fleet, store, app.alerts.record)
             # Its first round settles what a crash left pending (by use_id).
             app.tasks.spawn(app.fleet_codes.run(stop), "fleet codes")
+            shipper = fleet.start(
+                config.fleet, store, config.storage.recordings, checkpoint_key, app.alerts.record
+            )
         if on_ready is not None:
             on_ready(app)
         try:
@@ -370,6 +375,8 @@ async def serve(
             await write_checkpoint(store, checkpoint_key, time.time())
             if app.fleet_codes is not None:
                 await app.fleet_codes.close()
+            if shipper is not None:
+                await shipper.close()  # ships the stop and its checkpoint, bounded
             await alert_tasks.stop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
@@ -448,8 +455,8 @@ async def reload(app: App, notifier: Notifier) -> None:
     """SIGHUP: new targets, policy and alerts for new logins; live sessions untouched.
 
     A bad file keeps the old config in force, says why in the log and the audit trail.
-    The listener and the store cannot move under a running process: changes to
-    ``listen`` or ``storage`` are reported and wait for a restart.
+    The listener, the store and the shipper cannot move under a running process: changes to
+    ``listen``, ``storage`` or ``fleet`` are reported and wait for a restart.
     """
     notifier.reloading()
     old = app.config
@@ -461,10 +468,12 @@ async def reload(app: App, notifier: Notifier) -> None:
         await app.alerts.record(NewEvent.of(events.ConfigReloadFailed(problems), time.time()))
         notifier.ready("reload refused: the config file has errors; old config in force")
         return
-    pending = [name for name in ("listen", "storage") if getattr(new, name) != getattr(old, name)]
+    # The shipper runs with the fleet settings it started with, like the listener.
+    restart = ("listen", "storage", "fleet")
+    pending = [name for name in restart if getattr(new, name) != getattr(old, name)]
     if pending:
         log.warning("config changes to %s take effect at the next restart", ", ".join(pending))
-        new = dataclasses.replace(new, listen=old.listen, storage=old.storage)
+        new = dataclasses.replace(new, listen=old.listen, storage=old.storage, fleet=old.fleet)
     app.apply_config(new)
     log.info("config reloaded: %d target(s)", len(new.targets))
     app.tasks.spawn(warn_unresolved(new), "resolve targets")
