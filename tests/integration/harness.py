@@ -327,6 +327,7 @@ def write_proxy_config(
     policy: Mapping[str, object] | None = None,
     recording: Mapping[str, object] | None = None,
     alerts: Mapping[str, object] | None = None,
+    fleet: Mapping[str, object] | None = None,
     database: Path | None = None,
     filename: str = "proxy.yaml",
 ) -> Path:
@@ -366,6 +367,8 @@ def write_proxy_config(
         document["recording"] = dict(recording)
     if alerts is not None:
         document["alerts"] = dict(alerts)
+    if fleet is not None:
+        document["fleet"] = dict(fleet)
     path = tmp_dir / filename
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
