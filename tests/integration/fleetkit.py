@@ -8,9 +8,7 @@ as ``breakglass checkpoint-key`` prints it.
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +19,6 @@ import psycopg
 
 from proxy.audit.checkpoint import key_line, key_path, load_or_generate
 from tests.integration.harness import Deployment, SshdTarget
-from tests.pgserver import PgServer
 
 # Quick enough that a test sees shipping within a second or two.
 FLEET_OPTIONS: dict[str, object] = {"timeout": 2.0, "ship_interval": 0.2, "witness_interval": 1.0}
@@ -83,18 +80,6 @@ def start_fleet(
 
 
 # -------------------------------------------------------------------------- the ledger
-
-_ledgers = itertools.count(1)
-
-
-def new_ledger(pg: PgServer) -> str:
-    """A new, migrated ledger database on ``pg``; its DSN."""
-    from proxy.fleet.schema import DDL  # SCRATCH
-
-    name = f"ledger_{os.getpid()}_{next(_ledgers)}"
-    dsn = pg.create_db(name)
-    pg.psql(DDL, name)
-    return dsn
 
 
 def query(dsn: str, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:

@@ -8,6 +8,7 @@ never touches a login, and shipping catches up (or alerts) by itself.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
@@ -17,10 +18,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from proxy.audit.checkpoint import key_path
 from proxy.core.chain import GENESIS
+from proxy.fleet import schema
 from tests.integration.conftest import TARGET, standard_targets
 from tests.integration.fleetkit import (
     Fleet,
@@ -119,8 +122,24 @@ def session_event(dsn: str, session_id: str, type_: str) -> Row | None:
     return next((r for r in rows if r[3] == session_id and r[2] == type_), None)
 
 
-def test_a_session_reaches_the_ledger_with_its_cast_while_live(start: Start) -> None:
-    fleet = start("bg-a", "bg-b")
+def node_role(pg: PgServer, dsn: str) -> str:
+    """The DSN of a role with exactly the nodes' rights (``fleet migrate --grant``)."""
+    pg.create_role("bg_node")
+    database = dsn.rsplit("/", 1)[1]
+
+    async def grant() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            await schema.grant(conn, "bg_node")
+
+    asyncio.run(grant())
+    return pg.dsn(database, "bg_node")
+
+
+def test_a_session_reaches_the_ledger_with_its_cast_while_live(
+    start: Start, pg_server: PgServer, ledger_dsn: str
+) -> None:
+    # The nodes log in as the role `fleet migrate --grant` makes: what they do, it allows.
+    fleet = start("bg-a", "bg-b", ship_to=node_role(pg_server, ledger_dsn))
     a = fleet.nodes["bg-a"]
     person = new_person()
     marker = f"MARK-{person}"
