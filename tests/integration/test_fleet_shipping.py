@@ -273,11 +273,12 @@ def test_a_node_killed_mid_session_loses_at_most_seconds_and_ends_it_interrupted
     wait_shipped(fleet)
     channel_end = session_event(fleet.dsn, sid, "channel_end")
     assert channel_end is not None
-    whole = eventually(
-        lambda: (c := ledger_cast(fleet.dsn, "bg-a", sid, 1)) == path.read_bytes() and c,
-        within=20,
-        what="the recovered cast in the ledger",
-    )
+
+    def recovered() -> bytes | None:
+        cast = ledger_cast(fleet.dsn, "bg-a", sid, 1)
+        return cast if cast == path.read_bytes() else None
+
+    whole = eventually(recovered, within=20, what="the recovered cast in the ledger")
     assert hashlib.sha256(whole).hexdigest() == data_of(channel_end)["recording_sha256"]
 
 
